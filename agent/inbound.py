@@ -1,0 +1,179 @@
+"""Processes stored inbound events in order: customers, stages, unsubscribe, answers, triggers, exits.
+
+One event is one transaction. Graph work it causes (an answer to a waiting question, an enrolment)
+is written as due rows in that same transaction, so a crash either keeps the event pending or has
+recorded everything it implies — never half.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.engine import Connection
+
+from agent.intents import detect_intents
+from agent.tables import InboundEvent
+from knowledge.clock import as_utc
+from knowledge.db import insert_ignore
+from knowledge.tables import Customer
+from sop_graphs.customers import load_customer, set_stage
+from sop_graphs.deps import Deps
+from sop_graphs.effects import Effects
+from sop_graphs.enrolment import LIVE, CustomerEvent, change_tags, exit_runs, finish_run, fire
+from sop_graphs.spec import Outcome
+from sop_graphs.tables import SopRun
+
+_I = InboundEvent.__table__.c
+_C = Customer.__table__.c
+_R = SopRun.__table__.c
+
+
+class UnknownCustomer(LookupError):
+    """An event names a customer the shop has never seen (only additions may introduce one)."""
+
+
+def submit(deps: Deps, *, key: str, customer_id: str, kind: str, payload: dict[str, Any],
+           at: datetime | None = None) -> bool:
+    """Store an inbound event durably; returns False for a duplicate delivery of the same key."""
+    with deps.engine.begin() as conn:
+        return insert_ignore(conn, InboundEvent.__table__, [{
+            "key": key, "customer_id": customer_id, "kind": kind, "payload": payload,
+            "received_at": as_utc(at or deps.clock.now()), "status": "pending"}]) == 1
+
+
+class InboundProcessor:
+    """Applies pending inbound events whose time has come, oldest first."""
+
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+
+    def next_at(self) -> datetime | None:
+        with self.deps.engine.connect() as conn:
+            value = conn.execute(select(func.min(_I.received_at)).where(_I.status == "pending")).scalar()
+        return as_utc(value) if value else None
+
+    def process(self) -> int:
+        now = self.deps.clock.now()
+        with self.deps.engine.connect() as conn:
+            rows = conn.execute(select(InboundEvent.__table__).where(
+                _I.status == "pending", _I.received_at <= as_utc(now)).order_by(_I.received_at, _I.id)
+            ).mappings().all()
+        for row in rows:
+            effects = Effects()
+            with self.deps.engine.begin() as conn:
+                status = self._apply(conn, effects, row)
+                effects.flush(conn)
+                conn.execute(update(InboundEvent.__table__).where(_I.id == row["id"]).values(status=status))
+        return len(rows)
+
+    def _apply(self, conn: Connection, effects: Effects, row: Any) -> str:
+        kind, payload, cid = row["kind"], row["payload"], row["customer_id"]
+        at = as_utc(row["received_at"])
+        if kind == "customer_added":
+            self._added(conn, effects, cid, payload, at, row["key"])
+            return "done"
+        if load_customer(conn, cid) is None:
+            effects.note(customer_id=cid, at=at, kind="rejected", key=f"rejected/{row['key']}",
+                         summary=f"忽略未知客户的事件 {kind}")
+            return "rejected"
+        handler = {"message": self._message, "order": self._order, "behaviour": self._behaviour,
+                   "customer_deleted": self._deleted}.get(kind)
+        if handler is None:
+            effects.note(customer_id=cid, at=at, kind="rejected", key=f"rejected/{row['key']}",
+                         summary=f"未知事件类型 {kind}")
+            return "rejected"
+        handler(conn, effects, cid, payload, at, row["key"])
+        return "done"
+
+    def _added(self, conn: Connection, effects: Effects, cid: str, p: dict[str, Any], at: datetime, key: str) -> None:
+        existing = load_customer(conn, cid)
+        if existing is None:
+            conn.execute(Customer.__table__.insert().values(
+                id=cid, name=p.get("name", ""), owner=p.get("owner", ""), channel_code=p.get("channel_code"),
+                added_at=as_utc(at), stage="new", attributes=p.get("attributes") or {}))
+            effects.note(customer_id=cid, at=at, kind="added", key=f"added/{key}",
+                         summary=f"添加好友（渠道 {p.get('channel_code') or '无'}，跟进人 {p.get('owner') or '-'}）")
+        else:
+            conn.execute(update(Customer.__table__).where(_C.id == cid).values(
+                added_at=as_utc(at), channel_code=p.get("channel_code") or existing["channel_code"]))
+            set_stage(conn, effects, cid, "new", at=at, reason="重新添加")
+        if p.get("tags"):
+            change_tags(conn, self.deps, effects, cid, list(p["tags"]), [], source=f"import/{key}", at=at)
+        fire(conn, self.deps, effects, cid, CustomerEvent("customer_added", key, at, dict(p)))
+
+    def _message(self, conn: Connection, effects: Effects, cid: str, p: dict[str, Any], at: datetime,
+                 key: str) -> None:
+        text = str(p.get("text", "")).strip()
+        deps = self.deps
+        customer = load_customer(conn, cid) or {}
+        conn.execute(update(Customer.__table__).where(_C.id == cid).values(last_inbound_at=as_utc(at)))
+        effects.note(customer_id=cid, at=at, kind="inbound", key=f"in/{key}", summary=f"客户：{text}")
+        if customer.get("stage") in ("new", "silent"):
+            set_stage(conn, effects, cid, "active", at=at, reason="客户发来消息")
+        intents = detect_intents(text)
+        if "unsubscribe" in intents:
+            if customer.get("unsubscribed_at") is None:
+                conn.execute(update(Customer.__table__).where(_C.id == cid).values(unsubscribed_at=as_utc(at)))
+                effects.note(customer_id=cid, at=at, kind="unsubscribed", key=f"unsub/{key}",
+                             summary="客户退订：营销推送立即停止")
+                effects.send(key=f"reply/{key}", action="message", customer_id=cid, at=at,
+                             payload={"text": "好的，已为您退订活动消息，之后不会再打扰您～有问题随时找我们。"})
+            exit_runs(conn, deps, effects, cid, at=at, event="unsubscribed")
+            return
+        waiting = self._waiting(conn, cid)
+        if waiting is not None and waiting[3] == "ask":
+            run_id, sop_id, token, _ = waiting
+            effects.schedule(key=f"{run_id}/answer/{key}", kind="resume", due_at=at, run_id=run_id, customer_id=cid,
+                             sop_id=sop_id, payload={"token": token, "kind": "answer", "text": text, "event": key})
+            return
+        exit_runs(conn, deps, effects, cid, at=at, event="replied")
+        for intent in intents:
+            if intent == "complaint":
+                exit_runs(conn, deps, effects, cid, at=at, event="complained")
+            fire(conn, deps, effects, cid, CustomerEvent("message_intent", f"{intent}@{key}", at, {"intent": intent}))
+        if waiting is not None and waiting[3] == "chat" and set(intents) & {"bye", "thanks"}:
+            run_id, sop_id, token, _ = waiting
+            effects.schedule(key=f"{run_id}/chat-end/{key}", kind="resume", due_at=at, run_id=run_id, customer_id=cid,
+                             sop_id=sop_id, payload={"token": token, "kind": "chat_end"})
+
+    def _waiting(self, conn: Connection, cid: str) -> tuple[str, str, str, str] | None:
+        row = conn.execute(select(_R.id, _R.sop_id, _R.waiting, _R.waiting_kind).where(
+            _R.customer_id == cid, _R.status.in_(LIVE), _R.waiting_kind.in_(("ask", "chat")))
+            .order_by(_R.started_at.desc())).first()
+        return tuple(row) if row else None  # type: ignore[return-value]
+
+    def _order(self, conn: Connection, effects: Effects, cid: str, p: dict[str, Any], at: datetime, key: str) -> None:
+        event = p.get("event", "paid")
+        deps = self.deps
+        effects.note(customer_id=cid, at=at, kind="order", key=f"order/{key}",
+                     summary=f"订单 {p.get('order_id', '')} {event}" + (f"（¥{p['amount']}）" if p.get("amount") else ""))
+        if event == "paid":
+            count = (conn.execute(select(_C.orders_count).where(_C.id == cid)).scalar() or 0) + 1
+            conn.execute(update(Customer.__table__).where(_C.id == cid).values(orders_count=count,
+                                                                               last_order_at=as_utc(at)))
+            set_stage(conn, effects, cid, "customer" if count == 1 else "repeat", at=at, reason="下单")
+            exit_runs(conn, deps, effects, cid, at=at, event="purchased")
+        if event == "delivered":
+            exit_runs(conn, deps, effects, cid, at=at, event="delivered")
+        fire(conn, deps, effects, cid, CustomerEvent("order_event", f"{event}@{key}", at, dict(p)))
+        self._wake(conn, effects, cid, "purchased" if event == "paid" else event, at, key)
+
+    def _wake(self, conn: Connection, effects: Effects, cid: str, event: str, at: datetime, key: str) -> None:
+        for run_id, sop_id, token in conn.execute(select(_R.id, _R.sop_id, _R.waiting).where(
+                _R.customer_id == cid, _R.waiting_kind == f"event:{event}", _R.status.in_(LIVE))).all():
+            effects.schedule(key=f"{run_id}/event/{key}", kind="resume", due_at=at, run_id=run_id, customer_id=cid,
+                             sop_id=sop_id, payload={"token": token, "kind": "event"})
+
+    def _behaviour(self, conn: Connection, effects: Effects, cid: str, p: dict[str, Any], at: datetime,
+                   key: str) -> None:
+        effects.note(customer_id=cid, at=at, kind="behaviour", key=f"beh/{key}",
+                     summary=f"行为：{p.get('event')} {p.get('title', '')}".strip())
+        fire(conn, self.deps, effects, cid, CustomerEvent("behaviour", key, at, dict(p)))
+
+    def _deleted(self, conn: Connection, effects: Effects, cid: str, p: dict[str, Any], at: datetime,
+                 key: str) -> None:
+        set_stage(conn, effects, cid, "churned", at=at, reason="客户删除了好友")
+        for (run_id,) in conn.execute(select(_R.id).where(_R.customer_id == cid, _R.status.in_(LIVE))).all():
+            finish_run(conn, self.deps, effects, run_id, status="exited", reason="churned", outcome=Outcome(), at=at)

@@ -1,0 +1,113 @@
+"""The composed service: settings, stores, clock, channel, SOP engine and inbound processing.
+
+``Runtime.build`` wires the embedded defaults; everything is injectable for tests, evals and the
+demo. ``run_until`` drives a simulated clock from one due moment to the next, persisting it so a
+restarted worker continues where the killed one stopped.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+
+import agent.tables  # noqa: F401  (registers tables)
+import knowledge.tables  # noqa: F401
+import sop_graphs.tables  # noqa: F401
+from agent.inbound import InboundProcessor
+from knowledge.clock import Clock, SimClock, as_utc
+from knowledge.db import init_db, make_engine
+from knowledge.settings import Settings
+from sop_graphs.channel import Channel, SandboxChannel
+from sop_graphs.deps import Deps
+from sop_graphs.loader import Library, load_library
+from sop_graphs.runner import GraphRunner, sqlite_checkpointer
+from sop_graphs.tables import WorkerState
+from sop_graphs.validator import validate
+
+
+class LibraryInvalid(ValueError):
+    """The SOP library has validation problems; the runtime refuses to start on it."""
+
+
+def load_valid_library(path: Path) -> Library:
+    library, problems = load_library([path], path)
+    problems += validate(library)
+    if problems:
+        raise LibraryInvalid("SOP library is invalid:\n" + "\n".join(str(p) for p in problems))
+    return library
+
+
+class Runtime:
+    """Everything a worker, the demo or a test needs, built once."""
+
+    def __init__(self, deps: Deps, checkpointer: BaseCheckpointSaver) -> None:
+        from sop_graphs.worker import Worker
+
+        self.deps = deps
+        self.runner = GraphRunner(deps, checkpointer)
+        self.worker = Worker(deps, self.runner)
+        self.inbound = InboundProcessor(deps)
+
+    @classmethod
+    def build(cls, settings: Settings, *, clock: Clock, channel: Channel | None = None,
+              library: Library | None = None, engine: Engine | None = None,
+              checkpointer: BaseCheckpointSaver | None = None) -> Runtime:
+        engine = engine or make_engine(settings.db_url)
+        init_db(engine)
+        deps = Deps(settings=settings, engine=engine, clock=clock,
+                    library=library or load_valid_library(settings.library_path),
+                    channel=channel or SandboxChannel(settings.sandbox_path))
+        runtime = cls(deps, checkpointer or sqlite_checkpointer(settings.checkpoint_path))
+        runtime.worker.bootstrap()
+        return runtime
+
+    def tick(self) -> int:
+        """Process everything due at the clock's now, until nothing more is due now."""
+        total = 0
+        while True:
+            done = self.inbound.process() + self.worker.process_due() + self.worker.dispatch_outbox()
+            total += done
+            if done == 0:
+                return total
+
+    def next_wakeup(self) -> datetime | None:
+        times = [t for t in (self.inbound.next_at(), self.worker.next_due()) if t is not None]
+        return min(times) if times else None
+
+    def run_until(self, until: datetime, *, persist_as: str | None = None) -> int:
+        """Advance a simulated clock to ``until``, processing each due moment in order."""
+        clock = self.deps.clock
+        if not isinstance(clock, SimClock):
+            raise TypeError("run_until needs a simulated clock")
+        until = as_utc(until)
+        total = 0
+        while True:
+            total += self.tick()
+            nxt = self.next_wakeup()
+            if nxt is None or nxt > until:
+                if clock.now() < until:
+                    clock.set(until)
+                    self._persist(persist_as)
+                    total += self.tick()
+                return total
+            if nxt > clock.now():
+                clock.set(nxt)
+                self._persist(persist_as)
+
+    def _persist(self, name: str | None) -> None:
+        if name is None:
+            return
+        with self.deps.engine.begin() as conn:
+            table = WorkerState.__table__
+            conn.execute(table.delete().where(table.c.name == name))
+            conn.execute(table.insert().values(name=name, value=self.deps.clock.now().isoformat()))
+
+    def saved_clock(self, name: str) -> datetime | None:
+        with self.deps.engine.connect() as conn:
+            value = conn.execute(select(WorkerState.__table__.c.value)
+                                 .where(WorkerState.__table__.c.name == name)).scalar()
+        return datetime.fromisoformat(value) if value else None

@@ -1,0 +1,124 @@
+"""Performs one outbound or bookkeeping step for a run: the single place step content becomes actions.
+
+Used both by graph nodes (steps reached in conversation) and by the worker dispatching timed pushes
+straight from the due table, so the two paths cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.engine import Connection
+
+from knowledge.clock import as_utc
+from knowledge.db import insert_ignore
+from knowledge.tables import Customer
+from sop_graphs.deps import Deps, Origin
+from sop_graphs.effects import Effects
+from sop_graphs.enrolment import change_tags, finish_run
+from sop_graphs.render import render_step
+from sop_graphs.spec import (
+    AskStep,
+    CouponStep,
+    EndStep,
+    GroupInviteStep,
+    HandoffStep,
+    MessageStep,
+    Outcome,
+    SopSpec,
+    TagStep,
+    parse_duration,
+)
+from sop_graphs.tables import CouponLedger
+
+_L = CouponLedger.__table__.c
+
+
+def delivery(spec: SopSpec, step: Any, origin: Origin) -> dict[str, Any]:
+    """Mode, touchpoint, executor and marketing flag of an outbound step."""
+    mode = step.mode or spec.defaults.mode
+    touchpoint = step.touchpoint or spec.defaults.touchpoint
+    executor = step.executor or spec.defaults.executor or ("ai" if mode in ("kf", "welcome") else "human")
+    marketing = step.marketing if step.marketing is not None else origin != "customer"
+    return {"mode": mode, "touchpoint": touchpoint, "executor": executor,
+            "marketing": marketing and touchpoint == "private"}
+
+
+def values_for(customer: dict[str, Any] | None) -> dict[str, Any]:
+    customer = customer or {}
+    return {"name": customer.get("name") or "亲", "owner": customer.get("owner") or "", "shop": "小禾家"}
+
+
+def perform(conn: Connection, deps: Deps, effects: Effects, *, spec: SopSpec, step: Any, run_id: str,
+            customer: dict[str, Any] | None, customer_id: str, tags: set[str], occurrence: str, at: datetime,
+            origin: Origin, prefix: str = "") -> None:
+    """Turn ``step`` into outbox rows, coupon-ledger rows, tag writes or a run ending."""
+    key = f"{run_id}/{step.id}/{occurrence}"
+    touch = f"{run_id}@{as_utc(at).isoformat()}"
+    catalog = deps.library.catalog
+    if isinstance(step, MessageStep | GroupInviteStep | AskStep):
+        payload = (render_step(step, catalog, tags, values_for(customer)) if not isinstance(step, AskStep)
+                   else {"text": step.question, "question": step.slot})
+        if prefix:
+            payload["text"] = f"{prefix}{payload['text']}"
+        effects.send(key=key, action=step.kind, customer_id=customer_id, at=at, payload=payload, run_id=run_id,
+                     sop_id=spec.id, step_id=step.id, touch=touch, **delivery(spec, step, origin))
+    elif isinstance(step, CouponStep):
+        _issue_coupon(conn, deps, effects, spec, step, run_id, customer, customer_id, tags, key, touch, at, origin)
+    elif isinstance(step, TagStep):
+        change_tags(conn, deps, effects, customer_id, step.add, step.remove, source=key, at=at, run_id=run_id)
+    elif isinstance(step, HandoffStep):
+        effects.send(key=key, action="task", customer_id=customer_id, at=at, run_id=run_id, sop_id=spec.id,
+                     step_id=step.id, mode="task", executor="human",
+                     payload={"assignee": step.assignee_role, "title": step.title, "text": step.instructions,
+                              "task_kind": "handoff",
+                              "due_at": as_utc(at + parse_duration(step.due_in)).isoformat()})
+        if step.pause_bot and customer_id:
+            conn.execute(update(Customer.__table__).where(Customer.__table__.c.id == customer_id)
+                         .values(bot_paused=True))
+            effects.note(customer_id=customer_id, at=at, kind="handoff", run_id=run_id, key=f"pause/{key}",
+                         summary=f"转人工（{step.assignee_role}）：机器人暂停，等待人工处理")
+    elif isinstance(step, EndStep):
+        finish_run(conn, deps, effects, run_id, status="completed", reason="reached the end",
+                   outcome=step.outcome, at=at)
+    else:
+        raise TypeError(f"step {step.id} of kind {step.kind} is not performed by actions")
+
+
+def end_without_step(conn: Connection, deps: Deps, effects: Effects, run_id: str, at: datetime) -> None:
+    """Complete a run whose steps simply ran out."""
+    finish_run(conn, deps, effects, run_id, status="completed", reason="reached the end", outcome=Outcome(), at=at)
+
+
+def _issue_coupon(conn: Connection, deps: Deps, effects: Effects, spec: SopSpec, step: CouponStep, run_id: str,
+                  customer: dict[str, Any] | None, customer_id: str, tags: set[str], key: str, touch: str,
+                  at: datetime, origin: Origin) -> None:
+    campaign = deps.library.catalog.campaigns[step.campaign]
+    held = conn.execute(select(_L.code).where(_L.customer_id == customer_id, _L.campaign_id == step.campaign)
+                        ).scalar()
+    if held is None and campaign.budget is not None:
+        issued = conn.execute(select(func.count()).where(_L.campaign_id == step.campaign)).scalar() or 0
+        if issued >= campaign.budget:
+            effects.note(customer_id=customer_id, at=at, kind="coupon_skipped", run_id=run_id, key=f"nocoupon/{key}",
+                         summary=f"券「{campaign.name}」已发完（预算 {campaign.budget} 张），未发放")
+            return
+    code = held or "C" + hashlib.sha1(f"{step.campaign}/{customer_id}".encode()).hexdigest()[:10].upper()
+    new = held is None and insert_ignore(conn, CouponLedger.__table__, [{
+        "customer_id": customer_id, "campaign_id": step.campaign, "code": code, "run_id": run_id,
+        "issued_at": as_utc(at)}]) == 1
+    if not new:
+        owner = conn.execute(select(_L.run_id).where(_L.customer_id == customer_id,
+                                                      _L.campaign_id == step.campaign)).scalar()
+        if owner != run_id:
+            effects.note(customer_id=customer_id, at=at, kind="coupon_skipped", run_id=run_id, key=f"dupcoupon/{key}",
+                         summary=f"券「{campaign.name}」此前已发放给该客户，不重复发放")
+            return
+    payload = render_step(step, deps.library.catalog, tags, values_for(customer))
+    expires = at + timedelta(days=campaign.valid_days)
+    payload |= {"code": code, "amount": campaign.amount, "threshold": campaign.threshold,
+                "expires_at": as_utc(expires).isoformat()}
+    effects.send(key=key, action="coupon", customer_id=customer_id, at=at, payload=payload, run_id=run_id,
+                 sop_id=spec.id, step_id=step.id, touch=touch, **delivery(spec, step, origin))

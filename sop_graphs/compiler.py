@@ -1,0 +1,41 @@
+"""Compiles an SOP spec into a LangGraph StateGraph: one node per step, conditional edges by route.
+
+This is the only place graphs are built; each SOP is compiled once per process.
+"""
+
+from __future__ import annotations
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+
+from sop_graphs.deps import RunContext
+from sop_graphs.nodes import make_node
+from sop_graphs.spec import SopSpec
+from sop_graphs.state import RunState
+from sop_graphs.timing import plan_segment
+from sop_graphs.validator import edges
+
+
+def route_of(state: RunState) -> str:
+    """Router shared by every step: the node already chose; the path map names the legal targets."""
+    return state.get("route") or END
+
+
+def compile_sop(spec: SopSpec, checkpointer: BaseCheckpointSaver | None = None) -> CompiledStateGraph:
+    """Build and compile the graph of ``spec`` (validated beforehand)."""
+    builder: StateGraph = StateGraph(RunState, context_schema=RunContext)
+    for index, step in enumerate(spec.steps):
+        builder.add_node(step.id, make_node(spec, index))
+    builder.add_edge(START, spec.steps[0].id)
+    for step_id, targets in edges(spec).items():
+        possible = {target for _, target in targets}
+        step = spec.steps_by_id[step_id]
+        if step.kind == "wait" and getattr(step, "timed", False):
+            resume_at = plan_segment(spec, step_id).resume_at
+            possible = {resume_at} if resume_at else set()
+        if step.kind == "ask":
+            possible.add(step_id)  # re-ask after an invalid answer
+        path_map = {target: target for target in possible} | {END: END}
+        builder.add_conditional_edges(step_id, route_of, path_map)
+    return builder.compile(checkpointer=checkpointer, name=spec.id)

@@ -1,0 +1,93 @@
+"""Reads and low-level writes of customer state: tags (with provenance) and lifecycle stage."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.engine import Connection
+
+from knowledge.clock import as_utc
+from knowledge.db import insert_ignore
+from knowledge.tables import Customer, CustomerTag
+from sop_graphs.effects import Effects
+from sop_graphs.spec import Catalog
+
+STAGES = ("new", "active", "customer", "repeat", "silent", "churned")
+BROADCAST = "__broadcast__"  # the subject of group and moments runs, which address no single customer
+
+_C = Customer.__table__.c
+_T = CustomerTag.__table__.c
+
+
+def load_customer(conn: Connection, customer_id: str) -> dict[str, Any] | None:
+    row = conn.execute(select(Customer.__table__).where(_C.id == customer_id)).mappings().first()
+    return dict(row) if row else None
+
+
+def load_customers(conn: Connection, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    ids = list(set(ids))
+    found: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        for row in conn.execute(select(Customer.__table__).where(_C.id.in_(chunk))).mappings():
+            found[row["id"]] = dict(row)
+    return found
+
+
+def tags_of(conn: Connection, customer_id: str) -> set[str]:
+    return set(conn.execute(select(_T.tag).where(_T.customer_id == customer_id)).scalars())
+
+
+def tags_of_many(conn: Connection, ids: Iterable[str]) -> dict[str, set[str]]:
+    ids = list(set(ids))
+    found: dict[str, set[str]] = {i: set() for i in ids}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        for customer_id, tag in conn.execute(select(_T.customer_id, _T.tag).where(_T.customer_id.in_(chunk))):
+            found[customer_id].add(tag)
+    return found
+
+
+def write_tags(conn: Connection, effects: Effects, catalog: Catalog, customer_id: str, add: Iterable[str],
+               remove: Iterable[str], *, source: str, at: datetime, run_id: str | None = None,
+               ) -> tuple[list[str], list[str]]:
+    """Add and remove tags; a tag of an exclusive group replaces its siblings. Returns (added, removed)."""
+    current = tags_of(conn, customer_id)
+    add, remove = list(dict.fromkeys(add)), set(remove)
+    for tag in add:
+        for group in catalog.tag_groups.values():
+            if group.exclusive and tag in group.tags:
+                remove |= {t for t in group.tags if t != tag and t in current}
+    added = [t for t in add if t not in current]
+    removed = sorted((remove & current) - set(add))
+    insert_ignore(conn, CustomerTag.__table__, [
+        {"customer_id": customer_id, "tag": t, "source": source, "created_at": as_utc(at)} for t in added])
+    if removed:
+        conn.execute(delete(CustomerTag.__table__).where(_T.customer_id == customer_id, _T.tag.in_(removed)))
+    for tag in added:
+        effects.note(customer_id=customer_id, at=at, kind="tag", summary=f"+标签「{tag}」", run_id=run_id,
+                     key=f"tag+/{customer_id}/{tag}/{source}", detail={"tag": tag, "source": source})
+    for tag in removed:
+        effects.note(customer_id=customer_id, at=at, kind="tag", summary=f"-标签「{tag}」", run_id=run_id,
+                     key=f"tag-/{customer_id}/{tag}/{source}", detail={"tag": tag, "source": source})
+    if added or removed:
+        effects.send(key=f"tagsync/{customer_id}/{source}", action="tag", customer_id=customer_id, at=at,
+                     payload={"add": added, "remove": removed}, run_id=run_id, mode="api", executor="ai")
+    return added, removed
+
+
+def set_stage(conn: Connection, effects: Effects, customer_id: str, stage: str, *, at: datetime,
+              reason: str) -> bool:
+    """Move the customer to ``stage``; records the change. Returns whether it changed."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown lifecycle stage {stage!r}")
+    current = conn.execute(select(_C.stage).where(_C.id == customer_id)).scalar()
+    if current is None or current == stage:
+        return False
+    conn.execute(update(Customer.__table__).where(_C.id == customer_id).values(stage=stage))
+    effects.note(customer_id=customer_id, at=at, kind="stage", summary=f"阶段 {current} → {stage}（{reason}）",
+                 detail={"from": current, "to": stage, "reason": reason})
+    return True

@@ -1,0 +1,234 @@
+"""From customer events to SOP runs: trigger matching, audience filters, exits and run endings.
+
+Events never start graphs directly: they schedule ``enrol`` due rows (keyed per SOP, customer and
+trigger occurrence), so an event processed twice enrols once and a crash loses nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.engine import Connection
+
+from knowledge.clock import as_utc, parse_hhmm
+from knowledge.tables import Customer
+from sop_graphs.customers import BROADCAST, load_customer, tags_of, write_tags
+from sop_graphs.deps import Deps
+from sop_graphs.effects import Effects
+from sop_graphs.spec import (
+    WEEKDAYS,
+    Audience,
+    BehaviourTrigger,
+    CustomerAddedTrigger,
+    IntentTrigger,
+    OrderTrigger,
+    Outcome,
+    SopSpec,
+    TagTrigger,
+)
+from sop_graphs.tables import DueTouchpoint, Outbox, SopRun
+
+_R = SopRun.__table__.c
+_D = DueTouchpoint.__table__.c
+_O = Outbox.__table__.c
+LIVE = ("active", "scheduled")
+
+
+@dataclass(frozen=True)
+class CustomerEvent:
+    """Something that happened to a customer that SOP triggers may react to."""
+
+    kind: str  # customer_added, tag_added, tag_removed, order_event, message_intent, behaviour
+    key: str  # unique per occurrence, part of the enrolment key
+    at: datetime
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+def audience_matches(audience: Audience, customer: dict[str, Any], tags: set[str]) -> bool:
+    if audience.tags_all and not set(audience.tags_all) <= tags:
+        return False
+    if audience.tags_any and not set(audience.tags_any) & tags:
+        return False
+    if set(audience.tags_none) & tags:
+        return False
+    if audience.stages and customer.get("stage") not in audience.stages:
+        return False
+    if audience.channel_codes and customer.get("channel_code") not in audience.channel_codes:
+        return False
+    attributes = customer.get("attributes") or {}
+    return all(str(attributes.get(key)) in [str(v) for v in allowed] for key, allowed in audience.attributes.items())
+
+
+def _trigger_matches(trigger: Any, event: CustomerEvent, customer: dict[str, Any], deps: Deps) -> bool:
+    attrs = event.attrs
+    match trigger:
+        case CustomerAddedTrigger():
+            return event.kind == "customer_added" and (
+                not trigger.channel_codes or customer.get("channel_code") in trigger.channel_codes)
+        case TagTrigger():
+            return event.kind == trigger.on and attrs.get("tag") == trigger.tag
+        case OrderTrigger():
+            if event.kind != "order_event" or attrs.get("event") != trigger.event:
+                return False
+            return not trigger.first_order_only or (customer.get("orders_count") or 0) <= 1
+        case IntentTrigger():
+            return event.kind == "message_intent" and attrs.get("intent") in trigger.intents
+        case BehaviourTrigger():
+            if event.kind != "behaviour" or attrs.get("event") != trigger.event:
+                return False
+            if trigger.weekdays and WEEKDAYS[deps.shop.local(event.at).weekday()] not in trigger.weekdays:
+                return False
+            return all(str(attrs.get(k)) == v for k, v in trigger.match.items())
+    return False
+
+
+def start_time(trigger: Any, event_at: datetime, deps: Deps) -> datetime:
+    """When a delayed trigger's enrolment starts: weekday, day N at HH:MM, or at once."""
+    at: time | None = parse_hhmm(trigger.at) if getattr(trigger, "at", None) else None
+    if getattr(trigger, "weekday", None):
+        return deps.shop.next_weekday_at(event_at, WEEKDAYS.index(trigger.weekday), at or time(10, 0))
+    delay = getattr(trigger, "delay_days", 0)
+    if at is not None:
+        return max(deps.shop.day_n_at(event_at, delay, at), as_utc(event_at))
+    return as_utc(event_at) + timedelta(days=delay)
+
+
+def fire(conn: Connection, deps: Deps, effects: Effects, customer_id: str, event: CustomerEvent) -> list[str]:
+    """Schedule enrolments of every enabled SOP a customer event triggers; returns their SOP ids."""
+    customer = load_customer(conn, customer_id)
+    if customer is None or customer["stage"] == "churned":
+        return []
+    enrolled = []
+    for spec in deps.library.sops.values():
+        if not spec.enabled:
+            continue
+        for trigger in spec.triggers:
+            if _trigger_matches(trigger, event, customer, deps):
+                due = start_time(trigger, event.at, deps)
+                detail = event.attrs.get("tag") or event.attrs.get("event") or event.attrs.get("intent") or ""
+                # an enrolment that starts at once from the customer's own action answers that action
+                reply = event.kind in ("customer_added", "message_intent") and due <= as_utc(event.at)
+                schedule_enrolment(effects, spec, customer_id, trigger_key=event.key, due_at=due,
+                                   reason=f"{event.kind}:{detail}".rstrip(":"), reply=reply)
+                enrolled.append(spec.id)
+                break
+    return enrolled
+
+
+def schedule_enrolment(effects: Effects, spec: SopSpec, customer_id: str, *, trigger_key: str, due_at: datetime,
+                       reason: str, reply: bool = False) -> None:
+    effects.schedule(key=f"enrol/{spec.id}/{customer_id}/{trigger_key}", kind="enrol", due_at=due_at,
+                     customer_id=customer_id, sop_id=spec.id,
+                     payload={"trigger_key": trigger_key, "reason": reason, "reply": reply})
+
+
+def admit(conn: Connection, deps: Deps, effects: Effects, spec: SopSpec, customer_id: str, trigger_key: str,
+          at: datetime, reason: str) -> str | None:
+    """Create the run row if the customer may enter ``spec`` now; returns the run id or None (recorded)."""
+    run_id = f"{spec.id}/{customer_id}/{trigger_key}"
+    existing = conn.execute(select(_R.status).where(_R.id == run_id)).scalar()
+    if existing is not None:
+        return run_id if existing in LIVE else None
+    if customer_id != BROADCAST:
+        customer = load_customer(conn, customer_id)
+        why_not = _refusal(conn, deps, spec, customer, customer_id, at)
+        if why_not:
+            effects.note(customer_id=customer_id, at=at, kind="skipped", summary=f"未进入「{spec.name}」：{why_not}",
+                         key=f"skip/{run_id}", detail={"sop": spec.id, "reason": why_not})
+            return None
+    conn.execute(SopRun.__table__.insert().values(
+        id=run_id, sop_id=spec.id, sop_version=spec.version, family=spec.family, customer_id=customer_id,
+        status="active", trigger=reason, started_at=as_utc(at)))
+    effects.note(customer_id=customer_id, at=at, kind="enrolled", summary=f"进入 SOP「{spec.name}」（{reason}）",
+                 run_id=run_id, key=f"enrolled/{run_id}", detail={"sop": spec.id})
+    return run_id
+
+
+def _refusal(conn: Connection, deps: Deps, spec: SopSpec, customer: dict[str, Any] | None, customer_id: str,
+             at: datetime) -> str | None:
+    if customer is None:
+        return "unknown customer"
+    if customer["stage"] == "churned":
+        return "customer deleted us"
+    if not audience_matches(spec.audience, customer, tags_of(conn, customer_id)):
+        return "not in the audience"
+    owner = conn.execute(select(_R.id).where(_R.customer_id == customer_id, _R.family == spec.family,
+                                             _R.status.in_(LIVE))).scalar()
+    if owner is not None:
+        return f"already in a {spec.family} SOP ({owner})"
+    previous = conn.execute(select(_R.started_at).where(_R.customer_id == customer_id, _R.sop_id == spec.id)
+                            .order_by(_R.started_at.desc())).scalar()
+    if previous is not None:
+        if spec.reenrol_after_days is None:
+            return "already went through this SOP"
+        if as_utc(at) - as_utc(previous) < timedelta(days=spec.reenrol_after_days):
+            return f"re-enrolment allowed after {spec.reenrol_after_days} days"
+    return None
+
+
+def finish_run(conn: Connection, deps: Deps, effects: Effects, run_id: str, *, status: str, reason: str,
+               outcome: Outcome, at: datetime) -> bool:
+    """End a live run: cancel what it still had pending, apply its outcome. False if already ended."""
+    row = conn.execute(select(_R.customer_id, _R.sop_id, _R.status).where(_R.id == run_id)).first()
+    if row is None or row.status not in LIVE:
+        return False
+    customer_id, sop_id = row.customer_id, row.sop_id
+    conn.execute(update(SopRun.__table__).where(_R.id == run_id).values(
+        status=status, ended_at=as_utc(at), exit_reason=reason, waiting=None, waiting_kind=None))
+    conn.execute(update(DueTouchpoint.__table__).where(_D.run_id == run_id, _D.status == "pending")
+                 .values(status="cancelled", done_at=as_utc(at)))
+    cancelled = 0
+    if status == "exited":  # a completed run's last actions still go out; an exited run's do not
+        cancelled = conn.execute(update(Outbox.__table__).where(_O.run_id == run_id, _O.status == "pending")
+                                 .values(status="cancelled", last_deferral=f"run exited: {reason}")).rowcount
+    spec = deps.library.sops.get(sop_id)
+    name = spec.name if spec else sop_id
+    verb = "完成" if status == "completed" else "退出"
+    effects.note(customer_id=customer_id, at=at, kind=status, run_id=run_id, key=f"{status}/{run_id}",
+                 summary=f"{verb} SOP「{name}」（{reason}）" + (f"，取消 {cancelled} 条未发送动作" if cancelled else ""),
+                 detail={"sop": sop_id, "reason": reason, "cancelled": cancelled})
+    if customer_id != BROADCAST:
+        change_tags(conn, deps, effects, customer_id, outcome.add_tags, outcome.remove_tags,
+                    source=f"{status}/{run_id}", at=at, run_id=run_id)
+    if outcome.switch_to and outcome.switch_to in deps.library.sops:
+        schedule_enrolment(effects, deps.library.sops[outcome.switch_to], customer_id,
+                           trigger_key=f"after-{sop_id}", due_at=at, reason=f"switch from {sop_id}")
+    return True
+
+
+def exit_runs(conn: Connection, deps: Deps, effects: Effects, customer_id: str, *, at: datetime,
+              event: str | None = None, tag: str | None = None, keep_run: str | None = None) -> list[str]:
+    """Exit every live run of the customer whose SOP exits on ``event`` or on ``tag`` being present."""
+    exited = []
+    for run_id, sop_id in conn.execute(select(_R.id, _R.sop_id).where(_R.customer_id == customer_id,
+                                                                       _R.status.in_(LIVE))).all():
+        spec = deps.library.sops.get(sop_id)
+        if spec is None or run_id == keep_run:
+            continue
+        hit = any((event is not None and c.event == event) or (tag is not None and c.tag == tag)
+                  for c in spec.exit.when)
+        if hit and finish_run(conn, deps, effects, run_id, status="exited", reason=event or f"tag {tag}",
+                              outcome=spec.exit, at=at):
+            exited.append(run_id)
+    return exited
+
+
+def change_tags(conn: Connection, deps: Deps, effects: Effects, customer_id: str, add: list[str],
+                remove: list[str], *, source: str, at: datetime, run_id: str | None = None) -> None:
+    """Write tags, then fire tag triggers and tag exit conditions."""
+    if not add and not remove:
+        return
+    added, removed = write_tags(conn, effects, deps.library.catalog, customer_id, add, remove, source=source,
+                                at=at, run_id=run_id)
+    for tag in added:
+        fire(conn, deps, effects, customer_id, CustomerEvent("tag_added", f"tag+{tag}@{source}", at, {"tag": tag}))
+        exit_runs(conn, deps, effects, customer_id, at=at, tag=tag, keep_run=run_id)
+    for tag in removed:
+        fire(conn, deps, effects, customer_id, CustomerEvent("tag_removed", f"tag-{tag}@{source}", at, {"tag": tag}))
+
+
+def customer_exists(conn: Connection, customer_id: str) -> bool:
+    return conn.execute(select(Customer.__table__.c.id).where(Customer.__table__.c.id == customer_id)).first() is not None

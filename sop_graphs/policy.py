@@ -1,0 +1,102 @@
+"""Contact policy (anti-harassment), applied in one place to every marketing send.
+
+Daily cap, minimum interval, quiet hours, unsubscribe and open complaints. A push that may not go
+now is deferred to the next allowed slot (never silently dropped) and the reason is recorded;
+an unsubscribed or churned customer's marketing is cancelled, visibly. Service messages — replies
+to the customer's own message, tasks, tag writes — pass untouched.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+
+from knowledge.clock import ShopTime, as_utc
+from knowledge.settings import Settings
+
+UNSUBSCRIBE = re.compile(r"退订|取消订阅|别(再)?发了|不要(再)?发|不要再推|别(再)?推|别打扰|不要打扰|拉黑|屏蔽|TD|^td$")
+
+
+def is_unsubscribe(text: str) -> bool:
+    """Whether a customer message asks to stop marketing ("退订", "别发了", "不要再推了", …)."""
+    return bool(UNSUBSCRIBE.search(text.strip()))
+
+
+@dataclass
+class Contact:
+    """What the policy needs to know about one customer; updated in memory as a batch is decided."""
+
+    last_marketing_at: datetime | None = None
+    last_touch: str | None = None
+    day: str | None = None
+    day_count: int = 0
+    unsubscribed: bool = False
+    churned: bool = False
+    suppressed_by: str | None = None
+    last_inbound_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    verdict: str  # send, defer, cancel
+    until: datetime | None = None
+    reason: str = ""
+
+
+class ContactPolicy:
+    """Decides send / defer / cancel for one outbound action at ``now``."""
+
+    def __init__(self, settings: Settings, shop: ShopTime) -> None:
+        self.cap = settings.daily_marketing_cap
+        self.interval = timedelta(hours=settings.min_marketing_interval_hours)
+        self.quiet_start: time = settings.quiet_start
+        self.quiet_end: time = settings.quiet_end
+        self.shop = shop
+
+    def in_quiet_hours(self, instant: datetime) -> bool:
+        local = self.shop.local(instant).time()
+        if self.quiet_start > self.quiet_end:
+            return local >= self.quiet_start or local < self.quiet_end
+        return self.quiet_start <= local < self.quiet_end
+
+    def next_allowed(self, instant: datetime) -> datetime:
+        """``instant`` itself, or the end of the quiet period it falls in."""
+        if not self.in_quiet_hours(instant):
+            return instant
+        return self.shop.next_time_of_day(instant, self.quiet_end)
+
+    def decide(self, *, marketing: bool, touch: str | None, contact: Contact, now: datetime) -> Decision:
+        if not marketing:
+            return Decision("send")
+        if contact.churned:
+            return Decision("cancel", reason="customer deleted us (churned)")
+        if contact.unsubscribed:
+            return Decision("cancel", reason="customer unsubscribed (退订)")
+        if contact.suppressed_by:
+            until = self.next_allowed(now + timedelta(days=1))
+            return Decision("defer", until, f"open {contact.suppressed_by}: marketing paused")
+        if self.in_quiet_hours(now):
+            return Decision("defer", self.next_allowed(now), "quiet hours")
+        same_touch = touch is not None and touch == contact.last_touch
+        if same_touch:
+            return Decision("send")
+        today = self.shop.local_date(now).isoformat()
+        if contact.day == today and contact.day_count >= self.cap:
+            local_now = self.shop.local(now)
+            tomorrow = self.shop.at(local_now.date() + timedelta(days=1), max(local_now.time(), self.quiet_end))
+            return Decision("defer", self.next_allowed(tomorrow), f"daily cap of {self.cap} reached")
+        if contact.last_marketing_at is not None and now - as_utc(contact.last_marketing_at) < self.interval:
+            until = self.next_allowed(as_utc(contact.last_marketing_at) + self.interval)
+            return Decision("defer", until, f"minimum interval of {self.interval} since the last push")
+        return Decision("send")
+
+    def record_send(self, contact: Contact, touch: str | None, now: datetime) -> None:
+        """Count a marketing send against the customer's caps."""
+        if touch is not None and touch == contact.last_touch:
+            return
+        today = self.shop.local_date(now).isoformat()
+        contact.day_count = contact.day_count + 1 if contact.day == today else 1
+        contact.day = today
+        contact.last_marketing_at = now
+        contact.last_touch = touch

@@ -1,0 +1,70 @@
+"""Turns a step's content into the text a customer receives: variants by tag, then ``{variables}``."""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sop_graphs.spec import Catalog, CouponStep, GroupInviteStep, MessageStep, Variant
+
+VARIABLES = frozenset({
+    "name", "owner", "shop", "group_name", "group_qr", "group_rules",
+    "coupon_name", "coupon_amount", "coupon_threshold", "coupon_valid_days",
+})
+
+
+def placeholders(text: str) -> set[str]:
+    """The ``{names}`` a template uses; raises ValueError on unbalanced braces."""
+    return {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
+
+
+def choose_variant(variants: Iterable[Variant], tags: set[str]) -> Variant | None:
+    """The first variant whose tag condition holds for ``tags``."""
+    for variant in variants:
+        if variant.tags_all and not set(variant.tags_all) <= tags:
+            continue
+        if variant.tags_any and not set(variant.tags_any) & tags:
+            continue
+        return variant
+    return None
+
+
+class _Blank(dict[str, Any]):
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def fill(template: str, values: Mapping[str, Any]) -> str:
+    """Fill ``{variables}``; an unknown value renders empty rather than leaking braces."""
+    return template.format_map(_Blank(values))
+
+
+def render_step(step: Any, catalog: Catalog, tags: set[str], values: Mapping[str, Any]) -> dict[str, Any]:
+    """Payload of an outbound step: ``text`` plus material/group/coupon details."""
+    payload: dict[str, Any] = {}
+    merged = dict(values)
+    if isinstance(step, GroupInviteStep):
+        group = catalog.groups[step.group]
+        merged |= {"group_name": group.name, "group_qr": group.qr_url, "group_rules": group.rules}
+        payload |= {"group": step.group, "qr_url": group.qr_url}
+    if isinstance(step, CouponStep):
+        campaign = catalog.campaigns[step.campaign]
+        merged |= {"coupon_name": campaign.name, "coupon_amount": f"{campaign.amount:g}",
+                   "coupon_threshold": f"{campaign.threshold:g}", "coupon_valid_days": campaign.valid_days}
+        payload |= {"campaign": step.campaign}
+    text: str | None = getattr(step, "text", None)
+    material_id: str | None = getattr(step, "material", None)
+    if isinstance(step, MessageStep):
+        variant = choose_variant(step.variants, tags)
+        if variant is not None:
+            text, material_id = variant.text, variant.material
+            payload["variant"] = variant.material or "text"
+    if material_id is not None:
+        material = catalog.materials[material_id]
+        payload |= {"material": material_id, "material_type": material.type, "title": material.title}
+        if material.url:
+            payload["url"] = material.url
+        text = material.text
+    payload["text"] = fill(text or "", merged)
+    return payload

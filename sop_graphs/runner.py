@@ -1,0 +1,68 @@
+"""Starts and resumes SOP run graphs on the checkpointer, one thread per (customer, SOP run).
+
+Resumes are token-checked: a due row or answer whose token is not what the graph awaits (already
+consumed before a crash, or superseded) is a no-op. Graphs persist on exit (durability="exit"):
+a crash mid-invocation replays from the last checkpoint, and the nodes' keyed writes make that safe.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Command
+
+from sop_graphs.compiler import compile_sop
+from sop_graphs.deps import Deps, Origin, RunContext
+
+
+def sqlite_checkpointer(path: Path | str) -> SqliteSaver:
+    """SqliteSaver on its own connection with WAL and synchronous=NORMAL."""
+    if str(path) != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    saver = SqliteSaver(conn)
+    saver.setup()
+    return saver
+
+
+class GraphRunner:
+    """Holds the compiled graph of every SOP and drives their threads."""
+
+    def __init__(self, deps: Deps, checkpointer: BaseCheckpointSaver) -> None:
+        self.deps = deps
+        self.graphs: dict[str, CompiledStateGraph] = {
+            sop_id: compile_sop(spec, checkpointer) for sop_id, spec in deps.library.sops.items()
+        }
+
+    @staticmethod
+    def _config(run_id: str) -> dict[str, Any]:
+        return {"configurable": {"thread_id": run_id}}
+
+    def start(self, sop_id: str, run_id: str, customer_id: str, origin: Origin) -> bool:
+        """Run a new run's graph to its first pause; False if the thread had already started."""
+        graph = self.graphs[sop_id]
+        if graph.get_state(self._config(run_id)).values:
+            return False
+        initial = {"run_id": run_id, "customer_id": customer_id, "visits": {}, "answers": {}, "attempts": {},
+                   "route": ""}
+        graph.invoke(initial, self._config(run_id), context=RunContext(self.deps, origin), durability="exit")
+        return True
+
+    def waiting_tokens(self, sop_id: str, run_id: str) -> list[str]:
+        snapshot = self.graphs[sop_id].get_state(self._config(run_id))
+        return [i.value.get("token") for i in snapshot.interrupts if isinstance(i.value, dict)]
+
+    def resume(self, sop_id: str, run_id: str, value: dict[str, Any], origin: Origin) -> bool:
+        """Resume the run with ``value`` if it awaits ``value['token']``; False if stale."""
+        if sop_id not in self.graphs or value.get("token") not in self.waiting_tokens(sop_id, run_id):
+            return False
+        self.graphs[sop_id].invoke(Command(resume=value), self._config(run_id),
+                                   context=RunContext(self.deps, origin), durability="exit")
+        return True

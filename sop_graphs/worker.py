@@ -1,0 +1,353 @@
+"""Claims due touchpoints and dispatches the outbox.
+
+Due rows of kind ``push``/``end`` are handled in batches straight from the table (no graph);
+``enrol``/``resume`` drive graphs; ``cron``/``sweep`` fan out scheduled SOPs and silence checks.
+Outbox rows pass the contact policy, go to the channel (idempotent by key), then are marked sent.
+On SQLite one worker runs per database (see README); on PostgreSQL the claim query would take
+``FOR UPDATE SKIP LOCKED``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime, timedelta
+from typing import Any
+
+from croniter import croniter
+from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.engine import Connection
+
+from knowledge.clock import as_utc, parse_hhmm
+from knowledge.db import insert_ignore
+from knowledge.tables import Customer
+from sop_graphs.actions import end_without_step, perform
+from sop_graphs.channel import Delivery
+from sop_graphs.customers import BROADCAST, load_customers, set_stage, tags_of_many
+from sop_graphs.deps import Deps
+from sop_graphs.effects import Effects
+from sop_graphs.enrolment import LIVE, admit, audience_matches, schedule_enrolment
+from sop_graphs.policy import Contact, Decision
+from sop_graphs.runner import GraphRunner
+from sop_graphs.spec import ScheduleTrigger, SilentTrigger
+from sop_graphs.tables import ContactState, DueTouchpoint, EmployeeTask, Outbox, SopRun
+
+_D = DueTouchpoint.__table__.c
+_O = Outbox.__table__.c
+_R = SopRun.__table__.c
+_C = Customer.__table__.c
+_S = ContactState.__table__.c
+KF_WINDOW = timedelta(hours=48)
+TASK_MODES = {"member_task": "send_private", "group_task": "send_group", "moment_task": "post_moment",
+              "task": "handoff"}
+SWEEP_AT = "09:30"
+
+
+class Worker:
+    """Processes everything due at the clock's now."""
+
+    def __init__(self, deps: Deps, runner: GraphRunner) -> None:
+        self.deps = deps
+        self.runner = runner
+        self.steps = {sop_id: spec.steps_by_id for sop_id, spec in deps.library.sops.items()}
+        self.stats: dict[str, int] = defaultdict(int)
+
+    # ------------------------------------------------------------------ bootstrap
+
+    def bootstrap(self) -> None:
+        """Schedule the next occurrence of each cron SOP and the daily silence sweep (idempotent)."""
+        now = self.deps.clock.now()
+        effects = Effects()
+        for spec in self.deps.library.sops.values():
+            for trigger in spec.triggers:
+                if isinstance(trigger, ScheduleTrigger) and spec.enabled:
+                    self._schedule_cron(effects, spec.id, trigger.cron, now)
+        self._schedule_sweep(effects, now)
+        with self.deps.engine.begin() as conn:
+            effects.flush(conn)
+
+    def _schedule_cron(self, effects: Effects, sop_id: str, cron: str, after: datetime) -> None:
+        local = self.deps.shop.local(after)
+        nxt = croniter(cron, local).get_next(datetime)
+        effects.schedule(key=f"cron/{sop_id}/{as_utc(nxt).isoformat()}", kind="cron", due_at=nxt, sop_id=sop_id,
+                         payload={"cron": cron})
+
+    def _schedule_sweep(self, effects: Effects, after: datetime) -> None:
+        nxt = self.deps.shop.next_time_of_day(after, parse_hhmm(SWEEP_AT))
+        effects.schedule(key=f"sweep/{as_utc(nxt).isoformat()}", kind="sweep", due_at=nxt)
+
+    # ------------------------------------------------------------------ due rows
+
+    def next_due(self) -> datetime | None:
+        with self.deps.engine.connect() as conn:
+            due = conn.execute(select(func.min(_D.due_at)).where(_D.status == "pending")).scalar()
+            out = conn.execute(select(func.min(_O.not_before)).where(_O.status == "pending")).scalar()
+        times = [as_utc(t) for t in (due, out) if t is not None]
+        return min(times) if times else None
+
+    def process_due(self) -> int:
+        """Handle every due row with due_at <= now; returns how many were handled."""
+        handled = 0
+        batch = self.deps.settings.worker_batch
+        while True:
+            now = self.deps.clock.now()
+            with self.deps.engine.connect() as conn:
+                rows = conn.execute(
+                    select(DueTouchpoint.__table__).where(_D.status == "pending", _D.due_at <= as_utc(now))
+                    .order_by(_D.due_at, _D.id).limit(batch)).mappings().all()
+            if not rows:
+                return handled
+            pushes: list[Any] = []
+            for row in rows:
+                if row["kind"] in ("push", "end"):
+                    pushes.append(row)
+                    continue
+                if pushes:
+                    self._pushes(pushes)
+                    pushes = []
+                self._one(row)
+            if pushes:
+                self._pushes(pushes)
+            handled += len(rows)
+
+    def _done(self, conn: Connection, ids: list[int], status: str = "done") -> None:
+        if ids:
+            conn.execute(update(DueTouchpoint.__table__).where(_D.id == bindparam("rid"))
+                         .values(status=status, done_at=as_utc(self.deps.clock.now())),
+                         [{"rid": i} for i in ids])
+
+    def _pushes(self, rows: list[Any]) -> None:
+        deps = self.deps
+        effects = Effects()
+        with deps.engine.begin() as conn:
+            run_ids = list({r["run_id"] for r in rows})
+            status = {}
+            for start in range(0, len(run_ids), 500):
+                status.update(dict(conn.execute(select(_R.id, _R.status).where(_R.id.in_(run_ids[start:start + 500])))
+                                   .all()))
+            customer_ids = [r["customer_id"] for r in rows if r["customer_id"] != BROADCAST]
+            customers = load_customers(conn, customer_ids)
+            tags = tags_of_many(conn, customer_ids)
+            done, cancelled = [], []
+            for row in rows:
+                spec = deps.library.sops.get(row["sop_id"])
+                step = self.steps.get(row["sop_id"], {}).get(row["step_id"]) if row["step_id"] else None
+                if status.get(row["run_id"]) not in LIVE or spec is None or (row["kind"] == "push" and step is None):
+                    cancelled.append(row["id"])
+                    continue
+                at = as_utc(row["due_at"])
+                if row["kind"] == "end" and step is None:
+                    end_without_step(conn, deps, effects, row["run_id"], at)
+                else:
+                    perform(conn, deps, effects, spec=spec, step=step, run_id=row["run_id"],
+                            customer=customers.get(row["customer_id"]), customer_id=row["customer_id"],
+                            tags=tags.get(row["customer_id"], set()), occurrence=row["payload"]["occurrence"],
+                            at=at, origin="timer")
+                done.append(row["id"])
+            effects.flush(conn)
+            self._done(conn, done)
+            self._done(conn, cancelled, "cancelled")
+        self.stats["push"] += len(done)
+
+    def _one(self, row: Any) -> None:
+        kind = row["kind"]
+        deps = self.deps
+        if kind == "enrol":
+            self._enrol(row)
+        elif kind == "resume":
+            origin = "customer" if row["payload"].get("kind") == "answer" else "timer"
+            if row["payload"].get("kind") == "event":
+                origin = "system"
+            self.runner.resume(row["sop_id"], row["run_id"], dict(row["payload"]), origin)
+        elif kind == "cron":
+            self._cron(row)
+        elif kind == "sweep":
+            self._sweep(row)
+        with deps.engine.begin() as conn:
+            self._done(conn, [row["id"]])
+        self.stats[kind] += 1
+
+    def _enrol(self, row: Any) -> None:
+        deps = self.deps
+        spec = deps.library.sops.get(row["sop_id"])
+        if spec is None:
+            return
+        effects = Effects()
+        at = deps.clock.now()
+        with deps.engine.begin() as conn:
+            run_id = admit(conn, deps, effects, spec, row["customer_id"], row["payload"]["trigger_key"], at,
+                           row["payload"].get("reason", ""))
+            effects.flush(conn)
+        if run_id is not None:
+            self.runner.start(spec.id, run_id, row["customer_id"], "customer" if row["payload"].get("reply") else
+                              "timer")
+
+    def _cron(self, row: Any) -> None:
+        deps = self.deps
+        spec = deps.library.sops.get(row["sop_id"])
+        effects = Effects()
+        due = as_utc(row["due_at"])
+        if spec is not None and spec.enabled:
+            occurrence = f"cron{as_utc(due).strftime('%Y%m%d%H%M')}"
+            with deps.engine.begin() as conn:
+                if spec.defaults.touchpoint in ("group", "moments"):
+                    schedule_enrolment(effects, spec, BROADCAST, trigger_key=occurrence, due_at=due,
+                                       reason="schedule")
+                else:
+                    for customer in conn.execute(select(Customer.__table__).where(_C.stage != "churned")).mappings():
+                        tags = tags_of_many(conn, [customer["id"]])[customer["id"]]
+                        if audience_matches(spec.audience, dict(customer), tags):
+                            schedule_enrolment(effects, spec, customer["id"], trigger_key=occurrence, due_at=due,
+                                               reason="schedule")
+                self._schedule_cron(effects, spec.id, row["payload"]["cron"], due)
+                effects.flush(conn)
+
+    def _sweep(self, row: Any) -> None:
+        """Daily: move quiet customers to 'silent' and fire silent_for triggers once per silence spell."""
+        deps = self.deps
+        now = as_utc(row["due_at"])
+        silent_specs = [(s, t) for s in deps.library.sops.values() if s.enabled for t in s.triggers
+                        if isinstance(t, SilentTrigger)]
+        effects = Effects()
+        with deps.engine.begin() as conn:
+            last = func.coalesce(_C.last_inbound_at, _C.added_at)
+            threshold = min([t.days for _, t in silent_specs] + [deps.settings.silent_after_days])
+            quiet = conn.execute(select(_C.id, _C.stage, _C.last_inbound_at, _C.added_at, _C.last_order_at)
+                                 .where(_C.stage != "churned", last <= as_utc(now - timedelta(days=threshold)))
+                                 ).all()
+            for cid, stage, last_in, added, last_order in quiet:
+                last_seen = max(as_utc(t) for t in (last_in, added, last_order) if t is not None)
+                idle = (now - last_seen).days
+                if idle >= deps.settings.silent_after_days and stage != "silent":
+                    set_stage(conn, effects, cid, "silent", at=now, reason=f"{idle} 天无互动")
+                for spec, trigger in silent_specs:
+                    if idle >= trigger.days:
+                        due = deps.shop.next_time_of_day(now, parse_hhmm(trigger.at)) if trigger.at else now
+                        schedule_enrolment(effects, spec, cid, trigger_key=f"silent{as_utc(last_seen):%Y%m%d}",
+                                           due_at=due, reason=f"silent for {idle} days")
+            self._schedule_sweep(effects, now)
+            effects.flush(conn)
+
+    # ------------------------------------------------------------------ outbox
+
+    def dispatch_outbox(self) -> int:
+        """Send, defer or cancel every outbox row due now; returns how many rows were settled."""
+        handled = 0
+        batch = self.deps.settings.worker_batch
+        while True:
+            now = self.deps.clock.now()
+            with self.deps.engine.connect() as conn:
+                rows = conn.execute(select(Outbox.__table__).where(_O.status == "pending",
+                                                                    _O.not_before <= as_utc(now))
+                                    .order_by(_O.not_before, _O.id).limit(batch)).mappings().all()
+                if not rows:
+                    return handled
+                contacts = self._contacts(conn, rows, now)
+            self._settle(rows, contacts, now)
+            handled += len(rows)
+
+    def _contacts(self, conn: Connection, rows: list[Any], now: datetime) -> dict[str, Contact]:
+        ids = list({r["customer_id"] for r in rows})
+        contacts: dict[str, Contact] = {i: Contact() for i in ids}
+        suppressing = [s.id for s in self.deps.library.sops.values() if s.suppresses_marketing]
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            for r in conn.execute(select(ContactState.__table__).where(_S.customer_id.in_(chunk))).mappings():
+                c = contacts[r["customer_id"]]
+                c.last_marketing_at, c.last_touch, c.day, c.day_count = (
+                    r["last_marketing_at"], r["last_touch"], r["day"], r["day_count"])
+            for cid, unsub, stage, last_in in conn.execute(select(_C.id, _C.unsubscribed_at, _C.stage,
+                                                                  _C.last_inbound_at).where(_C.id.in_(chunk))):
+                contacts[cid].unsubscribed = unsub is not None
+                contacts[cid].churned = stage == "churned"
+                contacts[cid].last_inbound_at = last_in
+            if suppressing:
+                for cid, sop_id in conn.execute(select(_R.customer_id, _R.sop_id).where(
+                        _R.customer_id.in_(chunk), _R.sop_id.in_(suppressing), _R.status.in_(LIVE))):
+                    contacts[cid].suppressed_by = self.deps.library.sops[sop_id].name
+        return contacts
+
+    def _settle(self, rows: list[Any], contacts: dict[str, Contact], now: datetime) -> None:
+        deps = self.deps
+        sends: list[tuple[Any, str]] = []
+        defers: list[tuple[Any, Decision]] = []
+        cancels: list[tuple[Any, Decision]] = []
+        for row in rows:
+            contact = contacts[row["customer_id"]]
+            suppressed = contact.suppressed_by
+            if contact.suppressed_by and row["sop_id"] and deps.library.sops.get(row["sop_id"]) and \
+                    deps.library.sops[row["sop_id"]].suppresses_marketing:
+                contact.suppressed_by = None  # the complaint SOP itself may speak
+            decision = deps.policy.decide(marketing=row["marketing"], touch=row["touch"], contact=contact, now=now)
+            contact.suppressed_by = suppressed
+            if decision.verdict == "send":
+                mode = row["mode"]
+                last_in = contact.last_inbound_at
+                if mode == "kf" and row["customer_id"] != BROADCAST and (
+                        last_in is None or now - as_utc(last_in) > KF_WINDOW):
+                    mode = "member_task"  # outside the 48 h kf window only an employee may send
+                if row["marketing"]:
+                    deps.policy.record_send(contact, row["touch"], now)
+                sends.append((row, mode))
+            elif decision.verdict == "defer":
+                defers.append((row, decision))
+            else:
+                cancels.append((row, decision))
+        if sends:
+            deps.channel.deliver([
+                Delivery(key=row["key"], customer_id=row["customer_id"], action=row["action"], mode=mode,
+                         touchpoint=row["touchpoint"], at=now, payload=dict(row["payload"])) for row, mode in sends])
+        effects = Effects()
+        with deps.engine.begin() as conn:
+            if sends:
+                conn.execute(update(Outbox.__table__).where(_O.id == bindparam("rid"))
+                             .values(status="sent", sent_at=as_utc(now), mode=bindparam("m")),
+                             [{"rid": row["id"], "m": mode} for row, mode in sends])
+                insert_ignore(conn, EmployeeTask.__table__, [self._task(row, mode, now) for row, mode in sends
+                                                             if mode in TASK_MODES])
+            for row, decision in defers:
+                conn.execute(update(Outbox.__table__).where(_O.id == row["id"]).values(
+                    not_before=as_utc(decision.until), defer_count=_O.defer_count + 1,
+                    last_deferral=decision.reason))
+                effects.note(customer_id=row["customer_id"], at=now, kind="deferred", run_id=row["run_id"],
+                             key=f"defer/{row['key']}/{row['defer_count'] + 1}",
+                             summary=f"推迟「{row['step_id']}」到 {deps.shop.local(decision.until):%m-%d %H:%M}"
+                                     f"（{decision.reason}）",
+                             detail={"outbox": row["key"], "until": as_utc(decision.until).isoformat(),
+                                     "reason": decision.reason})
+            for row, decision in cancels:
+                conn.execute(update(Outbox.__table__).where(_O.id == row["id"]).values(
+                    status="cancelled", last_deferral=decision.reason))
+                effects.note(customer_id=row["customer_id"], at=now, kind="cancelled", run_id=row["run_id"],
+                             key=f"cancel/{row['key']}", summary=f"取消「{row['step_id']}」（{decision.reason}）")
+            touched = {row["customer_id"] for row, _ in sends if row["marketing"]}
+            self._save_contacts(conn, {cid: contacts[cid] for cid in touched})
+            effects.flush(conn)
+        self.stats["sent"] += len(sends)
+        self.stats["deferred"] += len(defers)
+        self.stats["cancelled"] += len(cancels)
+
+    def _task(self, row: Any, mode: str, now: datetime) -> dict[str, Any]:
+        payload = dict(row["payload"])
+        assignee = payload.get("assignee") or ("group_owner" if mode == "group_task" else "owner")
+        title = payload.get("title") or f"发送「{row['step_id']}」给客户"
+        due = payload.get("due_at") or as_utc(now).isoformat()
+        return {"key": row["key"], "customer_id": row["customer_id"], "assignee": assignee, "kind": TASK_MODES[mode],
+                "title": title, "content": payload, "due_at": datetime.fromisoformat(due), "status": "open",
+                "created_at": as_utc(now)}
+
+    def _save_contacts(self, conn: Connection, contacts: dict[str, Contact]) -> None:
+        if not contacts:
+            return
+        ids = list(contacts)
+        conn.execute(ContactState.__table__.delete().where(_S.customer_id.in_(ids)))
+        conn.execute(ContactState.__table__.insert(), [
+            {"customer_id": cid, "last_marketing_at": as_utc(c.last_marketing_at) if c.last_marketing_at else None,
+             "last_touch": c.last_touch, "day": c.day, "day_count": c.day_count} for cid, c in contacts.items()])
+
+
+def customers_with_event_wait(conn: Connection, customer_id: str, event: str) -> list[tuple[str, str, str]]:
+    """(run id, sop id, token) of the customer's runs waiting for ``event``."""
+    return [tuple(r) for r in conn.execute(select(_R.id, _R.sop_id, _R.waiting).where(
+        _R.customer_id == customer_id, _R.waiting_kind == f"event:{event}", _R.status.in_(LIVE)))]
+
+
