@@ -47,6 +47,13 @@ def delivery(spec: SopSpec, step: Any, origin: Origin) -> dict[str, Any]:
             "marketing": marketing and touchpoint == "private"}
 
 
+def with_expiry(step: Any, payload: dict[str, Any], at: datetime) -> dict[str, Any]:
+    """Stamp ``expires_at`` on time-sensitive content (e.g. a live reminder) so it is never sent late."""
+    if getattr(step, "expires_after", None):
+        payload["expires_at"] = as_utc(at + parse_duration(step.expires_after)).isoformat()
+    return payload
+
+
 def values_for(customer: dict[str, Any] | None) -> dict[str, Any]:
     customer = customer or {}
     return {"name": customer.get("name") or "亲", "owner": customer.get("owner") or "", "shop": "小禾家"}
@@ -64,7 +71,7 @@ def perform(conn: Connection, deps: Deps, effects: Effects, *, spec: SopSpec, st
                    else {"text": step.question, "question": step.slot})
         if prefix:
             payload["text"] = f"{prefix}{payload['text']}"
-        effects.send(key=key, action=step.kind, customer_id=customer_id, at=at, payload=payload, run_id=run_id,
+        effects.send(key=key, action=step.kind, customer_id=customer_id, at=at, payload=with_expiry(step, payload, at), run_id=run_id,
                      sop_id=spec.id, step_id=step.id, touch=touch, **delivery(spec, step, origin))
     elif isinstance(step, CouponStep):
         _issue_coupon(conn, deps, effects, spec, step, run_id, customer, customer_id, tags, key, touch, at, origin)
@@ -120,5 +127,6 @@ def _issue_coupon(conn: Connection, deps: Deps, effects: Effects, spec: SopSpec,
     expires = at + timedelta(days=campaign.valid_days)
     payload |= {"code": code, "amount": campaign.amount, "threshold": campaign.threshold,
                 "expires_at": as_utc(expires).isoformat()}
-    effects.send(key=key, action="coupon", customer_id=customer_id, at=at, payload=payload, run_id=run_id,
+    effects.send(key=key, action="coupon", customer_id=customer_id, at=at, payload=with_expiry(step, payload, at),
+                 run_id=run_id,
                  sop_id=spec.id, step_id=step.id, touch=touch, **delivery(spec, step, origin))

@@ -8,10 +8,15 @@ from typing import Any
 
 from sop_graphs.spec import Catalog, CouponStep, GroupInviteStep, MessageStep, Variant
 
-VARIABLES = frozenset({
-    "name", "owner", "shop", "group_name", "group_qr", "group_rules",
-    "coupon_name", "coupon_amount", "coupon_threshold", "coupon_valid_days",
-})
+BASE_VARIABLES = frozenset({"name", "owner", "shop"})
+GROUP_VARIABLES = frozenset({"group_name", "group_qr", "group_rules"})
+COUPON_VARIABLES = frozenset({"coupon_name", "coupon_amount", "coupon_threshold", "coupon_valid_days"})
+VARIABLES = BASE_VARIABLES | GROUP_VARIABLES | COUPON_VARIABLES
+
+
+def variables_for(kind: str) -> frozenset[str]:
+    """Variables a step of ``kind`` can fill: coupon details only in coupon steps, group ones in invites."""
+    return BASE_VARIABLES | {"group_invite": GROUP_VARIABLES, "coupon": COUPON_VARIABLES}.get(kind, frozenset())
 
 
 def placeholders(text: str) -> set[str]:

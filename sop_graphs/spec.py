@@ -184,6 +184,9 @@ class _Outbound(_Step):
     mode: Mode | None = None
     executor: Executor | None = None
     marketing: bool | None = Field(default=None, description="default: true unless replying to the customer")
+    expires_after: Duration | None = Field(default=None, description="cancel instead of sending later than this")
+
+    _expires = field_validator("expires_after")(_check_duration)
 
 
 class Variant(Strict):

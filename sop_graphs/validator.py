@@ -11,7 +11,7 @@ from croniter import croniter
 
 from sop_graphs.expr import ExprError, parse_condition
 from sop_graphs.loader import Library, Problem, SopSource
-from sop_graphs.render import VARIABLES, placeholders
+from sop_graphs.render import placeholders, variables_for
 from sop_graphs.spec import (
     AskStep,
     BranchStep,
@@ -131,6 +131,8 @@ def _check_step(spec, step, index, catalog: Catalog, library: Library, problem) 
     if isinstance(step, MessageStep):
         if step.material is not None and step.material not in catalog.materials:
             yield problem(f"unknown material {step.material!r}", *loc, "material", step=sid)
+        elif step.material is not None:
+            texts.append((catalog.materials[step.material].text, (*loc, "material")))
         if step.text is not None:
             texts.append((step.text, (*loc, "text")))
         for i, variant in enumerate(step.variants):
@@ -139,6 +141,8 @@ def _check_step(spec, step, index, catalog: Catalog, library: Library, problem) 
                     yield problem(f"unknown tag {tag!r} in variant", *loc, "variants", i, step=sid)
             if variant.material is not None and variant.material not in catalog.materials:
                 yield problem(f"unknown material {variant.material!r}", *loc, "variants", i, "material", step=sid)
+            elif variant.material is not None:
+                texts.append((catalog.materials[variant.material].text, (*loc, "variants", i, "material")))
             if variant.text is not None:
                 texts.append((variant.text, (*loc, "variants", i, "text")))
     if isinstance(step, AskStep):
@@ -184,13 +188,14 @@ def _check_step(spec, step, index, catalog: Catalog, library: Library, problem) 
                       *loc, "day", step=sid)
     for text, text_loc in texts:
         try:
-            unknown = placeholders(text) - VARIABLES
+            allowed = variables_for(step.kind)
+            unknown = placeholders(text) - allowed
         except ValueError as exc:
             yield problem(f"bad template: {exc}", *text_loc, step=sid)
             continue
         for name in sorted(unknown):
-            yield problem(f"unknown variable {{{name}}}; known: {', '.join(sorted(VARIABLES))}", *text_loc,
-                          step=sid)
+            yield problem(f"variable {{{name}}} is not available in a {step.kind} step; available: "
+                          f"{', '.join(sorted(allowed))}", *text_loc, step=sid)
     yield from _check_delivery(spec, step, index, problem)
 
 

@@ -279,6 +279,9 @@ class Worker:
                 contact.suppressed_by = None  # the complaint SOP itself may speak
             decision = deps.policy.decide(marketing=row["marketing"], touch=row["touch"], contact=contact, now=now)
             contact.suppressed_by = suppressed
+            expires = row["payload"].get("expires_at")
+            if decision.verdict == "defer" and expires and decision.until > datetime.fromisoformat(expires):
+                decision = Decision("cancel", reason=f"{decision.reason}; expired before the next allowed slot")
             if decision.verdict == "send":
                 mode = row["mode"]
                 last_in = contact.last_inbound_at

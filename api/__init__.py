@@ -1,0 +1,1 @@
+"""Entry points: the ``sopagent`` CLI and the demo (the HTTP API arrives with the WeCom channel)."""

@@ -1,0 +1,101 @@
+"""The ``sopagent`` command line: demo, worker, SOP validation and graphs."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from knowledge.settings import get_settings
+
+app = typer.Typer(help="sopagent: private-domain customer-operations SOPs on WeCom.", no_args_is_help=True)
+sop_app = typer.Typer(help="Validate and inspect SOP YAML.", no_args_is_help=True)
+app.add_typer(sop_app, name="sop")
+console = Console(width=150)
+
+
+@app.command()
+def demo(
+    home: Annotated[Path | None, typer.Option(help="where the demo's stores go (wiped first)")] = None,
+    days: Annotated[int, typer.Option(min=1, max=120)] = 30,
+) -> None:
+    """Run the scripted 30-day demo on the embedded defaults with a simulated clock."""
+    from api.demo import run_demo
+
+    started = time.perf_counter()
+    settings = get_settings()
+    run_demo(home or settings.home / "demo", days=days, console=console)
+    console.print(f"demo finished in {time.perf_counter() - started:.1f}s")
+
+
+@app.command()
+def worker(
+    until: Annotated[str | None, typer.Option(help="simulate: advance a persisted simulated clock to this "
+                                                   "ISO time, then exit")] = None,
+    start: Annotated[str | None, typer.Option(help="simulated clock start when none is saved yet")] = None,
+    interval: Annotated[float, typer.Option(help="seconds between polls on the wall clock")] = 1.0,
+) -> None:
+    """Claim due touchpoints and dispatch the outbox (wall clock, or a simulated clock with --until)."""
+    from agent.runtime import Runtime
+    from knowledge.clock import SimClock, SystemClock
+
+    settings = get_settings()
+    if until is not None:
+        probe = Runtime.build(settings, clock=SimClock(datetime.fromisoformat(start or until)))
+        saved = probe.saved_clock("worker")
+        clock = SimClock(saved or datetime.fromisoformat(start or until))
+        runtime = Runtime(probe.deps, probe.runner.graphs[next(iter(probe.runner.graphs))].checkpointer)
+        runtime.deps.clock = clock
+        handled = runtime.run_until(datetime.fromisoformat(until), persist_as="worker")
+        console.print(f"simulated to {until}: {handled} items handled")
+        return
+    runtime = Runtime.build(settings, clock=SystemClock())
+    console.print(f"worker running on {settings.db_url}; Ctrl-C to stop")
+    while True:
+        if runtime.tick() == 0:
+            time.sleep(interval)
+
+
+@sop_app.command("validate")
+def validate_cmd(
+    paths: Annotated[list[Path], typer.Argument(help="SOP YAML files or directories")],
+    catalog: Annotated[Path | None, typer.Option(help="directory with materials/campaigns/groups/tags")] = None,
+) -> None:
+    """Validate SOP files; prints every problem as file:line and exits 1 if there is any."""
+    from sop_graphs.loader import load_library
+    from sop_graphs.validator import validate
+
+    library, problems = load_library(paths, catalog or get_settings().library_path)
+    problems = sorted(problems + validate(library))
+    for problem in problems:
+        console.print(str(problem), markup=False, highlight=False, soft_wrap=True)
+    if problems:
+        console.print(f"[red]{len(problems)} problem(s)[/] in {len(paths)} path(s)")
+        raise typer.Exit(1)
+    console.print(f"[green]ok[/]: {len(library.sops)} SOP(s) valid")
+
+
+@sop_app.command("graph")
+def graph_cmd(
+    sop_id: str,
+    format: Annotated[str, typer.Option("--format", help="mermaid")] = "mermaid",
+) -> None:
+    """Print an SOP of the library as a graph."""
+    from agent.runtime import load_valid_library
+    from sop_graphs.mermaid import to_mermaid
+
+    if format != "mermaid":
+        raise typer.BadParameter("only --format mermaid is supported")
+    library = load_valid_library(get_settings().library_path)
+    if sop_id not in library.sops:
+        console.print(f"[red]unknown SOP {sop_id!r}[/]; known: {', '.join(sorted(library.sops))}")
+        raise typer.Exit(2)
+    typer.echo(to_mermaid(library.sops[sop_id]), nl=False)
+
+
+if __name__ == "__main__":
+    app()

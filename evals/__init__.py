@@ -1,0 +1,1 @@
+"""Transcript replay evals (issue 5). Nothing is exported yet."""
