@@ -1,0 +1,73 @@
+from pathlib import Path
+
+from sop_graphs.loader import load_library
+from sop_graphs.validator import validate
+
+LIBRARY = Path(__file__).resolve().parents[2] / "sop_graphs" / "library"
+
+BROKEN = """\
+id: broken
+name: 坏的 SOP
+family: nurture
+goal: test
+triggers:
+  - on: schedule
+    cron: "99 * * * *"
+steps:
+  - id: hello
+    kind: message
+    material: no_such_material
+    next: nowhere
+  - id: orphan
+    kind: tag
+    add: [不存在的标签]
+  - id: loop_a
+    kind: branch
+    cases:
+      - {when: "'敏感肌' in tags", goto: loop_b}
+    default: loop_b
+  - id: loop_b
+    kind: coupon
+    campaign: no_campaign
+    text: "hi {nobody}"
+    next: loop_a
+  - id: orphan
+    kind: end
+"""
+
+
+def _problems(tmp_path: Path, text: str) -> list[str]:
+    path = tmp_path / "broken.yaml"
+    path.write_text(text, encoding="utf-8")
+    library, problems = load_library([path], LIBRARY)
+    return [str(p) for p in problems + validate(library)]
+
+
+def test_bundled_library_is_valid_and_covers_every_family():
+    library, problems = load_library([LIBRARY], LIBRARY)
+    assert problems + validate(library) == []
+    assert len(library.sops) >= 14
+    families = {spec.family for spec in library.sops.values()}
+    assert families >= {"nurture", "tagging", "reactivation", "repurchase", "interest_followup", "behaviour",
+                        "complaint", "group_ops", "launch", "promotion", "livestream", "referral", "moments",
+                        "conversion"}
+
+
+def test_every_problem_is_reported_with_file_and_line(tmp_path):
+    problems = "\n".join(_problems(tmp_path, BROKEN))
+    for expected in ("broken.yaml:12: [broken/hello] unknown step 'nowhere'",
+                     "broken.yaml:7: [broken] bad schedule expression",
+                     "broken.yaml:11: [broken/hello] unknown material",
+                     "unreachable", "loop with no wait or ask", "unknown tag '不存在的标签'",
+                     "unknown coupon campaign 'no_campaign'", "{nobody}", "duplicate step id 'orphan'"):
+        assert expected in problems, expected
+
+
+def test_malformed_yaml_names_the_line(tmp_path):
+    problems = _problems(tmp_path, "id: x\nsteps: [\n  - a\n")
+    assert len(problems) == 1 and "malformed YAML" in problems[0] and "broken.yaml:" in problems[0]
+
+
+def test_type_errors_point_at_the_field(tmp_path):
+    text = BROKEN.replace("kind: tag\n    add: [不存在的标签]", "kind: wait\n    for: soon")
+    assert any("broken.yaml:15:" in p and "duration" in p for p in _problems(tmp_path, text))
