@@ -1,0 +1,86 @@
+"""Scheduler benchmark: enrol N customers into the nurture SOP and advance 30 simulated days.
+
+Prints enrolment rate, sustained due actions/s over the 30 days, peak RSS, and an exactly-once check.
+Usage: python bench/scheduler.py [--customers 100000] [--home /tmp/sopagent-bench]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import shutil
+import sqlite3
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from agent.runtime import Runtime
+from agent.tables import InboundEvent
+from knowledge.clock import SimClock
+from knowledge.settings import Settings
+
+START = datetime(2026, 11, 23, 1, 0, tzinfo=UTC)  # Monday 09:00 Shanghai
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--home", type=Path, default=Path("/tmp/sopagent-bench"))
+    args = parser.parse_args()
+    if args.home.exists():
+        shutil.rmtree(args.home)
+    clock = SimClock(START)
+    runtime = Runtime.build(Settings(home=args.home, worker_batch=5000), clock=clock)
+    deps = runtime.deps
+    spread = timedelta(hours=12) / max(args.customers, 1)
+    rows = [{"key": f"add-{i}", "customer_id": f"c{i:06d}", "kind": "customer_added", "payload": {"name": f"客户{i}"},
+             "received_at": START + spread * i, "status": "pending"} for i in range(args.customers)]
+    with deps.engine.begin() as conn:
+        for start in range(0, len(rows), 20_000):
+            conn.execute(InboundEvent.__table__.insert(), rows[start:start + 20_000])
+    del rows
+
+    t0 = time.perf_counter()
+    runtime.run_until(START + timedelta(hours=12))
+    enrol_s = time.perf_counter() - t0
+    stats_before = dict(runtime.worker.stats)
+
+    t1 = time.perf_counter()
+    runtime.run_until(START + timedelta(days=31))
+    run_s = time.perf_counter() - t1
+    stats = {k: v - stats_before.get(k, 0) for k, v in runtime.worker.stats.items()}
+    due_actions = stats.get("push", 0) + stats.get("resume", 0) + stats.get("enrol", 0) + stats.get("end", 0)
+    sent = stats.get("sent", 0)
+
+    db = sqlite3.connect(args.home / "sopagent.sqlite")
+    sandbox = sqlite3.connect(args.home / "sandbox.sqlite")
+    runs = dict(db.execute("SELECT status, count(*) FROM soprun WHERE sop_id='new_customer_nurture' GROUP BY status"))
+    pending_due = db.execute("SELECT count(*) FROM duetouchpoint WHERE status='pending' AND due_at <= ?",
+                             ((START + timedelta(days=31)).isoformat(" "),)).fetchone()[0]
+    pending_out = db.execute("SELECT count(*) FROM outbox WHERE status='pending'").fetchone()[0]
+    outbox_sent = db.execute("SELECT count(*) FROM outbox WHERE status='sent'").fetchone()[0]
+    records, repeats = sandbox.execute("SELECT count(*), coalesce(sum(attempts > 1), 0) FROM sandbox_record").fetchone()
+    per_customer = dict(sandbox.execute(
+        "SELECT n, count(*) FROM (SELECT customer_id, count(*) n FROM sandbox_record "
+        "WHERE key LIKE 'new_customer_nurture/%' AND action != 'tag' GROUP BY customer_id) GROUP BY n"))
+    exactly_once = (repeats == 0 and records == outbox_sent and pending_out == 0
+                    and runs.get("completed", 0) == args.customers and per_customer == {9: args.customers})
+    print(f"customers:            {args.customers:,}")
+    print(f"enrolment:            {enrol_s:.1f}s ({args.customers / enrol_s:,.0f} enrolments/s, graph start to first ask)")
+    print(f"30-day run:           {run_s:.1f}s")
+    print(f"due actions:          {due_actions:,} ({due_actions / run_s:,.0f}/s: "
+          f"{stats.get('resume', 0):,} graph resumes, {stats.get('push', 0):,} pushes from the due table)")
+    print(f"outbox sent:          {sent:,} ({sent / run_s:,.0f}/s), deferred {stats.get('deferred', 0):,}")
+    print(f"peak RSS:             {peak_rss_mib():,.0f} MiB")
+    print(f"nurture runs:         {runs}")
+    print(f"messages/customer:    {per_customer} (welcome, q1, invite, coupon, day 1/3/7/14/30)")
+    print(f"exactly once:         {'OK' if exactly_once else 'FAILED'} (records {records:,} = outbox sent {outbox_sent:,},"
+          f" repeated keys {repeats}, pending outbox {pending_out}, overdue due rows {pending_due})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""Kill the worker with SIGKILL at random points of a multi-day run; every action happens exactly once."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+CUSTOMERS, DAYS = 240, 9
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(home: Path, *, kill_after: float | None) -> int:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "tests.sop_graphs.crash_worker", str(home), str(CUSTOMERS),
+                             str(DAYS)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if kill_after is None:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err.decode()
+        return 0
+    try:
+        proc.wait(timeout=kill_after)
+        assert proc.returncode == 0, proc.stderr.read().decode() if proc.stderr else ""
+        return 0
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        return 1
+
+
+def _actions(home: Path) -> tuple[Counter, int]:
+    """Logical actions delivered (customer, run, step, occurrence, action) and redelivered attempts."""
+    conn = sqlite3.connect(home / "sandbox.sqlite")
+    rows = conn.execute("SELECT key, customer_id, action, payload, attempts FROM sandbox_record").fetchall()
+    conn.close()
+    logical = Counter((customer, action, key, json.loads(payload).get("text")) for key, customer, action, payload, _
+                      in rows)
+    return logical, sum(attempts - 1 for *_, attempts in rows)
+
+
+@pytest.mark.slow
+def test_sigkilled_worker_restarts_without_losing_or_repeating_actions(tmp_path):
+    reference, crashed = tmp_path / "reference", tmp_path / "crashed"
+    _run(reference, kill_after=None)
+    rng = random.Random(20261122)
+    kills = 0
+    started = time.monotonic()
+    while _run(crashed, kill_after=rng.uniform(1.5, 4.0)):
+        kills += 1
+        assert time.monotonic() - started < 900, "the crashed run never finished"
+    expected, _ = _actions(reference)
+    got, redelivered = _actions(crashed)
+    assert kills >= 3, "the run finished before it could be killed enough times; raise CUSTOMERS or DAYS"
+    assert sum(expected.values()) > CUSTOMERS * 3
+    assert got == expected  # nothing lost, nothing extra: the same logical actions, each once
+    assert max(got.values()) == 1
+    print(f"kills={kills} actions={sum(got.values())} redelivered_attempts={redelivered}")
