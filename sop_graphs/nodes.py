@@ -117,9 +117,12 @@ def _ask_node(spec: SopSpec, step: AskStep, follow: str | None) -> Node:
         now = deps.clock.now()
         with deps.engine.begin() as conn:
             _mark(conn, run_id, waiting=None, waiting_kind=None)
-            conn.execute(update(DueTouchpoint.__table__).where(
-                DueTouchpoint.__table__.c.key == timeout_key, DueTouchpoint.__table__.c.status == "pending",
-            ).values(status="cancelled", done_at=as_utc(now)))
+            if reply.get("kind") != "timeout":
+                # only an answer retires the timer; a timeout resume is that very row, which the worker
+                # marks done after the graph has persisted (cancelling it here could strand the run)
+                conn.execute(update(DueTouchpoint.__table__).where(
+                    DueTouchpoint.__table__.c.key == timeout_key, DueTouchpoint.__table__.c.status == "pending",
+                ).values(status="cancelled", done_at=as_utc(now)))
             if reply.get("kind") == "timeout":
                 effects.note(customer_id=customer_id, at=now, kind="ask_timeout", run_id=run_id,
                              key=f"{run_id}/{step.id}/{visit}/timed-out",
