@@ -7,7 +7,8 @@ restarted worker continues where the killed one stopped.
 
 from __future__ import annotations
 
-from datetime import datetime
+import math
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -78,8 +79,13 @@ class Runtime:
         times = [t for t in (self.inbound.next_at(), self.worker.next_due()) if t is not None]
         return min(times) if times else None
 
-    def run_until(self, until: datetime, *, persist_as: str | None = None) -> int:
-        """Advance a simulated clock to ``until``, processing each due moment in order."""
+    def run_until(self, until: datetime, *, persist_as: str | None = None,
+                  resolution: timedelta = timedelta(seconds=1)) -> int:
+        """Advance a simulated clock to ``until``, processing due moments in order.
+
+        Like a polling worker, the clock moves in whole ``resolution`` steps: everything due within
+        one step is handled together, at most ``resolution`` late.
+        """
         clock = self.deps.clock
         if not isinstance(clock, SimClock):
             raise TypeError("run_until needs a simulated clock")
@@ -95,7 +101,9 @@ class Runtime:
                     total += self.tick()
                 return total
             if nxt > clock.now():
-                clock.set(nxt)
+                step = resolution.total_seconds()
+                rounded = datetime.fromtimestamp(math.ceil(nxt.timestamp() / step) * step, tz=UTC)
+                clock.set(min(max(rounded, nxt), until))
                 self._persist(persist_as)
 
     def _persist(self, name: str | None) -> None:

@@ -10,7 +10,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
 from sop_graphs.deps import RunContext
-from sop_graphs.nodes import make_node
+from sop_graphs.nodes import AWAIT, make_nodes
 from sop_graphs.spec import SopSpec
 from sop_graphs.state import RunState
 from sop_graphs.timing import plan_segment
@@ -25,17 +25,24 @@ def route_of(state: RunState) -> str:
 def compile_sop(spec: SopSpec, checkpointer: BaseCheckpointSaver | None = None) -> CompiledStateGraph:
     """Build and compile the graph of ``spec`` (validated beforehand)."""
     builder: StateGraph = StateGraph(RunState, context_schema=RunContext)
-    for index, step in enumerate(spec.steps):
-        builder.add_node(step.id, make_node(spec, index))
+    for index in range(len(spec.steps)):
+        for name, node in make_nodes(spec, index):
+            builder.add_node(name, node)
     builder.add_edge(START, spec.steps[0].id)
     for step_id, targets in edges(spec).items():
         possible = {target for _, target in targets}
         step = spec.steps_by_id[step_id]
-        if step.kind == "wait" and getattr(step, "timed", False):
+        source = step_id
+        if step.kind == "wait" and step.timed:
             resume_at = plan_segment(spec, step_id).resume_at
+            builder.add_conditional_edges(step_id, route_of, {step_id + AWAIT: step_id + AWAIT, END: END})
             possible = {resume_at} if resume_at else set()
-        if step.kind == "ask":
-            possible.add(step_id)  # re-ask after an invalid answer
+            source = step_id + AWAIT
+        elif step.kind in ("ask", "wait", "chat"):
+            builder.add_edge(step_id, step_id + AWAIT)
+            source = step_id + AWAIT
+            if step.kind == "ask":
+                possible.add(step_id)  # re-ask after an invalid answer
         path_map = {target: target for target in possible} | {END: END}
-        builder.add_conditional_edges(step_id, route_of, path_map)
+        builder.add_conditional_edges(source, route_of, path_map)
     return builder.compile(checkpointer=checkpointer, name=spec.id)

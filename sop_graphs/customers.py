@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.engine import Connection
 
 from knowledge.clock import as_utc
@@ -20,10 +20,14 @@ BROADCAST = "__broadcast__"  # the subject of group and moments runs, which addr
 
 _C = Customer.__table__.c
 _T = CustomerTag.__table__.c
+# built once: constructing statements costs more than running them on SQLite
+_CUSTOMER = select(Customer.__table__).where(_C.id == bindparam("cid"))
+_TAGS = select(_T.tag).where(_T.customer_id == bindparam("cid"))
+_STAGE = select(_C.stage).where(_C.id == bindparam("cid"))
 
 
 def load_customer(conn: Connection, customer_id: str) -> dict[str, Any] | None:
-    row = conn.execute(select(Customer.__table__).where(_C.id == customer_id)).mappings().first()
+    row = conn.execute(_CUSTOMER, {"cid": customer_id}).mappings().first()
     return dict(row) if row else None
 
 
@@ -38,7 +42,7 @@ def load_customers(conn: Connection, ids: Iterable[str]) -> dict[str, dict[str, 
 
 
 def tags_of(conn: Connection, customer_id: str) -> set[str]:
-    return set(conn.execute(select(_T.tag).where(_T.customer_id == customer_id)).scalars())
+    return set(conn.execute(_TAGS, {"cid": customer_id}).scalars())
 
 
 def tags_of_many(conn: Connection, ids: Iterable[str]) -> dict[str, set[str]]:
@@ -84,7 +88,7 @@ def set_stage(conn: Connection, effects: Effects, customer_id: str, stage: str, 
     """Move the customer to ``stage``; records the change. Returns whether it changed."""
     if stage not in STAGES:
         raise ValueError(f"unknown lifecycle stage {stage!r}")
-    current = conn.execute(select(_C.stage).where(_C.id == customer_id)).scalar()
+    current = conn.execute(_STAGE, {"cid": customer_id}).scalar()
     if current is None or current == stage:
         return False
     conn.execute(update(Customer.__table__).where(_C.id == customer_id).values(stage=stage))

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 
 from knowledge.clock import as_utc, parse_hhmm
@@ -35,6 +35,15 @@ _R = SopRun.__table__.c
 _D = DueTouchpoint.__table__.c
 _O = Outbox.__table__.c
 LIVE = ("active", "scheduled")
+_RUN_HEAD = select(_R.customer_id, _R.sop_id, _R.status).where(_R.id == bindparam("rid"))
+_RUN_STATUS = select(_R.status).where(_R.id == bindparam("rid"))
+_LIVE_RUNS = select(_R.id, _R.sop_id).where(_R.customer_id == bindparam("cid"), _R.status.in_(LIVE))
+_END_RUN = update(SopRun.__table__).where(_R.id == bindparam("rid"))
+_CANCEL_DUE = update(DueTouchpoint.__table__).where(_D.run_id == bindparam("rid"), _D.status == "pending")
+_FAMILY_OWNER = select(_R.id).where(_R.customer_id == bindparam("cid"), _R.family == bindparam("fam"),
+                                    _R.status.in_(LIVE))
+_PREVIOUS = (select(_R.started_at).where(_R.customer_id == bindparam("cid"), _R.sop_id == bindparam("sid"))
+             .order_by(_R.started_at.desc()))
 
 
 @dataclass(frozen=True)
@@ -129,7 +138,7 @@ def admit(conn: Connection, deps: Deps, effects: Effects, spec: SopSpec, custome
           at: datetime, reason: str) -> str | None:
     """Create the run row if the customer may enter ``spec`` now; returns the run id or None (recorded)."""
     run_id = f"{spec.id}/{customer_id}/{trigger_key}"
-    existing = conn.execute(select(_R.status).where(_R.id == run_id)).scalar()
+    existing = conn.execute(_RUN_STATUS, {"rid": run_id}).scalar()
     if existing is not None:
         return run_id if existing in LIVE else None
     if customer_id != BROADCAST:
@@ -155,12 +164,10 @@ def _refusal(conn: Connection, deps: Deps, spec: SopSpec, customer: dict[str, An
         return "customer deleted us"
     if not audience_matches(spec.audience, customer, tags_of(conn, customer_id)):
         return "not in the audience"
-    owner = conn.execute(select(_R.id).where(_R.customer_id == customer_id, _R.family == spec.family,
-                                             _R.status.in_(LIVE))).scalar()
+    owner = conn.execute(_FAMILY_OWNER, {"cid": customer_id, "fam": spec.family}).scalar()
     if owner is not None:
         return f"already in a {spec.family} SOP ({owner})"
-    previous = conn.execute(select(_R.started_at).where(_R.customer_id == customer_id, _R.sop_id == spec.id)
-                            .order_by(_R.started_at.desc())).scalar()
+    previous = conn.execute(_PREVIOUS, {"cid": customer_id, "sid": spec.id}).scalar()
     if previous is not None:
         if spec.reenrol_after_days is None:
             return "already went through this SOP"
@@ -172,14 +179,13 @@ def _refusal(conn: Connection, deps: Deps, spec: SopSpec, customer: dict[str, An
 def finish_run(conn: Connection, deps: Deps, effects: Effects, run_id: str, *, status: str, reason: str,
                outcome: Outcome, at: datetime) -> bool:
     """End a live run: cancel what it still had pending, apply its outcome. False if already ended."""
-    row = conn.execute(select(_R.customer_id, _R.sop_id, _R.status).where(_R.id == run_id)).first()
+    row = conn.execute(_RUN_HEAD, {"rid": run_id}).first()
     if row is None or row.status not in LIVE:
         return False
     customer_id, sop_id = row.customer_id, row.sop_id
-    conn.execute(update(SopRun.__table__).where(_R.id == run_id).values(
-        status=status, ended_at=as_utc(at), exit_reason=reason, waiting=None, waiting_kind=None))
-    conn.execute(update(DueTouchpoint.__table__).where(_D.run_id == run_id, _D.status == "pending")
-                 .values(status="cancelled", done_at=as_utc(at)))
+    conn.execute(_END_RUN, {"rid": run_id, "status": status, "ended_at": as_utc(at), "exit_reason": reason,
+                            "waiting": None, "waiting_kind": None})
+    conn.execute(_CANCEL_DUE, {"rid": run_id, "status": "cancelled", "done_at": as_utc(at)})
     cancelled = 0
     if status == "exited":  # a completed run's last actions still go out; an exited run's do not
         cancelled = conn.execute(update(Outbox.__table__).where(_O.run_id == run_id, _O.status == "pending")
@@ -203,8 +209,7 @@ def exit_runs(conn: Connection, deps: Deps, effects: Effects, customer_id: str, 
               event: str | None = None, tag: str | None = None, keep_run: str | None = None) -> list[str]:
     """Exit every live run of the customer whose SOP exits on ``event`` or on ``tag`` being present."""
     exited = []
-    for run_id, sop_id in conn.execute(select(_R.id, _R.sop_id).where(_R.customer_id == customer_id,
-                                                                       _R.status.in_(LIVE))).all():
+    for run_id, sop_id in conn.execute(_LIVE_RUNS, {"cid": customer_id}).all():
         spec = deps.library.sops.get(sop_id)
         if spec is None or run_id == keep_run:
             continue

@@ -13,7 +13,7 @@ from typing import Any
 from langgraph.graph import END
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlalchemy.engine import Connection
 
 from knowledge.clock import as_utc
@@ -28,20 +28,24 @@ from sop_graphs.expr import parse_condition
 from sop_graphs.spec import AskStep, BranchStep, ChatStep, SopSpec, WaitStep, parse_duration
 from sop_graphs.state import RunState, bump
 from sop_graphs.tables import DueTouchpoint, SopRun
-from sop_graphs.timing import plan_segment, wait_until
+from sop_graphs.timing import Segment, plan_segment, wait_until
 
 Node = Callable[[RunState, Runtime[RunContext]], dict[str, Any]]
 _R = SopRun.__table__.c
 
 
+_MARK = update(SopRun.__table__).where(_R.id == bindparam("rid"))
+
+
 def _mark(conn: Connection, run_id: str, **values: Any) -> None:
-    conn.execute(update(SopRun.__table__).where(_R.id == run_id).values(**values))
+    conn.execute(_MARK, {"rid": run_id, **values})
 
 
-def _subject(conn: Connection, customer_id: str) -> tuple[dict[str, Any] | None, set[str]]:
+def _subject(conn: Connection, customer_id: str, *, with_tags: bool = True,
+             ) -> tuple[dict[str, Any] | None, set[str]]:
     if customer_id == BROADCAST:
         return None, set()
-    return load_customer(conn, customer_id), tags_of(conn, customer_id)
+    return load_customer(conn, customer_id), tags_of(conn, customer_id) if with_tags else set()
 
 
 def _finish_or_follow(conn: Connection, deps: Deps, effects: Effects, run_id: str, follow: str | None,
@@ -52,19 +56,25 @@ def _finish_or_follow(conn: Connection, deps: Deps, effects: Effects, run_id: st
     return follow
 
 
-def make_node(spec: SopSpec, index: int) -> Node:
-    """The node function of step ``index`` of ``spec``."""
+AWAIT = "__await"  # suffix of the node that holds a pausing step's interrupt
+
+
+def make_nodes(spec: SopSpec, index: int) -> list[tuple[str, Node]]:
+    """The node functions of step ``index``: one node, or for a pausing step a send/plan node plus an
+    await node that holds only the interrupt, so a resume re-executes nothing but the interrupt."""
     step = spec.steps[index]
     follow = spec.successor(index)
     if isinstance(step, AskStep):
-        return _ask_node(spec, step, follow)
+        return [(step.id, _ask_send(spec, step)), (step.id + AWAIT, _ask_await(spec, step, follow))]
+    if isinstance(step, WaitStep) and step.timed:
+        return [(step.id, _wait_plan(spec, step)), (step.id + AWAIT, _wait_await(spec, step))]
     if isinstance(step, WaitStep):
-        return _wait_node(spec, step, follow) if step.timed else _event_wait_node(spec, step, follow)
-    if isinstance(step, BranchStep):
-        return _branch_node(spec, step)
+        return [(step.id, _event_wait_arm(spec, step)), (step.id + AWAIT, _event_wait_await(spec, step, follow))]
     if isinstance(step, ChatStep):
-        return _chat_node(spec, step, follow)
-    return _action_node(spec, step, follow)
+        return [(step.id, _chat_open(spec, step)), (step.id + AWAIT, _chat_await(spec, step, follow))]
+    if isinstance(step, BranchStep):
+        return [(step.id, _branch_node(spec, step))]
+    return [(step.id, _action_node(spec, step, follow))]
 
 
 def _action_node(spec: SopSpec, step: Any, follow: str | None) -> Node:
@@ -79,8 +89,6 @@ def _action_node(spec: SopSpec, step: Any, follow: str | None) -> Node:
             perform(conn, deps, effects, spec=spec, step=step, run_id=run_id, customer=customer,
                     customer_id=customer_id, tags=tags, occurrence=str(visit), at=now, origin=origin)
             route = END if step.kind == "end" else _finish_or_follow(conn, deps, effects, run_id, follow, now)
-            if route != END:
-                _mark(conn, run_id, current_step=step.id)
             effects.flush(conn)
         return {"visits": visits, "route": route}
 
@@ -88,40 +96,51 @@ def _action_node(spec: SopSpec, step: Any, follow: str | None) -> Node:
     return node
 
 
-def _ask_node(spec: SopSpec, step: AskStep, follow: str | None) -> Node:
+def _ask_send(spec: SopSpec, step: AskStep) -> Node:
     timeout = parse_duration(step.timeout)
 
     def node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
         deps, origin = runtime.context.deps, runtime.context.origin
         visit, visits = bump(state, step.id)
-        attempts = dict(state.get("attempts") or {})
         run_id, customer_id = state["run_id"], state["customer_id"]
-        token = f"ask:{step.id}:{visit}"
-        timeout_key = f"{run_id}/{step.id}/{visit}/timeout"
         now = deps.clock.now()
         effects = Effects()
         with deps.engine.begin() as conn:
             customer, tags = _subject(conn, customer_id)
-            prefix = f"{step.reask}\n" if attempts.get(step.id) and step.reask else ""
+            prefix = f"{step.reask}\n" if (state.get("attempts") or {}).get(step.id) and step.reask else ""
             perform(conn, deps, effects, spec=spec, step=step, run_id=run_id, customer=customer,
                     customer_id=customer_id, tags=tags, occurrence=str(visit), at=now, origin=origin, prefix=prefix)
-            effects.schedule(key=timeout_key, kind="resume", due_at=now + timeout, run_id=run_id,
-                             customer_id=customer_id, sop_id=spec.id, step_id=step.id,
-                             payload={"token": token, "kind": "timeout"})
-            _mark(conn, run_id, current_step=step.id, waiting=token, waiting_kind="ask")
+            effects.schedule(key=f"{run_id}/{step.id}/{visit}/timeout", kind="resume", due_at=now + timeout,
+                             run_id=run_id, customer_id=customer_id, sop_id=spec.id, step_id=step.id,
+                             payload={"token": f"ask:{step.id}:{visit}", "kind": "timeout"})
+            _mark(conn, run_id, current_step=step.id, waiting=f"ask:{step.id}:{visit}", waiting_kind="ask")
             effects.flush(conn)
+        return {"visits": visits}
 
+    node.__name__ = f"ask_{step.id}"
+    return node
+
+
+def _ask_await(spec: SopSpec, step: AskStep, follow: str | None) -> Node:
+    def node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+        visit = (state.get("visits") or {}).get(step.id, 1)
+        token = f"ask:{step.id}:{visit}"
         reply: dict[str, Any] = interrupt({"token": token, "kind": "ask", "step": step.id})
 
+        deps = runtime.context.deps
+        run_id, customer_id = state["run_id"], state["customer_id"]
+        attempts = dict(state.get("attempts") or {})
         answers = dict(state.get("answers") or {})
         now = deps.clock.now()
+        effects = Effects()
         with deps.engine.begin() as conn:
             _mark(conn, run_id, waiting=None, waiting_kind=None)
             if reply.get("kind") != "timeout":
                 # only an answer retires the timer; a timeout resume is that very row, which the worker
                 # marks done after the graph has persisted (cancelling it here could strand the run)
                 conn.execute(update(DueTouchpoint.__table__).where(
-                    DueTouchpoint.__table__.c.key == timeout_key, DueTouchpoint.__table__.c.status == "pending",
+                    DueTouchpoint.__table__.c.key == f"{run_id}/{step.id}/{visit}/timeout",
+                    DueTouchpoint.__table__.c.status == "pending",
                 ).values(status="cancelled", done_at=as_utc(now)))
             if reply.get("kind") == "timeout":
                 effects.note(customer_id=customer_id, at=now, kind="ask_timeout", run_id=run_id,
@@ -152,9 +171,9 @@ def _ask_node(spec: SopSpec, step: AskStep, follow: str | None) -> Node:
             if route is None:
                 route = _finish_or_follow(conn, deps, effects, run_id, None, now)
             effects.flush(conn)
-        return {"visits": visits, "answers": answers, "attempts": attempts, "route": route}
+        return {"answers": answers, "attempts": attempts, "route": route}
 
-    node.__name__ = f"ask_{step.id}"
+    node.__name__ = f"await_{step.id}"
     return node
 
 
@@ -167,51 +186,69 @@ def _store_profile(conn: Connection, customer_id: str, slot: str, value: Any) ->
     conn.execute(update(table).where(table.c.id == customer_id).values(attributes={**attributes, slot: value}))
 
 
-def _wait_node(spec: SopSpec, step: WaitStep, follow: str | None) -> Node:
+def _wait_plan(spec: SopSpec, step: WaitStep) -> Node:
     segment = plan_segment(spec, step.id)
-    steps = spec.steps_by_id
 
     def node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
         deps = runtime.context.deps
         visit, visits = bump(state, step.id)
         run_id, customer_id = state["run_id"], state["customer_id"]
         occurrence = f"{step.id}.{visit}"
-        token = f"seg:{step.id}:{visit}"
         now = deps.clock.now()
         effects = Effects()
         with deps.engine.begin() as conn:
-            customer, _ = _subject(conn, customer_id)
+            customer, _ = _subject(conn, customer_id, with_tags=False)
             added_at = as_utc(customer["added_at"]) if customer else now
-            cursor = wait_until(step, now, added_at, deps.shop)
-            for step_id in segment.steps:
-                current = steps[step_id]
-                if isinstance(current, WaitStep):
-                    cursor = wait_until(current, cursor, added_at, deps.shop)
-                    continue
-                effects.schedule(key=f"{run_id}/{step_id}/{occurrence}", kind="end" if current.kind == "end" else "push",
-                                 due_at=cursor, run_id=run_id, customer_id=customer_id, sop_id=spec.id,
-                                 step_id=step_id, payload={"occurrence": occurrence})
+            cursor = schedule_segment(effects, deps, spec, segment, run_id=run_id, customer_id=customer_id,
+                                      occurrence=occurrence, start=wait_until(step, now, added_at, deps.shop),
+                                      added_at=added_at, origin="timer")
             if segment.resume_at is None:
-                if not segment.steps or steps[segment.steps[-1]].kind != "end":
-                    effects.schedule(key=f"{run_id}/__end__/{occurrence}", kind="end", due_at=cursor, run_id=run_id,
-                                     customer_id=customer_id, sop_id=spec.id, payload={"occurrence": occurrence})
                 _mark(conn, run_id, status="scheduled", current_step=step.id, waiting=None, waiting_kind=None)
             else:
+                token = f"seg:{step.id}:{visit}"
                 effects.schedule(key=f"{run_id}/{step.id}/{visit}/resume", kind="resume", due_at=cursor,
                                  run_id=run_id, customer_id=customer_id, sop_id=spec.id, step_id=step.id,
                                  payload={"token": token, "kind": "segment"})
                 _mark(conn, run_id, current_step=step.id, waiting=token, waiting_kind="segment")
             effects.flush(conn)
-        if segment.resume_at is None:
-            return {"visits": visits, "route": END}
-        interrupt({"token": token, "kind": "segment", "step": step.id})
-        return {"visits": visits, "route": segment.resume_at}
+        return {"visits": visits, "route": END if segment.resume_at is None else step.id + AWAIT}
 
     node.__name__ = f"wait_{step.id}"
     return node
 
 
-def _event_wait_node(spec: SopSpec, step: WaitStep, follow: str | None) -> Node:
+def schedule_segment(effects: Effects, deps: Deps, spec: SopSpec, segment: Segment, *, run_id: str,
+                     customer_id: str, occurrence: str, start: datetime, added_at: datetime, origin: str) -> datetime:
+    """Write due rows for a pure segment starting at ``start``; returns when its last step is due."""
+    steps = spec.steps_by_id
+    cursor = start
+    for step_id in segment.steps:
+        current = steps[step_id]
+        if isinstance(current, WaitStep):
+            cursor = wait_until(current, cursor, added_at, deps.shop)
+            continue
+        effects.schedule(key=f"{run_id}/{step_id}/{occurrence}", kind="end" if current.kind == "end" else "push",
+                         due_at=cursor, run_id=run_id, customer_id=customer_id, sop_id=spec.id, step_id=step_id,
+                         payload={"occurrence": occurrence, "origin": origin})
+    if segment.resume_at is None and (not segment.steps or steps[segment.steps[-1]].kind != "end"):
+        effects.schedule(key=f"{run_id}/__end__/{occurrence}", kind="end", due_at=cursor, run_id=run_id,
+                         customer_id=customer_id, sop_id=spec.id, payload={"occurrence": occurrence})
+    return cursor
+
+
+def _wait_await(spec: SopSpec, step: WaitStep) -> Node:
+    resume_at = plan_segment(spec, step.id).resume_at
+
+    def node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+        visit = (state.get("visits") or {}).get(step.id, 1)
+        interrupt({"token": f"seg:{step.id}:{visit}", "kind": "segment", "step": step.id})
+        return {"route": resume_at or END}
+
+    node.__name__ = f"await_{step.id}"
+    return node
+
+
+def _event_wait_arm(spec: SopSpec, step: WaitStep) -> Node:
     timeout = parse_duration(step.timeout or "1d")
 
     def node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
@@ -227,17 +264,28 @@ def _event_wait_node(spec: SopSpec, step: WaitStep, follow: str | None) -> Node:
                              payload={"token": token, "kind": "timeout"})
             _mark(conn, run_id, current_step=step.id, waiting=token, waiting_kind=f"event:{step.until_event}")
             effects.flush(conn)
-        reply: dict[str, Any] = interrupt({"token": token, "kind": "event", "event": step.until_event})
+        return {"visits": visits}
+
+    node.__name__ = f"wait_{step.id}"
+    return node
+
+
+def _event_wait_await(spec: SopSpec, step: WaitStep, follow: str | None) -> Node:
+    def node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+        visit = (state.get("visits") or {}).get(step.id, 1)
+        reply: dict[str, Any] = interrupt({"token": f"event:{step.id}:{visit}", "kind": "event",
+                                           "event": step.until_event})
+        deps = runtime.context.deps
         with deps.engine.begin() as conn:
-            _mark(conn, run_id, waiting=None, waiting_kind=None)
+            _mark(conn, state["run_id"], waiting=None, waiting_kind=None)
             route = follow if reply.get("kind") == "event" else (step.on_timeout or follow)
             effects = Effects()
             if route is None:
-                route = _finish_or_follow(conn, deps, effects, run_id, None, deps.clock.now())
+                route = _finish_or_follow(conn, deps, effects, state["run_id"], None, deps.clock.now())
             effects.flush(conn)
-        return {"visits": visits, "route": route}
+        return {"route": route}
 
-    node.__name__ = f"wait_{step.id}"
+    node.__name__ = f"await_{step.id}"
     return node
 
 
@@ -272,7 +320,7 @@ def _branch_node(spec: SopSpec, step: BranchStep) -> Node:
     return node
 
 
-def _chat_node(spec: SopSpec, step: ChatStep, follow: str | None) -> Node:
+def _chat_open(spec: SopSpec, step: ChatStep) -> Node:
     timeout = parse_duration(step.timeout)
 
     def node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
@@ -291,13 +339,23 @@ def _chat_node(spec: SopSpec, step: ChatStep, follow: str | None) -> Node:
                              payload={"token": token, "kind": "timeout"})
             _mark(conn, run_id, current_step=step.id, waiting=token, waiting_kind="chat")
             effects.flush(conn)
-        interrupt({"token": token, "kind": "chat", "until": step.until_intents})
-        with deps.engine.begin() as conn:
-            _mark(conn, run_id, waiting=None, waiting_kind=None)
-            effects = Effects()
-            route = _finish_or_follow(conn, deps, effects, run_id, follow, deps.clock.now())
-            effects.flush(conn)
-        return {"visits": visits, "route": route}
+        return {"visits": visits}
 
     node.__name__ = f"chat_{step.id}"
+    return node
+
+
+def _chat_await(spec: SopSpec, step: ChatStep, follow: str | None) -> Node:
+    def node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+        visit = (state.get("visits") or {}).get(step.id, 1)
+        interrupt({"token": f"chat:{step.id}:{visit}", "kind": "chat", "until": step.until_intents})
+        deps = runtime.context.deps
+        with deps.engine.begin() as conn:
+            _mark(conn, state["run_id"], waiting=None, waiting_kind=None)
+            effects = Effects()
+            route = _finish_or_follow(conn, deps, effects, state["run_id"], follow, deps.clock.now())
+            effects.flush(conn)
+        return {"route": route}
+
+    node.__name__ = f"await_{step.id}"
     return node

@@ -60,8 +60,8 @@ class GraphRunner:
         snapshot = self.graphs[sop_id].get_state(self._config(run_id))
         return [i.value.get("token") for i in snapshot.interrupts if isinstance(i.value, dict)]
 
-    def _recover(self, sop_id: str, run_id: str, origin: Origin) -> None:
-        """Continue a thread left with pending tasks but no interrupt recorded.
+    def _recover(self, sop_id: str, run_id: str, origin: Origin) -> list[str]:
+        """Tokens the thread awaits, after continuing a thread left with pending tasks but no interrupt.
 
         A process killed between the checkpointer's checkpoint write and its pending-writes write
         leaves exactly that; re-running the pending node is safe (keyed writes) and re-raises its interrupt.
@@ -70,13 +70,12 @@ class GraphRunner:
         snapshot = graph.get_state(self._config(run_id))
         if snapshot.next and not snapshot.interrupts:
             graph.invoke(None, self._config(run_id), context=RunContext(self.deps, origin), durability="exit")
+            return self.waiting_tokens(sop_id, run_id)
+        return [i.value.get("token") for i in snapshot.interrupts if isinstance(i.value, dict)]
 
     def resume(self, sop_id: str, run_id: str, value: dict[str, Any], origin: Origin) -> bool:
         """Resume the run with ``value`` if it awaits ``value['token']``; False if stale."""
-        if sop_id not in self.graphs:
-            return False
-        self._recover(sop_id, run_id, origin)
-        if value.get("token") not in self.waiting_tokens(sop_id, run_id):
+        if sop_id not in self.graphs or value.get("token") not in self._recover(sop_id, run_id, origin):
             return False
         self.graphs[sop_id].invoke(Command(resume=value), self._config(run_id),
                                    context=RunContext(self.deps, origin), durability="exit")

@@ -41,9 +41,19 @@ class Segment:
 def plan_segment(spec: SopSpec, wait_id: str) -> Segment:
     """Follow ``next`` from a timed wait through pure steps until a step that needs fresh graph state."""
     index = {s.id: i for i, s in enumerate(spec.steps)}
+    return _chain(spec, spec.successor(index[wait_id]), {wait_id})
+
+
+def plan_whole_run(spec: SopSpec) -> Segment | None:
+    """The whole run as one segment when every step on its path is pure (no graph needed), else None."""
+    segment = _chain(spec, spec.steps[0].id, set())
+    return segment if segment.resume_at is None else None
+
+
+def _chain(spec: SopSpec, current: str | None, seen: set[str]) -> Segment:
+    index = {s.id: i for i, s in enumerate(spec.steps)}
     chain: list[str] = []
-    current = spec.successor(index[wait_id])
-    seen = {wait_id}
+    seen = set(seen)
     while current is not None and current not in seen:
         step = spec.steps[index[current]]
         if step.kind == "end":

@@ -26,10 +26,12 @@ from sop_graphs.customers import BROADCAST, load_customers, set_stage, tags_of_m
 from sop_graphs.deps import Deps
 from sop_graphs.effects import Effects
 from sop_graphs.enrolment import LIVE, admit, audience_matches, schedule_enrolment
+from sop_graphs.nodes import schedule_segment
 from sop_graphs.policy import Contact, Decision
 from sop_graphs.runner import GraphRunner
 from sop_graphs.spec import ScheduleTrigger, SilentTrigger
 from sop_graphs.tables import ContactState, DueTouchpoint, EmployeeTask, Outbox, SopRun
+from sop_graphs.timing import plan_whole_run
 
 _D = DueTouchpoint.__table__.c
 _O = Outbox.__table__.c
@@ -49,6 +51,9 @@ class Worker:
         self.deps = deps
         self.runner = runner
         self.steps = {sop_id: spec.steps_by_id for sop_id, spec in deps.library.sops.items()}
+        # SOPs with no ask, branch, chat or event wait run entirely from the due table
+        self.pure = {sop_id: plan for sop_id, spec in deps.library.sops.items()
+                     if (plan := plan_whole_run(spec)) is not None}
         self.stats: dict[str, int] = defaultdict(int)
 
     # ------------------------------------------------------------------ bootstrap
@@ -98,7 +103,7 @@ class Worker:
                 return handled
             pushes: list[Any] = []
             for row in rows:
-                if row["kind"] in ("push", "end"):
+                if row["kind"] in ("push", "end") or (row["kind"] == "enrol" and row["sop_id"] in self.pure):
                     pushes.append(row)
                     continue
                 if pushes:
@@ -116,9 +121,16 @@ class Worker:
                          [{"rid": i} for i in ids])
 
     def _pushes(self, rows: list[Any]) -> None:
+        """One transaction for a batch of pushes, run ends and enrolments into graph-free SOPs."""
         deps = self.deps
         effects = Effects()
         with deps.engine.begin() as conn:
+            enrolled = [r for r in rows if r["kind"] == "enrol"]
+            rows = [r for r in rows if r["kind"] != "enrol"]
+            for row in enrolled:
+                self._enrol_pure(conn, effects, row)
+            self._done(conn, [r["id"] for r in enrolled])
+            self.stats["enrol"] += len(enrolled)
             run_ids = list({r["run_id"] for r in rows})
             status = {}
             for start in range(0, len(run_ids), 500):
@@ -141,7 +153,7 @@ class Worker:
                     perform(conn, deps, effects, spec=spec, step=step, run_id=row["run_id"],
                             customer=customers.get(row["customer_id"]), customer_id=row["customer_id"],
                             tags=tags.get(row["customer_id"], set()), occurrence=row["payload"]["occurrence"],
-                            at=at, origin="timer")
+                            at=at, origin=row["payload"].get("origin", "timer"))
                 done.append(row["id"])
             effects.flush(conn)
             self._done(conn, done)
@@ -180,6 +192,21 @@ class Worker:
         if run_id is not None:
             self.runner.start(spec.id, run_id, row["customer_id"], "customer" if row["payload"].get("reply") else
                               "timer")
+
+    def _enrol_pure(self, conn: Connection, effects: Effects, row: Any) -> None:
+        deps = self.deps
+        spec = deps.library.sops[row["sop_id"]]
+        now = deps.clock.now()
+        run_id = admit(conn, deps, effects, spec, row["customer_id"], row["payload"]["trigger_key"], now,
+                       row["payload"].get("reason", ""))
+        if run_id is None:
+            return
+        customer = load_customers(conn, [row["customer_id"]]).get(row["customer_id"])
+        added_at = as_utc(customer["added_at"]) if customer else now
+        schedule_segment(effects, deps, spec, self.pure[spec.id], run_id=run_id, customer_id=row["customer_id"],
+                         occurrence="run.1", start=now, added_at=added_at,
+                         origin="customer" if row["payload"].get("reply") else "timer")
+        conn.execute(update(SopRun.__table__).where(_R.id == run_id).values(status="scheduled"))
 
     def _cron(self, row: Any) -> None:
         deps = self.deps
