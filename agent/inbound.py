@@ -18,11 +18,12 @@ from agent.tables import InboundEvent
 from knowledge.clock import as_utc
 from knowledge.db import insert_ignore
 from knowledge.tables import Customer
+from sop_graphs.answers import parse_answer
 from sop_graphs.customers import load_customer, set_stage
 from sop_graphs.deps import Deps
 from sop_graphs.effects import Effects
 from sop_graphs.enrolment import LIVE, CustomerEvent, change_tags, exit_runs, finish_run, fire
-from sop_graphs.spec import Outcome
+from sop_graphs.spec import AskStep, Outcome
 from sop_graphs.tables import SopRun
 
 _I = InboundEvent.__table__.c
@@ -113,6 +114,8 @@ class InboundProcessor:
         if customer.get("stage") in ("new", "silent"):
             set_stage(conn, effects, cid, "active", at=at, reason="客户发来消息")
         intents = detect_intents(text)
+        if "complaint" in intents:  # a complaint is handled as one, not also as product interest
+            intents = [i for i in intents if i in ("complaint", "human")]
         if "unsubscribe" in intents:
             if customer.get("unsubscribed_at") is None:
                 conn.execute(update(Customer.__table__).where(_C.id == cid).values(unsubscribed_at=as_utc(at)))
@@ -123,7 +126,7 @@ class InboundProcessor:
             exit_runs(conn, deps, effects, cid, at=at, event="unsubscribed")
             return
         waiting = self._waiting(conn, cid)
-        if waiting is not None and waiting[3] == "ask":
+        if waiting is not None and waiting[3] == "ask" and not self._escapes_question(waiting, text, intents, at):
             run_id, sop_id, token, _ = waiting
             effects.schedule(key=f"{run_id}/answer/{key}", kind="resume", due_at=at, run_id=run_id, customer_id=cid,
                              sop_id=sop_id, payload={"token": token, "kind": "answer", "text": text, "event": key})
@@ -138,11 +141,32 @@ class InboundProcessor:
             effects.schedule(key=f"{run_id}/chat-end/{key}", kind="resume", due_at=at, run_id=run_id, customer_id=cid,
                              sop_id=sop_id, payload={"token": token, "kind": "chat_end"})
 
+    def _escapes_question(self, waiting: tuple[str, str, str, str], text: str, intents: list[str],
+                          at: datetime) -> bool:
+        """A complaint or a call for a human that is not itself a valid answer leaves the question waiting."""
+        if not {"complaint", "human"} & set(intents):
+            return False
+        spec = self.deps.library.sops.get(waiting[1])
+        step_id = waiting[2].split(":")[1] if waiting[2] else ""
+        step = spec.steps_by_id.get(step_id) if spec else None
+        return not isinstance(step, AskStep) or not parse_answer(step.answer, text, self.deps.shop.local_date(at)).ok
+
     def _waiting(self, conn: Connection, cid: str) -> tuple[str, str, str, str] | None:
-        row = conn.execute(select(_R.id, _R.sop_id, _R.waiting, _R.waiting_kind).where(
-            _R.customer_id == cid, _R.status.in_(LIVE), _R.waiting_kind.in_(("ask", "chat")))
-            .order_by(_R.started_at.desc())).first()
-        return tuple(row) if row else None  # type: ignore[return-value]
+        """The conversation a message continues: an open complaint's question first, else the latest asked."""
+        rows = conn.execute(select(_R.id, _R.sop_id, _R.waiting, _R.waiting_kind, _R.waiting_since, _R.started_at)
+                            .where(_R.customer_id == cid, _R.status.in_(LIVE),
+                                   _R.waiting_kind.in_(("ask", "chat")))).all()
+        if not rows:
+            return None
+        sops = self.deps.library.sops
+
+        def rank(row: Any) -> tuple[bool, datetime, datetime]:
+            spec = sops.get(row.sop_id)
+            return (bool(spec and spec.suppresses_marketing), as_utc(row.waiting_since or row.started_at),
+                    as_utc(row.started_at))
+
+        best = max(rows, key=rank)
+        return best.id, best.sop_id, best.waiting, best.waiting_kind
 
     def _order(self, conn: Connection, effects: Effects, cid: str, p: dict[str, Any], at: datetime, key: str) -> None:
         event = p.get("event", "paid")

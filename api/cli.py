@@ -45,11 +45,11 @@ def worker(
 
     settings = get_settings()
     if until is not None:
-        probe = Runtime.build(settings, clock=SimClock(datetime.fromisoformat(start or until)))
-        saved = probe.saved_clock("worker")
-        clock = SimClock(saved or datetime.fromisoformat(start or until))
-        runtime = Runtime(probe.deps, probe.runner.graphs[next(iter(probe.runner.graphs))].checkpointer)
-        runtime.deps.clock = clock
+        clock = SimClock(datetime.fromisoformat(start or until))
+        runtime = Runtime.build(settings, clock=clock)
+        saved = runtime.saved_clock("worker")
+        if saved is not None and saved > clock.now():
+            clock.set(saved)  # a restarted simulated worker continues where it stopped
         handled = runtime.run_until(datetime.fromisoformat(until), persist_as="worker")
         console.print(f"simulated to {until}: {handled} items handled")
         return

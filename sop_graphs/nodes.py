@@ -113,7 +113,8 @@ def _ask_send(spec: SopSpec, step: AskStep) -> Node:
             effects.schedule(key=f"{run_id}/{step.id}/{visit}/timeout", kind="resume", due_at=now + timeout,
                              run_id=run_id, customer_id=customer_id, sop_id=spec.id, step_id=step.id,
                              payload={"token": f"ask:{step.id}:{visit}", "kind": "timeout"})
-            _mark(conn, run_id, current_step=step.id, waiting=f"ask:{step.id}:{visit}", waiting_kind="ask")
+            _mark(conn, run_id, current_step=step.id, waiting=f"ask:{step.id}:{visit}", waiting_kind="ask",
+                  waiting_since=now)
             effects.flush(conn)
         return {"visits": visits}
 

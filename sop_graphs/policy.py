@@ -83,8 +83,8 @@ class ContactPolicy:
             return Decision("send")
         today = self.shop.local_date(now).isoformat()
         if contact.day == today and contact.day_count >= self.cap:
-            local_now = self.shop.local(now)
-            tomorrow = self.shop.at(local_now.date() + timedelta(days=1), max(local_now.time(), self.quiet_end))
+            # the start of tomorrow's window, so deferred pushes go out before that day's fresh content
+            tomorrow = self.shop.at(self.shop.local(now).date() + timedelta(days=1), self.quiet_end)
             return Decision("defer", self.next_allowed(tomorrow), f"daily cap of {self.cap} reached")
         if contact.last_marketing_at is not None and now - as_utc(contact.last_marketing_at) < self.interval:
             until = self.next_allowed(as_utc(contact.last_marketing_at) + self.interval)

@@ -23,6 +23,7 @@ class SopRun(SQLModel, table=True):
     current_step: str | None = None
     waiting: str | None = Field(default=None, description="token of the interrupt the graph awaits")
     waiting_kind: str | None = Field(default=None, description="ask, event, chat or segment")
+    waiting_since: datetime | None = None
     trigger: str = ""
     started_at: datetime
     ended_at: datetime | None = None

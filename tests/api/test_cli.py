@@ -1,0 +1,39 @@
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from api.cli import app
+
+LIBRARY = Path(__file__).resolve().parents[2] / "sop_graphs" / "library"
+runner = CliRunner()
+
+
+def test_validate_passes_on_the_bundled_library():
+    result = runner.invoke(app, ["sop", "validate", str(LIBRARY)])
+    assert result.exit_code == 0 and "17 SOP(s) valid" in result.output
+
+
+def test_validate_exits_non_zero_and_prints_file_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("id: bad\nname: x\nfamily: nurture\ngoal: g\ntriggers: [{on: manual}]\n"
+                   "steps:\n  - {id: a, kind: message, text: hi, next: nope}\n", encoding="utf-8")
+    result = runner.invoke(app, ["sop", "validate", str(bad)])
+    assert result.exit_code == 1
+    assert f"{bad}:7: [bad/a] unknown step 'nope'" in result.output
+
+
+def test_graph_prints_mermaid_with_every_step():
+    result = runner.invoke(app, ["sop", "graph", "complaint_handling", "--format", "mermaid"])
+    assert result.exit_code == 0 and result.output.startswith("flowchart TD")
+    assert "ask_order" in result.output and "escalate" in result.output
+
+
+def test_graph_of_unknown_sop_is_a_clear_error():
+    result = runner.invoke(app, ["sop", "graph", "no_such_sop"])
+    assert result.exit_code == 2 and "unknown SOP" in result.output
+
+
+def test_demo_runs_and_exits_zero(tmp_path):
+    result = runner.invoke(app, ["demo", "--home", str(tmp_path / "demo")])
+    assert result.exit_code == 0, result.output
+    assert "30 天汇总" in result.output and "重复投递：0 条" in result.output
