@@ -48,6 +48,15 @@ def _subject(conn: Connection, customer_id: str, *, with_tags: bool = True,
     return load_customer(conn, customer_id), tags_of(conn, customer_id) if with_tags else set()
 
 
+def _arm_pause(conn: Connection, effects: Effects, spec: SopSpec, step_id: str, *, run_id: str, customer_id: str,
+               visit: int, token: str, waiting_kind: str, timeout_at: datetime, now: datetime) -> None:
+    """Schedule the timeout that ends a pause and mark the run as waiting on ``token``."""
+    effects.schedule(key=f"{run_id}/{step_id}/{visit}/timeout", kind="resume", due_at=timeout_at, run_id=run_id,
+                     customer_id=customer_id, sop_id=spec.id, step_id=step_id,
+                     payload={"token": token, "kind": "timeout"})
+    _mark(conn, run_id, current_step=step_id, waiting=token, waiting_kind=waiting_kind, waiting_since=now)
+
+
 def _finish_or_follow(conn: Connection, deps: Deps, effects: Effects, run_id: str, follow: str | None,
                       at: datetime) -> str:
     if follow is None:
@@ -110,11 +119,8 @@ def _ask_send(spec: SopSpec, step: AskStep) -> Node:
             prefix = f"{step.reask}\n" if (state.get("attempts") or {}).get(step.id) and step.reask else ""
             perform(conn, deps, effects, spec=spec, step=step, run_id=run_id, customer=customer,
                     customer_id=customer_id, tags=tags, occurrence=str(visit), at=now, origin=origin, prefix=prefix)
-            effects.schedule(key=f"{run_id}/{step.id}/{visit}/timeout", kind="resume", due_at=now + timeout,
-                             run_id=run_id, customer_id=customer_id, sop_id=spec.id, step_id=step.id,
-                             payload={"token": f"ask:{step.id}:{visit}", "kind": "timeout"})
-            _mark(conn, run_id, current_step=step.id, waiting=f"ask:{step.id}:{visit}", waiting_kind="ask",
-                  waiting_since=now)
+            _arm_pause(conn, effects, spec, step.id, run_id=run_id, customer_id=customer_id, visit=visit,
+                       token=f"ask:{step.id}:{visit}", waiting_kind="ask", timeout_at=now + timeout, now=now)
             effects.flush(conn)
         return {"visits": visits}
 
@@ -260,10 +266,8 @@ def _event_wait_arm(spec: SopSpec, step: WaitStep) -> Node:
         now = deps.clock.now()
         with deps.engine.begin() as conn:
             effects = Effects()
-            effects.schedule(key=f"{run_id}/{step.id}/{visit}/timeout", kind="resume", due_at=now + timeout,
-                             run_id=run_id, customer_id=customer_id, sop_id=spec.id, step_id=step.id,
-                             payload={"token": token, "kind": "timeout"})
-            _mark(conn, run_id, current_step=step.id, waiting=token, waiting_kind=f"event:{step.until_event}")
+            _arm_pause(conn, effects, spec, step.id, run_id=run_id, customer_id=customer_id, visit=visit, token=token,
+                       waiting_kind=f"event:{step.until_event}", timeout_at=now + timeout, now=now)
             effects.flush(conn)
         return {"visits": visits}
 
@@ -335,10 +339,8 @@ def _chat_open(spec: SopSpec, step: ChatStep) -> Node:
             if step.opening:
                 effects.send(key=f"{run_id}/{step.id}/{visit}", action="message", customer_id=customer_id, at=now,
                              payload={"text": step.opening}, run_id=run_id, sop_id=spec.id, step_id=step.id)
-            effects.schedule(key=f"{run_id}/{step.id}/{visit}/timeout", kind="resume", due_at=now + timeout,
-                             run_id=run_id, customer_id=customer_id, sop_id=spec.id, step_id=step.id,
-                             payload={"token": token, "kind": "timeout"})
-            _mark(conn, run_id, current_step=step.id, waiting=token, waiting_kind="chat")
+            _arm_pause(conn, effects, spec, step.id, run_id=run_id, customer_id=customer_id, visit=visit, token=token,
+                       waiting_kind="chat", timeout_at=now + timeout, now=now)
             effects.flush(conn)
         return {"visits": visits}
 
