@@ -228,11 +228,15 @@ def change_tags(conn: Connection, deps: Deps, effects: Effects, customer_id: str
         return
     added, removed = write_tags(conn, effects, deps.library.catalog, customer_id, add, remove, source=source,
                                 at=at, run_id=run_id)
+    listeners = deps.library.tag_listeners
     for tag in added:
-        fire(conn, deps, effects, customer_id, CustomerEvent("tag_added", f"tag+{tag}@{source}", at, {"tag": tag}))
-        exit_runs(conn, deps, effects, customer_id, at=at, tag=tag, keep_run=run_id)
+        if ("tag_added", tag) in listeners:
+            fire(conn, deps, effects, customer_id, CustomerEvent("tag_added", f"tag+{tag}@{source}", at, {"tag": tag}))
+        if ("exit", tag) in listeners:
+            exit_runs(conn, deps, effects, customer_id, at=at, tag=tag, keep_run=run_id)
     for tag in removed:
-        fire(conn, deps, effects, customer_id, CustomerEvent("tag_removed", f"tag-{tag}@{source}", at, {"tag": tag}))
+        if ("tag_removed", tag) in listeners:
+            fire(conn, deps, effects, customer_id, CustomerEvent("tag_removed", f"tag-{tag}@{source}", at, {"tag": tag}))
 
 
 def customer_exists(conn: Connection, customer_id: str) -> bool:

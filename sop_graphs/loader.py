@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,13 @@ class Library:
     sops: dict[str, SopSpec] = field(default_factory=dict)
     catalog: Catalog = field(default_factory=Catalog)
     sources: dict[str, SopSource] = field(default_factory=dict)
+
+    @cached_property
+    def tag_listeners(self) -> frozenset[tuple[str, str]]:
+        """(event, tag) pairs some SOP reacts to: tag_added/tag_removed triggers and 'exit' on a tag."""
+        pairs = {(t.on, t.tag) for s in self.sops.values() for t in s.triggers if getattr(t, "tag", None)}
+        pairs |= {("exit", c.tag) for s in self.sops.values() for c in s.exit.when if c.tag}
+        return frozenset(pairs)
 
 
 def _pydantic_problems(exc: ValidationError, file: str, lines: dict[Any, int], where: str,
