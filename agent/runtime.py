@@ -90,6 +90,8 @@ class Runtime:
         if not isinstance(clock, SimClock):
             raise TypeError("run_until needs a simulated clock")
         until = as_utc(until)
+        if until < clock.now():
+            raise ValueError(f"simulated clock cannot go back from {clock.now().isoformat()} to {until.isoformat()}")
         total = 0
         while True:
             total += self.tick()

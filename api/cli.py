@@ -50,7 +50,11 @@ def worker(
         saved = runtime.saved_clock("worker")
         if saved is not None and saved > clock.now():
             clock.set(saved)  # a restarted simulated worker continues where it stopped
-        handled = runtime.run_until(datetime.fromisoformat(until), persist_as="worker")
+        try:
+            handled = runtime.run_until(datetime.fromisoformat(until), persist_as="worker")
+        except ValueError as exc:
+            Console(stderr=True).print(f"[red]{exc}[/]")
+            raise typer.Exit(2) from exc
         console.print(f"simulated to {until}: {handled} items handled")
         return
     runtime = Runtime.build(settings, clock=SystemClock())

@@ -37,3 +37,19 @@ def test_demo_runs_and_exits_zero(tmp_path):
     result = runner.invoke(app, ["demo", "--home", str(tmp_path / "demo")])
     assert result.exit_code == 0, result.output
     assert "30 天汇总" in result.output and "重复投递：0 条" in result.output
+
+
+def test_simulated_worker_resumes_its_saved_clock(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SOPAGENT_HOME": str(tmp_path / "home")}
+    command = [sys.executable, "-m", "api.cli", "worker", "--start", "2026-11-23T00:00:00+00:00", "--until"]
+    first = subprocess.run([*command, "2026-11-25T00:00:00+00:00"], env=env, capture_output=True, text=True,
+                           cwd=LIBRARY.parents[1], timeout=120)
+    second = subprocess.run([*command, "2026-11-24T00:00:00+00:00"], env=env, capture_output=True, text=True,
+                            cwd=LIBRARY.parents[1], timeout=120)
+    assert first.returncode == 0, first.stderr
+    assert "simulated to 2026-11-25" in first.stdout
+    assert second.returncode == 2 and "cannot go back" in second.stderr
