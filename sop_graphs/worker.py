@@ -10,7 +10,7 @@ On SQLite one worker runs per database (see README); on PostgreSQL the claim que
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from croniter import croniter
@@ -42,6 +42,7 @@ KF_WINDOW = timedelta(hours=48)
 TASK_MODES = {"member_task": "send_private", "group_task": "send_group", "moment_task": "post_moment",
               "task": "handoff"}
 SWEEP_AT = "09:30"
+EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 class Worker:
@@ -76,9 +77,11 @@ class Worker:
         effects.schedule(key=f"cron/{sop_id}/{as_utc(nxt).isoformat()}", kind="cron", due_at=nxt, sop_id=sop_id,
                          payload={"cron": cron})
 
-    def _schedule_sweep(self, effects: Effects, after: datetime) -> None:
+    def _schedule_sweep(self, effects: Effects, after: datetime, since: datetime | None = None) -> None:
+        """The next daily sweep; it looks at contacts that crossed a threshold after ``since`` (all if None)."""
         nxt = self.deps.shop.next_time_of_day(after, parse_hhmm(SWEEP_AT))
-        effects.schedule(key=f"sweep/{as_utc(nxt).isoformat()}", kind="sweep", due_at=nxt)
+        effects.schedule(key=f"sweep/{as_utc(nxt).isoformat()}", kind="sweep", due_at=nxt,
+                         payload={"since": as_utc(since).isoformat() if since else None})
 
     # ------------------------------------------------------------------ due rows
 
@@ -229,30 +232,46 @@ class Worker:
                 effects.flush(conn)
 
     def _sweep(self, row: Any) -> None:
-        """Daily: move quiet customers to 'silent' and fire silent_for triggers once per silence spell."""
+        """Daily: move customers who went quiet to 'silent' and fire silent_for triggers once per spell.
+
+        Only customers whose last contact crossed a threshold since the previous sweep are read, so a
+        sweep costs what changed that day, not the size of the customer base.
+        """
         deps = self.deps
         now = as_utc(row["due_at"])
-        silent_specs = [(s, t) for s in deps.library.sops.values() if s.enabled for t in s.triggers
-                        if isinstance(t, SilentTrigger)]
+        since = as_utc(datetime.fromisoformat(row["payload"]["since"])) if row["payload"].get("since") else EPOCH
+        thresholds = {deps.settings.silent_after_days: [("stage", None)]}
+        for spec in deps.library.sops.values():
+            for trigger in spec.triggers:
+                if spec.enabled and isinstance(trigger, SilentTrigger):
+                    thresholds.setdefault(trigger.days, []).append((spec, trigger))
         effects = Effects()
         with deps.engine.begin() as conn:
-            last = func.coalesce(_C.last_inbound_at, _C.added_at)
-            threshold = min([t.days for _, t in silent_specs] + [deps.settings.silent_after_days])
-            quiet = conn.execute(select(_C.id, _C.stage, _C.last_inbound_at, _C.added_at, _C.last_order_at)
-                                 .where(_C.stage != "churned", last <= as_utc(now - timedelta(days=threshold)))
-                                 ).all()
-            for cid, stage, last_in, added, last_order in quiet:
-                last_seen = max(as_utc(t) for t in (last_in, added, last_order) if t is not None)
-                idle = (now - last_seen).days
-                if idle >= deps.settings.silent_after_days and stage != "silent":
-                    set_stage(conn, effects, cid, "silent", at=now, reason=f"{idle} 天无互动")
-                for spec, trigger in silent_specs:
-                    if idle >= trigger.days:
+            for days, reactions in thresholds.items():
+                for cid, last_seen in self._crossed(conn, days, since, now):
+                    for spec, trigger in reactions:
+                        if spec == "stage":
+                            set_stage(conn, effects, cid, "silent", at=now, reason=f"{days} 天无互动")
+                            continue
                         due = deps.shop.next_time_of_day(now, parse_hhmm(trigger.at)) if trigger.at else now
-                        schedule_enrolment(effects, spec, cid, trigger_key=f"silent{as_utc(last_seen):%Y%m%d}",
-                                           due_at=due, reason=f"silent for {idle} days")
-            self._schedule_sweep(effects, now)
+                        schedule_enrolment(effects, spec, cid, trigger_key=f"silent{last_seen:%Y%m%d}",
+                                           due_at=due, reason=f"silent for {days} days")
+            self._schedule_sweep(effects, now, since=now)
             effects.flush(conn)
+
+    def _crossed(self, conn: Connection, days: int, since: datetime, now: datetime) -> list[tuple[str, datetime]]:
+        """Customers whose last contact became ``days`` old in (since, now]."""
+        low, high = since - timedelta(days=days), now - timedelta(days=days)
+        seen = func.coalesce(_C.last_inbound_at, _C.added_at)
+        rows = conn.execute(select(_C.id, _C.last_inbound_at, _C.added_at, _C.last_order_at).where(
+            _C.stage != "churned",
+            ((seen > low) & (seen <= high)) | ((_C.last_order_at > low) & (_C.last_order_at <= high)))).all()
+        crossed = []
+        for cid, last_in, added, last_order in rows:
+            last_seen = max(as_utc(t) for t in (last_in, added, last_order) if t is not None)
+            if low < last_seen <= high:
+                crossed.append((cid, last_seen))
+        return crossed
 
     # ------------------------------------------------------------------ outbox
 

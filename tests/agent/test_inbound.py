@@ -146,3 +146,21 @@ def test_unknown_customer_message_is_rejected_not_crashing(runtime):
            at=runtime.deps.clock.now())
     runtime.tick()
     assert [r["kind"] for r in _rows(runtime, TimelineEntry)] == ["rejected"]
+
+
+def test_silent_customer_is_reactivated_once_per_silence(runtime):
+    _add(runtime)
+    _say(runtime, "2")  # active, then silent from here on
+    runtime.run_until(runtime.deps.clock.now() + timedelta(days=40))
+    runs = _rows(runtime, SopRun, SopRun.__table__.c.sop_id == "silent_reactivation")
+    stages = [r["summary"] for r in _rows(runtime, TimelineEntry) if r["kind"] == "stage"]
+    assert len(runs) == 1 and runs[0]["status"] == "completed"
+    assert sum("silent" in s for s in stages) == 1
+
+
+def test_customer_active_again_is_not_swept(runtime):
+    _add(runtime)
+    for _ in range(4):  # talks every 10 days, never 14 days quiet
+        runtime.run_until(runtime.deps.clock.now() + timedelta(days=10))
+        _say(runtime, "在吗")
+    assert _rows(runtime, SopRun, SopRun.__table__.c.sop_id == "silent_reactivation") == []
