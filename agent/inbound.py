@@ -31,10 +31,6 @@ _C = Customer.__table__.c
 _R = SopRun.__table__.c
 
 
-class UnknownCustomer(LookupError):
-    """An event names a customer the shop has never seen (only additions may introduce one)."""
-
-
 def submit(deps: Deps, *, key: str, customer_id: str, kind: str, payload: dict[str, Any],
            at: datetime | None = None) -> bool:
     """Store an inbound event durably; returns False for a duplicate delivery of the same key."""

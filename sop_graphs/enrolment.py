@@ -14,7 +14,6 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 
 from knowledge.clock import as_utc, parse_hhmm
-from knowledge.tables import Customer
 from sop_graphs.customers import BROADCAST, load_customer, tags_of, write_tags
 from sop_graphs.deps import Deps
 from sop_graphs.effects import Effects
@@ -238,6 +237,3 @@ def change_tags(conn: Connection, deps: Deps, effects: Effects, customer_id: str
         if ("tag_removed", tag) in listeners:
             fire(conn, deps, effects, customer_id, CustomerEvent("tag_removed", f"tag-{tag}@{source}", at, {"tag": tag}))
 
-
-def customer_exists(conn: Connection, customer_id: str) -> bool:
-    return conn.execute(select(Customer.__table__.c.id).where(Customer.__table__.c.id == customer_id)).first() is not None

@@ -361,7 +361,6 @@ Step = Annotated[
     | HandoffStep | ChatStep | EndStep,
     Field(discriminator="kind"),
 ]
-OUTBOUND_KINDS = ("message", "ask", "group_invite", "coupon")
 
 
 class SopSpec(Strict):

@@ -393,10 +393,3 @@ class Worker:
             {"customer_id": cid, "last_marketing_at": as_utc(c.last_marketing_at) if c.last_marketing_at else None,
              "last_touch": c.last_touch, "day": c.day, "day_count": c.day_count} for cid, c in contacts.items()])
 
-
-def customers_with_event_wait(conn: Connection, customer_id: str, event: str) -> list[tuple[str, str, str]]:
-    """(run id, sop id, token) of the customer's runs waiting for ``event``."""
-    return [tuple(r) for r in conn.execute(select(_R.id, _R.sop_id, _R.waiting).where(
-        _R.customer_id == customer_id, _R.waiting_kind == f"event:{event}", _R.status.in_(LIVE)))]
-
-
