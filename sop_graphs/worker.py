@@ -240,22 +240,20 @@ class Worker:
         deps = self.deps
         now = as_utc(row["due_at"])
         since = as_utc(datetime.fromisoformat(row["payload"]["since"])) if row["payload"].get("since") else EPOCH
-        thresholds = {deps.settings.silent_after_days: [("stage", None)]}
-        for spec in deps.library.sops.values():
-            for trigger in spec.triggers:
-                if spec.enabled and isinstance(trigger, SilentTrigger):
-                    thresholds.setdefault(trigger.days, []).append((spec, trigger))
+        silent_triggers = [(spec, trigger) for spec in deps.library.sops.values() if spec.enabled
+                           for trigger in spec.triggers if isinstance(trigger, SilentTrigger)]
+        stage_days = deps.settings.silent_after_days
         effects = Effects()
         with deps.engine.begin() as conn:
-            for days, reactions in thresholds.items():
-                for cid, last_seen in self._crossed(conn, days, since, now):
-                    for spec, trigger in reactions:
-                        if spec == "stage":
-                            set_stage(conn, effects, cid, "silent", at=now, reason=f"{days} 天无互动")
-                            continue
-                        due = deps.shop.next_time_of_day(now, parse_hhmm(trigger.at)) if trigger.at else now
-                        schedule_enrolment(effects, spec, cid, trigger_key=f"silent{last_seen:%Y%m%d}",
-                                           due_at=due, reason=f"silent for {days} days")
+            crossed = {days: self._crossed(conn, days, since, now)
+                       for days in {stage_days, *(trigger.days for _, trigger in silent_triggers)}}
+            for cid, _ in crossed[stage_days]:
+                set_stage(conn, effects, cid, "silent", at=now, reason=f"{stage_days} 天无互动")
+            for spec, trigger in silent_triggers:
+                due = deps.shop.next_time_of_day(now, parse_hhmm(trigger.at)) if trigger.at else now
+                for cid, last_seen in crossed[trigger.days]:
+                    schedule_enrolment(effects, spec, cid, trigger_key=f"silent{last_seen:%Y%m%d}",
+                                       due_at=due, reason=f"silent for {trigger.days} days")
             self._schedule_sweep(effects, now, since=now)
             effects.flush(conn)
 
