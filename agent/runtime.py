@@ -57,12 +57,12 @@ class Runtime:
     def build(cls, settings: Settings, *, clock: Clock, channel: Channel | None = None,
               library: Library | None = None, engine: Engine | None = None,
               checkpointer: BaseCheckpointSaver | None = None) -> Runtime:
-        engine = engine or make_engine(settings.db_url)
+        engine = engine or make_engine(settings.db_url, settings.sqlite_cache_mib)
         init_db(engine)
         deps = Deps(settings=settings, engine=engine, clock=clock,
                     library=library or load_valid_library(settings.library_path),
                     channel=channel or SandboxChannel(settings.sandbox_path))
-        runtime = cls(deps, checkpointer or sqlite_checkpointer(settings.checkpoint_path))
+        runtime = cls(deps, checkpointer or sqlite_checkpointer(settings.checkpoint_path, settings.sqlite_cache_mib))
         runtime.worker.bootstrap()
         return runtime
 

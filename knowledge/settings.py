@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     quiet_end: time = time(8, 0)
     silent_after_days: int = Field(default=14, ge=1, description="Days without contact before 'silent'.")
 
+    sqlite_cache_mib: int = Field(default=64, ge=2, description="SQLite page cache per connection, MiB.")
     worker_batch: int = Field(default=2000, ge=1, description="Due rows or outbox rows per transaction.")
 
     @property

@@ -16,6 +16,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from knowledge.db import sqlite_pragmas
+
 
 @dataclass(frozen=True)
 class Delivery:
@@ -53,8 +55,7 @@ class SandboxChannel:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
+        sqlite_pragmas(self._conn, 16)
         self._conn.executescript(_SCHEMA)
         self._lock = threading.Lock()
 

@@ -16,17 +16,17 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 
+from knowledge.db import sqlite_pragmas
 from sop_graphs.compiler import compile_sop
 from sop_graphs.deps import Deps, Origin, RunContext
 
 
-def sqlite_checkpointer(path: Path | str) -> SqliteSaver:
-    """SqliteSaver on its own connection with WAL and synchronous=NORMAL."""
+def sqlite_checkpointer(path: Path | str, cache_mib: int = 64) -> SqliteSaver:
+    """SqliteSaver on its own connection with the shared SQLite pragmas."""
     if str(path) != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
+    sqlite_pragmas(conn, cache_mib)
     saver = SqliteSaver(conn)
     saver.setup()
     return saver

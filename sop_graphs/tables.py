@@ -36,12 +36,13 @@ class DueTouchpoint(SQLModel, table=True):
     Unique per run+step+occurrence, so scheduling the same thing twice is a no-op.
     """
 
-    __table_args__ = (Index("ix_due_status_due", "status", "due_at"),)
+    # run_id leads the second index so "cancel this run's pending rows" never walks every pending row
+    __table_args__ = (Index("ix_due_status_due", "status", "due_at"), Index("ix_due_run_status", "run_id", "status"))
 
     id: int | None = Field(default=None, primary_key=True)
     key: str = Field(unique=True)
     kind: str = Field(description="push, end, resume, enrol, cron, sweep")
-    run_id: str | None = Field(default=None, index=True)
+    run_id: str | None = None
     customer_id: str | None = None
     sop_id: str | None = None
     step_id: str | None = None
@@ -55,7 +56,8 @@ class Outbox(SQLModel, table=True):
     """Every outbound action, keyed deterministically; the dispatcher marks rows sent exactly once."""
 
     __table_args__ = (Index("ix_outbox_status_nb", "status", "not_before"),
-                      Index("ix_outbox_customer", "customer_id", "status"))
+                      Index("ix_outbox_customer", "customer_id", "status"),
+                      Index("ix_outbox_run_status", "run_id", "status"))
 
     id: int | None = Field(default=None, primary_key=True)
     key: str = Field(unique=True)
