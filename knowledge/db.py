@@ -60,3 +60,15 @@ def insert_ignore(conn: Connection, table: Table, rows: Iterable[Mapping[str, An
         return 0
     result = conn.execute(_insert_ignore_stmt(conn.dialect.name, table), rows)
     return max(result.rowcount, 0)
+
+
+def upsert(conn: Connection, table: Table, rows: list[Mapping[str, Any]]) -> None:
+    """Insert rows, replacing the non-key columns of rows whose primary key already exists."""
+    if not rows:
+        return
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    keys = [c.name for c in table.primary_key.columns]
+    stmt = dialect.insert(table)
+    stmt = stmt.on_conflict_do_update(index_elements=keys,
+                                      set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys})
+    conn.execute(stmt, rows)

@@ -1,0 +1,69 @@
+"""Lexical index: jieba word segmentation + BM25 (bm25s). Strong on product names, SKUs and codes."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from functools import cache
+from pathlib import Path
+
+import bm25s
+import jieba
+import yaml
+
+jieba.setLogLevel(logging.WARNING)
+_STOP = set("的了吗呢吧啊呀么是我你他她它们这那有和与或就都也还在要想请问一下多少怎么什么哪个哪款可以能".strip())
+_CODE = re.compile(r"[A-Za-z]+[-_]?[A-Za-z0-9]*\d+[A-Za-z0-9-]*")
+
+
+@cache
+def synonyms() -> dict[str, str]:
+    """Shopper words mapped to catalogue words (``knowledge/synonyms.yaml``)."""
+    return yaml.safe_load((Path(__file__).parent / "synonyms.yaml").read_text(encoding="utf-8")) or {}
+
+
+def expand(text: str) -> str:
+    """The query plus the catalogue words its shopper words stand for."""
+    extra = [v for k, v in synonyms().items() if k in text]
+    return " ".join([text, *extra])
+
+
+def tokenize(text: str) -> list[str]:
+    """Search-mode jieba tokens, lower-cased, without punctuation and one-character stop words."""
+    tokens = [t.strip().lower() for t in jieba.cut_for_search(text)]
+    tokens += [m.lower() for m in _CODE.findall(text)]
+    return [t for t in tokens if t and not re.fullmatch(r"[\W_]+", t) and t not in _STOP]
+
+
+def add_words(words: Sequence[str]) -> None:
+    """Teach jieba the domain's words (ingredients, product types) so they stay whole."""
+    for word in words:
+        if word and len(word) >= 2:
+            jieba.add_word(word, freq=20000)
+
+
+add_words((Path(__file__).parent / "vocabulary.txt").read_text(encoding="utf-8").split())
+
+
+class LexicalIndex:
+    """BM25 over a fixed list of (id, text); rebuilt whole when the corpus changes (milliseconds per 1k docs)."""
+
+    def __init__(self, ids: Sequence[str], texts: Sequence[str]) -> None:
+        self.ids = list(ids)
+        self._bm25: bm25s.BM25 | None = None
+        self._vocab: set[str] = set()
+        if self.ids:
+            tokenized = [tokenize(t) or ["_empty_"] for t in texts]
+            self._vocab = {tok for doc in tokenized for tok in doc}
+            self._bm25 = bm25s.BM25()
+            self._bm25.index(tokenized, show_progress=False)
+
+    def search(self, text: str, k: int = 10) -> list[tuple[str, float]]:
+        if self._bm25 is None:
+            return []
+        query = [t for t in tokenize(expand(text)) if t in self._vocab]
+        if not query:
+            return []
+        docs, scores = self._bm25.retrieve([query], k=min(k, len(self.ids)), show_progress=False)
+        return [(self.ids[int(d)], float(s)) for d, s in zip(docs[0], scores[0], strict=True) if s > 0]

@@ -1,0 +1,118 @@
+"""Hybrid retrieval over products, FAQ, policy clauses and promotions.
+
+Dense: Chroma (PersistentClient, ``embedding_function=None``, our own vectors, one collection per
+kind). Lexical: jieba + BM25. The two rankings are fused with reciprocal rank fusion (RRF), which
+needs no score calibration between them. Orders and shipments are never embedded: they are read by
+id from SQL, scoped to one customer (see ``agent.tools``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import chromadb
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+
+from knowledge.embeddings import Embedder, cached_passages, digest
+from knowledge.lexical import LexicalIndex
+from knowledge.tables import Document, Product, Promotion
+
+SEARCH_KINDS = ("products", "faq", "policy", "promotions")
+RRF_K = 60
+
+
+@dataclass(frozen=True)
+class Hit:
+    kind: str
+    id: str
+    title: str
+    text: str
+    score: float
+
+
+@dataclass(frozen=True)
+class _Doc:
+    id: str
+    title: str
+    text: str
+
+
+def corpus(engine: Engine, kind: str) -> list[_Doc]:
+    """The retrievable documents of one kind, as text built from the SQL rows."""
+    with engine.connect() as conn:
+        if kind == "products":
+            rows = conn.execute(select(Product.__table__).where(Product.__table__.c.status != "off_sale")).mappings()
+            return [_Doc(r["sku"], r["name"], f"{r['name']}｜{r['sku']}｜{r['category']}｜{r['description']}｜适合：{r['suitable_for']}"
+                                              f"｜用法：{r['usage']}") for r in rows]
+        if kind == "promotions":
+            rows = conn.execute(select(Promotion.__table__)).mappings()
+            return [_Doc(r["id"], r["title"], f"{r['title']}：{r['description']}") for r in rows]
+        rows = conn.execute(select(Document.__table__).where(Document.__table__.c.kind == kind)).mappings()
+        return [_Doc(r["id"], r["title"], f"{r['title']}\n{r['text']}") for r in rows]
+
+
+class Retriever:
+    """Searches one kind at a time; ``sync`` brings the indexes in line with the SQL tables."""
+
+    def __init__(self, engine: Engine, chroma_path: Path | str, embedder: Embedder, dense_k: int = 20) -> None:
+        self.engine = engine
+        self.embedder = embedder
+        self.dense_k = dense_k
+        self._client = chromadb.PersistentClient(path=str(chroma_path),
+                                                 settings=chromadb.Settings(anonymized_telemetry=False))
+        self._docs: dict[str, dict[str, _Doc]] = {}
+        self._lexical: dict[str, LexicalIndex] = {}
+        self._lock = threading.Lock()
+
+    def _collection(self, kind: str) -> Any:
+        return self._client.get_or_create_collection(
+            f"{kind}-{self.embedder.name}", embedding_function=None, configuration={"hnsw": {"space": "cosine"}})
+
+    def sync(self, kinds: Iterable[str] = SEARCH_KINDS) -> dict[str, int]:
+        """Embed new or changed documents (cached by content hash), drop removed ones, rebuild BM25."""
+        counts = {}
+        with self._lock:
+            for kind in kinds:
+                docs = corpus(self.engine, kind)
+                col = self._collection(kind)
+                existing = col.get(include=["metadatas"])
+                have = {i: (m or {}).get("digest") for i, m in zip(existing["ids"], existing["metadatas"], strict=True)}
+                wanted = {d.id: digest(d.text) for d in docs}
+                stale = [i for i in have if i not in wanted]
+                if stale:
+                    col.delete(ids=stale)
+                changed = [d for d in docs if have.get(d.id) != wanted[d.id]]
+                for start in range(0, len(changed), 1000):
+                    chunk = changed[start:start + 1000]
+                    vectors = cached_passages(self.engine, self.embedder, [d.text for d in chunk])
+                    col.upsert(ids=[d.id for d in chunk], embeddings=vectors,
+                               metadatas=[{"digest": wanted[d.id], "title": d.title} for d in chunk])
+                self._docs[kind] = {d.id: d for d in docs}
+                # the title counts twice for BM25: a shopper naming a product means that product
+                self._lexical[kind] = LexicalIndex([d.id for d in docs], [f"{d.title} {d.text}" for d in docs])
+                counts[kind] = len(docs)
+        return counts
+
+    def search(self, query: str, kind: str, k: int = 3, vector: np.ndarray | None = None) -> list[Hit]:
+        """Top ``k`` documents of ``kind`` for ``query`` by RRF of dense and BM25 rankings."""
+        if kind not in self._docs:
+            self.sync([kind])
+        docs = self._docs[kind]
+        if not docs or not query.strip():
+            return []
+        vector = self.embedder.query(query) if vector is None else vector
+        dense = self._collection(kind).query(query_embeddings=[vector], n_results=min(self.dense_k, len(docs)),
+                                             include=[])["ids"][0]
+        lexical = [i for i, _ in self._lexical[kind].search(query, self.dense_k)]
+        fused: dict[str, float] = {}
+        for ranking in (lexical, dense):  # lexical first: it wins ties
+            for rank, doc_id in enumerate(ranking):
+                fused[doc_id] = fused.get(doc_id, 0.0) + 1.0 / (RRF_K + rank + 1)
+        best = sorted(fused.items(), key=lambda kv: -kv[1])[:k]
+        return [Hit(kind, i, docs[i].title, docs[i].text, s) for i, s in best if i in docs]
