@@ -7,14 +7,17 @@ recorded everything it implies — never half.
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
 
+from agent.conversation import Conversation
 from agent.intents import detect_intents
-from agent.tables import InboundEvent
+from agent.offline_brain import templates
+from agent.tables import InboundEvent, Message
 from knowledge.clock import as_utc
 from knowledge.db import insert_ignore
 from knowledge.tables import Customer
@@ -41,15 +44,27 @@ def submit(deps: Deps, *, key: str, customer_id: str, kind: str, payload: dict[s
 
 
 class InboundProcessor:
-    """Applies pending inbound events whose time has come, oldest first."""
+    """Applies pending inbound events whose time has come, oldest first, one customer turn at a time.
 
-    def __init__(self, deps: Deps) -> None:
+    Messages of one customer that arrive within ``burst_window_seconds`` of each other are merged
+    into one turn, which is processed once the burst has been quiet for that window.
+    """
+
+    def __init__(self, deps: Deps, conversation: Conversation | None = None) -> None:
         self.deps = deps
+        self.conversation = conversation
+        self.window = timedelta(seconds=deps.settings.burst_window_seconds)
 
     def next_at(self) -> datetime | None:
         with self.deps.engine.connect() as conn:
-            value = conn.execute(select(func.min(_I.received_at)).where(_I.status == "pending")).scalar()
-        return as_utc(value) if value else None
+            first = conn.execute(select(func.min(_I.received_at)).where(_I.status == "pending",
+                                                                        _I.kind != "message")).scalar()
+            last_msg = conn.execute(select(func.min(_I.received_at)).where(_I.status == "pending",
+                                                                           _I.kind == "message")).scalar()
+        times = [as_utc(first)] if first else []
+        if last_msg:
+            times.append(as_utc(last_msg) + self.window)
+        return min(times) if times else None
 
     def process(self) -> int:
         now = self.deps.clock.now()
@@ -57,13 +72,49 @@ class InboundProcessor:
             rows = conn.execute(select(InboundEvent.__table__).where(
                 _I.status == "pending", _I.received_at <= as_utc(now)).order_by(_I.received_at, _I.id)
             ).mappings().all()
-        for row in rows:
+        handled = 0
+        for group in self._turns(rows, now):
             effects = Effects()
+            head = dict(group[0])
+            if len(group) > 1:
+                head["payload"] = {**head["payload"], "text": "，".join(str(r["payload"].get("text", "")).strip()
+                                                                       for r in group),
+                                   "merged": [r["key"] for r in group]}
+                head["received_at"] = group[-1]["received_at"]
             with self.deps.engine.begin() as conn:
-                status = self._apply(conn, effects, row)
+                status = self._apply(conn, effects, head)
                 effects.flush(conn)
-                conn.execute(update(InboundEvent.__table__).where(_I.id == row["id"]).values(status=status))
-        return len(rows)
+                conn.execute(update(InboundEvent.__table__).where(_I.id.in_([r["id"] for r in group]))
+                             .values(status=status))
+            handled += len(group)
+        return handled
+
+    def _turns(self, rows: list[Any], now: datetime) -> list[list[Any]]:
+        """Rows grouped into turns; a message burst waits until it has been quiet for the window."""
+        turns: list[list[Any]] = []
+        open_burst: dict[str, list[Any]] = {}
+        for row in rows:
+            cid = row["customer_id"]
+            burst = open_burst.get(cid)
+            if row["kind"] == "message":
+                if burst and as_utc(row["received_at"]) - as_utc(burst[-1]["received_at"]) <= self.window:
+                    burst.append(row)
+                    continue
+                open_burst[cid] = [row]
+                turns.append(open_burst[cid])
+            else:
+                open_burst.pop(cid, None)
+                turns.append([row])
+        blocked: set[str] = set()
+        ready = []
+        for turn in turns:
+            cid = turn[0]["customer_id"]
+            unsettled = turn[0]["kind"] == "message" and as_utc(turn[-1]["received_at"]) + self.window > now
+            if cid in blocked or unsettled:
+                blocked.add(cid)  # keep this customer's later events behind the open burst, in order
+                continue
+            ready.append(turn)
+        return ready
 
     def _apply(self, conn: Connection, effects: Effects, row: Any) -> str:
         kind, payload, cid = row["kind"], row["payload"], row["customer_id"]
@@ -107,6 +158,9 @@ class InboundProcessor:
         customer = load_customer(conn, cid) or {}
         conn.execute(update(Customer.__table__).where(_C.id == cid).values(last_inbound_at=as_utc(at)))
         effects.note(customer_id=cid, at=at, kind="inbound", key=f"in/{key}", summary=f"客户：{text}")
+        insert_ignore(conn, Message.__table__, [{"key": f"in/{key}", "customer_id": cid, "direction": "in",
+                                                 "text": text, "at": as_utc(at),
+                                                 "meta": {"merged": p.get("merged", [])}}])
         if customer.get("stage") in ("new", "silent"):
             set_stage(conn, effects, cid, "active", at=at, reason="客户发来消息")
         intents = detect_intents(text)
@@ -121,21 +175,37 @@ class InboundProcessor:
                              payload={"text": "好的，已为您退订活动消息，之后不会再打扰您～有问题随时找我们。"})
             exit_runs(conn, deps, effects, cid, at=at, event="unsubscribed")
             return
+        paused = bool(customer.get("bot_paused"))
         waiting = self._waiting(conn, cid)
-        if waiting is not None and waiting[3] == "ask" and not self._escapes_question(waiting, text, intents, at):
+        if not paused and waiting is not None and waiting[3] == "ask" and \
+                not self._escapes_question(waiting, text, intents, at):
             run_id, sop_id, token, _ = waiting
+            question = self._digression(waiting, text, at)
+            if question is not None and self.conversation is not None:
+                self.conversation.turn(conn, effects, cid, text, key=key, at=at, pending_question=question)
+                self.conversation.send(conn, effects, cid, templates()["digression_reask"].format(question=question),
+                                       key=f"{key}/reask", at=at, meta={"reask": waiting[2]})
+                return
             effects.schedule(key=f"{run_id}/answer/{key}", kind="resume", due_at=at, run_id=run_id, customer_id=cid,
                              sop_id=sop_id, payload={"token": token, "kind": "answer", "text": text, "event": key})
             return
         exit_runs(conn, deps, effects, cid, at=at, event="replied")
+        sop_replies = False
         for intent in intents:
             if intent == "complaint":
                 exit_runs(conn, deps, effects, cid, at=at, event="complained")
-            fire(conn, deps, effects, cid, CustomerEvent("message_intent", f"{intent}@{key}", at, {"intent": intent}))
+            fired = fire(conn, deps, effects, cid, CustomerEvent("message_intent", f"{intent}@{key}", at,
+                                                                 {"intent": intent}))
+            sop_replies = sop_replies or (intent == "complaint" and bool(fired))
         if waiting is not None and waiting[3] == "chat" and set(intents) & {"bye", "thanks"}:
             run_id, sop_id, token, _ = waiting
             effects.schedule(key=f"{run_id}/chat-end/{key}", kind="resume", due_at=at, run_id=run_id, customer_id=cid,
                              sop_id=sop_id, payload={"token": token, "kind": "chat_end"})
+        if paused:
+            effects.note(customer_id=cid, at=at, kind="paused", key=f"paused/{key}",
+                         summary="人工处理中：机器人不回复，消息留给人工")
+        elif self.conversation is not None and not sop_replies:
+            self.conversation.turn(conn, effects, cid, text, key=key, at=at)
 
     def _escapes_question(self, waiting: tuple[str, str, str, str], text: str, intents: list[str],
                           at: datetime) -> bool:
@@ -146,6 +216,16 @@ class InboundProcessor:
         step_id = waiting[2].split(":")[1] if waiting[2] else ""
         step = spec.steps_by_id.get(step_id) if spec else None
         return not isinstance(step, AskStep) or not parse_answer(step.answer, text, self.deps.shop.local_date(at)).ok
+
+    def _digression(self, waiting: tuple[str, str, str, str], text: str, at: datetime) -> str | None:
+        """The pending question's text when the message is not a valid answer but a question of its own."""
+        spec = self.deps.library.sops.get(waiting[1])
+        step_id = waiting[2].split(":")[1] if waiting[2] else ""
+        step = spec.steps_by_id.get(step_id) if spec else None
+        if not isinstance(step, AskStep) or parse_answer(step.answer, text, self.deps.shop.local_date(at)).ok:
+            return None
+        looks_like_question = bool(re.search(r"[?？]|多少|怎么|什么|哪|吗|能不能|可以.{0,6}吗|先问", text))
+        return step.question if looks_like_question else None
 
     def _waiting(self, conn: Connection, cid: str) -> tuple[str, str, str, str] | None:
         """The conversation a message continues: an open complaint's question first, else the latest asked."""

@@ -11,6 +11,7 @@ import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
@@ -18,9 +19,16 @@ from sqlalchemy.engine import Engine
 import agent.tables  # noqa: F401  (registers tables)
 import knowledge.tables  # noqa: F401
 import sop_graphs.tables  # noqa: F401
+from agent.brain import Brain
+from agent.conversation import Conversation
 from agent.inbound import InboundProcessor
+from agent.llm_brain import LLMBrain
+from agent.offline_brain import OfflineBrain
 from knowledge.clock import Clock, SimClock, as_utc
 from knowledge.db import init_db, make_engine
+from knowledge.embeddings import E5Embedder, Embedder, HashingEmbedder
+from knowledge.importer import import_demo_shop
+from knowledge.retriever import Retriever
 from knowledge.settings import Settings
 from sop_graphs.channel import Channel, SandboxChannel
 from sop_graphs.deps import Deps
@@ -45,24 +53,33 @@ def load_valid_library(path: Path) -> Library:
 class Runtime:
     """Everything a worker, the demo or a test needs, built once."""
 
-    def __init__(self, deps: Deps, checkpointer: BaseCheckpointSaver) -> None:
+    def __init__(self, deps: Deps, checkpointer: BaseCheckpointSaver, conversation: Conversation | None = None) -> None:
         from sop_graphs.worker import Worker
 
         self.deps = deps
         self.runner = GraphRunner(deps, checkpointer)
         self.worker = Worker(deps, self.runner)
-        self.inbound = InboundProcessor(deps)
+        self.conversation = conversation
+        self.inbound = InboundProcessor(deps, conversation)
 
     @classmethod
     def build(cls, settings: Settings, *, clock: Clock, channel: Channel | None = None,
               library: Library | None = None, engine: Engine | None = None,
-              checkpointer: BaseCheckpointSaver | None = None) -> Runtime:
+              checkpointer: BaseCheckpointSaver | None = None, brain: Brain | None = None,
+              embedder: Embedder | None = None, llm_http: httpx.Client | None = None) -> Runtime:
         engine = engine or make_engine(settings.db_url, settings.sqlite_cache_mib)
         init_db(engine)
         deps = Deps(settings=settings, engine=engine, clock=clock,
                     library=library or load_valid_library(settings.library_path),
                     channel=channel or SandboxChannel(settings.sandbox_path))
-        runtime = cls(deps, checkpointer or sqlite_checkpointer(settings.checkpoint_path, settings.sqlite_cache_mib))
+        embedder = embedder or (E5Embedder() if settings.embedder == "e5" else HashingEmbedder())
+        retriever = Retriever(engine, settings.chroma_path, embedder)
+        offline = OfflineBrain(embedder)
+        if brain is None:
+            brain = LLMBrain(settings, http_client=llm_http) if settings.brain == "llm" else offline
+        conversation = Conversation(deps, brain, offline, retriever, embedder)
+        runtime = cls(deps, checkpointer or sqlite_checkpointer(settings.checkpoint_path, settings.sqlite_cache_mib),
+                      conversation)
         runtime.worker.bootstrap()
         return runtime
 
@@ -115,6 +132,15 @@ class Runtime:
             table = WorkerState.__table__
             conn.execute(table.delete().where(table.c.name == name))
             conn.execute(table.insert().values(name=name, value=self.deps.clock.now().isoformat()))
+
+    def load_demo_shop(self) -> None:
+        """Import the bundled demo shop if the catalogue is empty, then index it for retrieval."""
+        with self.deps.engine.connect() as conn:
+            empty = conn.execute(select(knowledge.tables.Product.__table__.c.sku).limit(1)).first() is None
+        if empty:
+            import_demo_shop(self.deps.engine, self.deps.settings.shop_timezone)
+        if self.conversation is not None and self.conversation.retriever is not None:
+            self.conversation.retriever.sync()
 
     def saved_clock(self, name: str) -> datetime | None:
         with self.deps.engine.connect() as conn:

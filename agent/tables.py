@@ -21,3 +21,45 @@ class InboundEvent(SQLModel, table=True):
     payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     received_at: datetime
     status: str = "pending"
+
+
+class Message(SQLModel, table=True):
+    """The transcript: one row per customer message and per reply, with what the turn understood."""
+
+    __table_args__ = (Index("ix_message_customer_at", "customer_id", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(unique=True)
+    customer_id: str
+    direction: str = Field(description="in or out")
+    text: str
+    at: datetime
+    meta: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class ProfileFact(SQLModel, table=True):
+    """A profile fact with provenance; a newer fact for the same key supersedes (history is kept)."""
+
+    __table_args__ = (Index("ix_fact_customer_key", "customer_id", "key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: str
+    key: str
+    value: str
+    source: str = Field(description="message key or step that stated it")
+    method: str = Field(description="rule, model, answer or operator")
+    confidence: float = 1.0
+    at: datetime
+    current: bool = True
+
+
+class CustomerMemory(SQLModel, table=True):
+    """Long-term memory the next conversation uses: running summary, products discussed, open issues."""
+
+    customer_id: str = Field(primary_key=True)
+    summary: str = ""
+    products: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    open_issues: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    unanswered_streak: int = 0
+    turns: int = 0
+    updated_at: datetime | None = None

@@ -34,6 +34,7 @@ class Hit:
     title: str
     text: str
     score: float
+    lexical: bool = False  # shares words with the query (BM25 > 0): a grounded match, not only a near vector
 
 
 @dataclass(frozen=True)
@@ -115,4 +116,5 @@ class Retriever:
             for rank, doc_id in enumerate(ranking):
                 fused[doc_id] = fused.get(doc_id, 0.0) + 1.0 / (RRF_K + rank + 1)
         best = sorted(fused.items(), key=lambda kv: -kv[1])[:k]
-        return [Hit(kind, i, docs[i].title, docs[i].text, s) for i, s in best if i in docs]
+        lexical_ids = set(lexical)
+        return [Hit(kind, i, docs[i].title, docs[i].text, s, i in lexical_ids) for i, s in best if i in docs]

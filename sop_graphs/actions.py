@@ -78,21 +78,28 @@ def perform(conn: Connection, deps: Deps, effects: Effects, *, spec: SopSpec, st
     elif isinstance(step, TagStep):
         change_tags(conn, deps, effects, customer_id, step.add, step.remove, source=key, at=at, run_id=run_id)
     elif isinstance(step, HandoffStep):
-        effects.send(key=key, action="task", customer_id=customer_id, at=at, run_id=run_id, sop_id=spec.id,
-                     step_id=step.id, mode="task", executor="human",
-                     payload={"assignee": step.assignee_role, "title": step.title, "text": step.instructions,
-                              "task_kind": "handoff",
-                              "due_at": as_utc(at + parse_duration(step.due_in)).isoformat()})
-        if step.pause_bot and customer_id:
-            conn.execute(update(Customer.__table__).where(Customer.__table__.c.id == customer_id)
-                         .values(bot_paused=True))
-            effects.note(customer_id=customer_id, at=at, kind="handoff", run_id=run_id, key=f"pause/{key}",
-                         summary=f"转人工（{step.assignee_role}）：机器人暂停，等待人工处理")
+        open_handoff(conn, effects, customer_id, key=key, at=at, assignee=step.assignee_role, title=step.title,
+                     instructions=step.instructions, due_in=step.due_in, pause_bot=step.pause_bot, run_id=run_id,
+                     sop_id=spec.id, step_id=step.id)
     elif isinstance(step, EndStep):
         finish_run(conn, deps, effects, run_id, status="completed", reason="reached the end",
                    outcome=step.outcome, at=at)
     else:
         raise TypeError(f"step {step.id} of kind {step.kind} is not performed by actions")
+
+
+def open_handoff(conn: Connection, effects: Effects, customer_id: str, *, key: str, at: datetime, assignee: str,
+                 title: str, instructions: str, due_in: str = "2h", pause_bot: bool = True, run_id: str | None = None,
+                 sop_id: str | None = None, step_id: str | None = None) -> None:
+    """A task for a human employee; with ``pause_bot`` the bot stays quiet for this customer until released."""
+    effects.send(key=key, action="task", customer_id=customer_id, at=at, run_id=run_id, sop_id=sop_id,
+                 step_id=step_id, mode="task", executor="human",
+                 payload={"assignee": assignee, "title": title, "text": instructions, "task_kind": "handoff",
+                          "due_at": as_utc(at + parse_duration(due_in)).isoformat()})
+    if pause_bot and customer_id:
+        conn.execute(update(Customer.__table__).where(Customer.__table__.c.id == customer_id).values(bot_paused=True))
+        effects.note(customer_id=customer_id, at=at, kind="handoff", run_id=run_id, key=f"pause/{key}",
+                     summary=f"转人工（{assignee}）：机器人暂停，等待人工处理（{title}）")
 
 
 def end_without_step(conn: Connection, deps: Deps, effects: Effects, run_id: str, at: datetime) -> None:

@@ -418,10 +418,35 @@ class Group(Strict):
     rules: str = ""
 
 
+class TagRule(Strict):
+    """Puts ``tag`` on a customer when a message matches: any keyword, any intent, or a slot answer."""
+
+    tag: str
+    keywords: list[str] = Field(default_factory=list)
+    intents: list[str] = Field(default_factory=list)
+    slot: str | None = Field(default=None, description="profile fact key, e.g. skin_type")
+    values: list[str] = Field(default_factory=list, description="fact values that give the tag")
+    confidence: float = Field(default=0.8, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _has_condition(self) -> TagRule:
+        if not (self.keywords or self.intents or (self.slot and self.values)):
+            raise ValueError("a rule needs keywords, intents, or slot + values")
+        return self
+
+
 class TagGroup(Strict):
     name: str
     tags: list[str] = Field(min_length=1)
     exclusive: bool = False
+    rules: list[TagRule] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _rules_use_own_tags(self) -> TagGroup:
+        unknown = [r.tag for r in self.rules if r.tag not in self.tags]
+        if unknown:
+            raise ValueError(f"rules name tags outside this group: {', '.join(unknown)}")
+        return self
 
 
 class Catalog(Strict):

@@ -16,4 +16,4 @@ MONDAY_15_SHANGHAI = datetime(2026, 11, 23, 7, 0, tzinfo=UTC)
 
 @pytest.fixture
 def runtime(tmp_path: Path) -> Runtime:
-    return Runtime.build(Settings(home=tmp_path / "home"), clock=SimClock(MONDAY_15_SHANGHAI))
+    return Runtime.build(Settings(home=tmp_path / "home", embedder="hash", burst_window_seconds=0), clock=SimClock(MONDAY_15_SHANGHAI))

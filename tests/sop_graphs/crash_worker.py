@@ -38,7 +38,7 @@ def seed(runtime: Runtime, customers: int) -> None:
 
 
 def main(home: str, customers: int, days: int) -> None:
-    settings = Settings(home=Path(home))
+    settings = Settings(home=Path(home), embedder="hash")
     probe = SimClock(START)
     runtime = Runtime.build(settings, clock=probe)
     saved = runtime.saved_clock("crash")

@@ -1,0 +1,26 @@
+"""The brain interface (DESIGN.md §3): understand a turn, then phrase a grounded reply.
+
+Two implementations: :class:`agent.offline_brain.OfflineBrain` (default, deterministic) and
+:class:`agent.llm_brain.LLMBrain` (any OpenAI-compatible endpoint). The runtime, not the brain,
+decides what data is read, which tags are allowed and what SOP transitions happen.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from agent.understanding import Facts, Reply, TurnInput, Understanding
+
+
+class BrainUnavailable(RuntimeError):
+    """The brain could not answer after its retry policy (outage, timeouts, malformed output)."""
+
+
+class Brain(Protocol):
+    name: str
+
+    def understand(self, turn: TurnInput, vector: np.ndarray | None = None) -> Understanding: ...
+
+    def reply(self, turn: TurnInput, understanding: Understanding, facts: Facts) -> Reply: ...
