@@ -32,6 +32,7 @@ from sop_graphs.tables import SopRun
 _I = InboundEvent.__table__.c
 _C = Customer.__table__.c
 _R = SopRun.__table__.c
+_QUESTION = re.compile(r"[?？]|多少|怎么|什么|哪|吗|能不能|有没有|推荐|先问")
 
 
 def submit(deps: Deps, *, key: str, customer_id: str, kind: str, payload: dict[str, Any],
@@ -188,6 +189,8 @@ class InboundProcessor:
                 return
             effects.schedule(key=f"{run_id}/answer/{key}", kind="resume", due_at=at, run_id=run_id, customer_id=cid,
                              sop_id=sop_id, payload={"token": token, "kind": "answer", "text": text, "event": key})
+            if self.conversation is not None and _QUESTION.search(text):  # "我是敏感肌，有推荐的吗？" answers and asks
+                self.conversation.turn(conn, effects, cid, text, key=key, at=at)
             return
         exit_runs(conn, deps, effects, cid, at=at, event="replied")
         sop_replies = False
@@ -224,8 +227,7 @@ class InboundProcessor:
         step = spec.steps_by_id.get(step_id) if spec else None
         if not isinstance(step, AskStep) or parse_answer(step.answer, text, self.deps.shop.local_date(at)).ok:
             return None
-        looks_like_question = bool(re.search(r"[?？]|多少|怎么|什么|哪|吗|能不能|可以.{0,6}吗|先问", text))
-        return step.question if looks_like_question else None
+        return step.question if _QUESTION.search(text) else None
 
     def _waiting(self, conn: Connection, cid: str) -> tuple[str, str, str, str] | None:
         """The conversation a message continues: an open complaint's question first, else the latest asked."""

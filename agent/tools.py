@@ -89,5 +89,7 @@ class CustomerTools:
         if intent in ("product_question", "recommendation", "unknown", "chitchat", "greeting", "logistics"):
             facts.documents += [h.__dict__ for h in self.search(text, "faq", k=2, vector=vector)]
         if intent == "promotion":
-            facts.promotions = [h.__dict__ for h in self.search(text, "promotions", k=3, vector=vector)]
+            ids = [h.id for h in self.search(text, "promotions", k=3, vector=vector)]
+            rows = {r["id"]: r for r in self.promotions()}
+            facts.promotions = [rows[i] for i in ids if i in rows]
         return facts

@@ -53,11 +53,19 @@ class LexicalIndex:
         self.ids = list(ids)
         self._bm25: bm25s.BM25 | None = None
         self._vocab: set[str] = set()
+        self._terms: list[set[str]] = []
         if self.ids:
             tokenized = [tokenize(t) or ["_empty_"] for t in texts]
+            self._terms = [set(doc) for doc in tokenized]
             self._vocab = {tok for doc in tokenized for tok in doc}
             self._bm25 = bm25s.BM25()
             self._bm25.index(tokenized, show_progress=False)
+
+    def grounded(self, text: str, doc_id: str) -> bool:
+        """The document shares real words with the query: two of two+ characters, or one of three+."""
+        terms = self._terms[self.ids.index(doc_id)] if doc_id in self.ids else set()
+        shared = [t for t in set(tokenize(expand(text))) & terms if len(t) >= 2]
+        return len(shared) >= 2 or any(len(t) >= 3 for t in shared)
 
     def search(self, text: str, k: int = 10) -> list[tuple[str, float]]:
         if self._bm25 is None:

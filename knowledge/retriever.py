@@ -34,7 +34,7 @@ class Hit:
     title: str
     text: str
     score: float
-    lexical: bool = False  # shares words with the query (BM25 > 0): a grounded match, not only a near vector
+    lexical: bool = False  # shares real words with the query: a grounded match, not only a near vector
 
 
 @dataclass(frozen=True)
@@ -116,5 +116,6 @@ class Retriever:
             for rank, doc_id in enumerate(ranking):
                 fused[doc_id] = fused.get(doc_id, 0.0) + 1.0 / (RRF_K + rank + 1)
         best = sorted(fused.items(), key=lambda kv: -kv[1])[:k]
-        lexical_ids = set(lexical)
-        return [Hit(kind, i, docs[i].title, docs[i].text, s, i in lexical_ids) for i, s in best if i in docs]
+        index = self._lexical[kind]
+        return [Hit(kind, i, docs[i].title, docs[i].text, s, i in lexical and index.grounded(query, i))
+                for i, s in best if i in docs]

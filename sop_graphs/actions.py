@@ -102,6 +102,17 @@ def open_handoff(conn: Connection, effects: Effects, customer_id: str, *, key: s
                      summary=f"转人工（{assignee}）：机器人暂停，等待人工处理（{title}）")
 
 
+def release_handoff(conn: Connection, effects: Effects, customer_id: str, *, at: datetime, by: str) -> bool:
+    """The human is done: the bot answers this customer again. False if the bot was not paused."""
+    table = Customer.__table__
+    changed = conn.execute(update(table).where(table.c.id == customer_id, table.c.bot_paused.is_(True))
+                           .values(bot_paused=False)).rowcount
+    if changed:
+        effects.note(customer_id=customer_id, at=at, kind="released", key=f"release/{customer_id}/{at.isoformat()}",
+                     summary=f"人工处理完毕（{by}）：机器人恢复接待")
+    return bool(changed)
+
+
 def end_without_step(conn: Connection, deps: Deps, effects: Effects, run_id: str, at: datetime) -> None:
     """Complete a run whose steps simply ran out."""
     finish_run(conn, deps, effects, run_id, status="completed", reason="reached the end", outcome=Outcome(), at=at)
