@@ -57,14 +57,21 @@ class InboundProcessor:
         self.window = timedelta(seconds=deps.settings.burst_window_seconds)
 
     def next_at(self) -> datetime | None:
+        """When the next event becomes processable: now for events, burst end + window for messages."""
         with self.deps.engine.connect() as conn:
             first = conn.execute(select(func.min(_I.received_at)).where(_I.status == "pending",
                                                                         _I.kind != "message")).scalar()
-            last_msg = conn.execute(select(func.min(_I.received_at)).where(_I.status == "pending",
-                                                                           _I.kind == "message")).scalar()
+            messages = conn.execute(select(_I.customer_id, _I.received_at).where(
+                _I.status == "pending", _I.kind == "message").order_by(_I.received_at, _I.id)).all()
         times = [as_utc(first)] if first else []
-        if last_msg:
-            times.append(as_utc(last_msg) + self.window)
+        last: dict[str, datetime] = {}
+        ends: dict[str, datetime] = {}
+        for cid, at in messages:
+            at = as_utc(at)
+            if cid in last and at - last[cid] > self.window:
+                ends.setdefault(cid, last[cid] + self.window)  # the first burst of this customer closes here
+            last[cid] = at
+        times += [ends.get(cid, at + self.window) for cid, at in last.items()]
         return min(times) if times else None
 
     def process(self) -> int:
@@ -178,18 +185,17 @@ class InboundProcessor:
             return
         paused = bool(customer.get("bot_paused"))
         waiting = self._waiting(conn, cid)
-        if not paused and waiting is not None and waiting[3] == "ask" and \
-                not self._escapes_question(waiting, text, intents, at):
+        if waiting is not None and waiting[3] == "ask" and not self._escapes_question(waiting, text, intents, at):
             run_id, sop_id, token, _ = waiting
             question = self._digression(waiting, text, at)
-            if question is not None and self.conversation is not None:
+            if question is not None and self.conversation is not None and not paused:
                 self.conversation.turn(conn, effects, cid, text, key=key, at=at, pending_question=question)
                 self.conversation.send(conn, effects, cid, templates()["digression_reask"].format(question=question),
                                        key=f"{key}/reask", at=at, meta={"reask": waiting[2]})
                 return
             effects.schedule(key=f"{run_id}/answer/{key}", kind="resume", due_at=at, run_id=run_id, customer_id=cid,
                              sop_id=sop_id, payload={"token": token, "kind": "answer", "text": text, "event": key})
-            if self.conversation is not None and _QUESTION.search(text):  # "我是敏感肌，有推荐的吗？" answers and asks
+            if self.conversation is not None and not paused and _QUESTION.search(text):  # answers and asks
                 self.conversation.turn(conn, effects, cid, text, key=key, at=at)
             return
         exit_runs(conn, deps, effects, cid, at=at, event="replied")

@@ -22,7 +22,6 @@ import sop_graphs.tables  # noqa: F401
 from agent.brain import Brain
 from agent.conversation import Conversation
 from agent.inbound import InboundProcessor
-from agent.llm_brain import LLMBrain
 from agent.offline_brain import OfflineBrain
 from knowledge.clock import Clock, SimClock, as_utc
 from knowledge.db import init_db, make_engine
@@ -75,8 +74,11 @@ class Runtime:
         embedder = embedder or (E5Embedder() if settings.embedder == "e5" else HashingEmbedder())
         retriever = Retriever(engine, settings.chroma_path, embedder)
         offline = OfflineBrain(embedder)
-        if brain is None:
-            brain = LLMBrain(settings, http_client=llm_http) if settings.brain == "llm" else offline
+        if brain is None and settings.brain == "llm":
+            from agent.llm_brain import LLMBrain  # langchain-openai is only imported when configured
+
+            brain = LLMBrain(settings, http_client=llm_http)
+        brain = brain or offline
         conversation = Conversation(deps, brain, offline, retriever, embedder)
         runtime = cls(deps, checkpointer or sqlite_checkpointer(settings.checkpoint_path, settings.sqlite_cache_mib),
                       conversation)
@@ -124,6 +126,8 @@ class Runtime:
                 rounded = datetime.fromtimestamp(math.ceil(nxt.timestamp() / step) * step, tz=UTC)
                 clock.set(min(max(rounded, nxt), until))
                 self._persist(persist_as)
+            else:  # something reported due but nothing was processable: never spin on the same instant
+                clock.set(min(clock.now() + resolution, until))
 
     def _persist(self, name: str | None) -> None:
         if name is None:

@@ -15,6 +15,8 @@ from knowledge.settings import get_settings
 app = typer.Typer(help="sopagent: private-domain customer-operations SOPs on WeCom.", no_args_is_help=True)
 sop_app = typer.Typer(help="Validate and inspect SOP YAML.", no_args_is_help=True)
 app.add_typer(sop_app, name="sop")
+kb_app = typer.Typer(help="Import shop knowledge: products, orders, logistics, FAQ, policies.", no_args_is_help=True)
+app.add_typer(kb_app, name="kb")
 console = Console(width=150)
 
 
@@ -103,3 +105,61 @@ def graph_cmd(
 
 if __name__ == "__main__":
     app()
+
+
+@kb_app.command("import")
+def kb_import(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help=".json, .jsonl, .csv or .md")],
+    kind: Annotated[str, typer.Option(help="products, orders, logistics, faq, policy or promotions")],
+    mapping: Annotated[Path | None, typer.Option(exists=True, help="YAML field/value mapping for the file")] = None,
+) -> None:
+    """Validate every row, then import all of them or none; re-index for retrieval."""
+    import knowledge.tables  # noqa: F401  (registers tables)
+    from knowledge.db import init_db, make_engine
+    from knowledge.embeddings import E5Embedder, HashingEmbedder
+    from knowledge.importer import ImportFormatError, import_file
+    from knowledge.retriever import SEARCH_KINDS, Retriever
+
+    settings = get_settings()
+    engine = make_engine(settings.db_url, settings.sqlite_cache_mib)
+    init_db(engine)
+    err = Console(stderr=True)
+    try:
+        report = import_file(engine, file, kind, mapping, settings.shop_timezone)
+    except ImportFormatError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+    if not report.ok:
+        for e in report.errors:
+            err.print(f"{file}: row {e.row}: {e.field}: {e.message}")
+        err.print(f"[red]{len(report.errors)} problem(s) in {report.rows} row(s); nothing imported[/]")
+        raise typer.Exit(1)
+    console.print(f"imported {report.written} {kind} row(s) from {file}")
+    if kind in SEARCH_KINDS:
+        embedder = E5Embedder() if settings.embedder == "e5" else HashingEmbedder()
+        counts = Retriever(engine, settings.chroma_path, embedder).sync([kind])
+        console.print(f"indexed {counts[kind]} {kind} document(s)")
+
+
+@app.command()
+def chat(
+    customer: Annotated[str, typer.Option(help="customer id (created on first use)")] = "c_chat",
+    name: Annotated[str, typer.Option(help="display name for a new customer")] = "访客",
+) -> None:
+    """Chat as a customer against the embedded setup; reads piped stdin one message per line."""
+    import sys
+
+    from api.chat import ChatSession
+
+    session = ChatSession.open(get_settings(), customer, name)
+    for block in session.start():
+        console.print(block)
+    interactive = sys.stdin.isatty()
+    while True:
+        if interactive:
+            console.print("[bold]你>[/] ", end="")
+        line = sys.stdin.readline()
+        if not line:
+            break
+        if line.strip():
+            console.print(session.say(line.strip()))

@@ -16,8 +16,9 @@ from sqlalchemy import select
 from agent.inbound import submit
 from agent.runtime import Runtime
 from knowledge.clock import SimClock, as_utc
+from knowledge.db import upsert
 from knowledge.settings import Settings
-from knowledge.tables import Customer, CustomerTag, TimelineEntry
+from knowledge.tables import Customer, CustomerTag, Shipment, ShopOrder, TimelineEntry
 from sop_graphs.channel import SandboxChannel
 from sop_graphs.tables import CouponLedger, EmployeeTask, Outbox, SopRun
 
@@ -50,6 +51,7 @@ PEOPLE = {
 
 SCRIPT: list[Beat] = [
     Beat(_t(0, "15:00"), "wm_lin", "customer_added", {"name": "小林", "owner": "顾问小禾", "channel_code": "xhs"}),
+    Beat(_t(0, "15:01"), "wm_lin", "message", {"text": "先问下，面霜多少钱？"}),
     Beat(_t(0, "15:02"), "wm_lin", "message", {"text": "4"}),
     Beat(_t(0, "15:04"), "wm_lin", "message", {"text": "想抗老，有细纹了"}),
     Beat(_t(0, "15:05"), "wm_lin", "message", {"text": "大概三百吧"}),
@@ -74,7 +76,11 @@ SCRIPT: list[Beat] = [
     Beat(_t(6, "15:00"), "wm_chen", "behaviour", {"event": "live_booked", "live": "周四护肤专场"}),
     Beat(_t(6, "15:10"), "wm_chen", "behaviour", {"event": "group_joined", "group": "vip_group"}),
     Beat(_t(6, "11:00"), "wm_wang", "message", {"text": "1"}),
+    Beat(_t(6, "15:20"), "wm_chen", "message", {"text": "直播几点开始？"}),
+    Beat(_t(8, "20:00"), "wm_lin", "message", {"text": "视黄醇晚霜敏感肌能用吗？多少钱"}),
     Beat(_t(10, "21:00"), "wm_lin", "order", {"event": "paid", "order_id": "XH20261203001", "amount": 329}),
+    Beat(_t(12, "18:00"), "wm_lin", "message", {"text": "我的快递到哪了"}),
+    Beat(_t(14, "10:00"), "wm_lin", "message", {"text": "拆封了还能退货吗？"}),
     Beat(_t(12, "09:00"), "wm_lin", "order", {"event": "shipped", "order_id": "XH20261203001"}),
     Beat(_t(13, "14:00"), "wm_lin", "order", {"event": "delivered", "order_id": "XH20261203001"}),
 ]
@@ -89,6 +95,8 @@ def run_demo(home: Path, *, days: int = 30, console: Console | None = None) -> d
     clock = SimClock(START)
     runtime = Runtime.build(settings, clock=clock)
     deps = runtime.deps
+    runtime.load_demo_shop()
+    _shop_records(runtime)
     for index, beat in enumerate(sorted(SCRIPT, key=lambda b: b.offset)):
         submit(deps, key=f"demo-{index}", customer_id=beat.customer, kind=beat.kind, payload=beat.payload,
                at=START + beat.offset)
@@ -96,6 +104,23 @@ def run_demo(home: Path, *, days: int = 30, console: Console | None = None) -> d
     assert isinstance(deps.channel, SandboxChannel)
     summary = _report(runtime, deps.channel, console)
     return summary
+
+
+def _shop_records(runtime: Runtime) -> None:
+    """Xiao Lin's order and parcel in the shop tables, so her order and logistics questions have answers."""
+    local = runtime.deps.shop.local
+    with runtime.deps.engine.begin() as conn:
+        upsert(conn, ShopOrder.__table__, [{
+            "order_no": "XH20261203001", "customer_id": "wm_lin", "status": "shipped", "amount": 329,
+            "items": [{"sku": "SKU-CR02", "name": "视黄醇抗皱紧致晚霜 50g", "qty": 1, "price": 329}],
+            "address": "上海市徐汇区漕溪北路 88 号 小林", "created_at": START + _t(10, "21:00")}])
+        upsert(conn, Shipment.__table__, [{
+            "tracking_no": "SF1203001", "order_no": "XH20261203001", "carrier": "顺丰速运", "status": "in_transit",
+            "eta": f"{local(START + _t(13, '12:00')):%Y-%m-%d}",
+            "events": [{"at": f"{local(START + _t(12, '09:00')):%Y-%m-%d %H:%M}", "location": "杭州",
+                        "text": "快件已由【杭州仓】揽收"},
+                       {"at": f"{local(START + _t(12, '16:40')):%Y-%m-%d %H:%M}", "location": "上海",
+                        "text": "快件已到达【上海浦东分拨中心】"}]}])
 
 
 def _report(runtime: Runtime, channel: SandboxChannel, console: Console) -> dict[str, Any]:

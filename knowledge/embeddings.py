@@ -57,6 +57,10 @@ class E5Embedder:
             self._queries.popitem(last=False)
         return vector
 
+    def clear_cache(self) -> None:
+        """Forget cached query vectors (benchmarks measure cold queries)."""
+        self._queries.clear()
+
     def passages(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)

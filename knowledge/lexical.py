@@ -31,6 +31,7 @@ def expand(text: str) -> str:
 
 def tokenize(text: str) -> list[str]:
     """Search-mode jieba tokens, lower-cased, without punctuation and one-character stop words."""
+    _vocabulary_loaded()
     tokens = [t.strip().lower() for t in jieba.cut_for_search(text)]
     tokens += [m.lower() for m in _CODE.findall(text)]
     return [t for t in tokens if t and not re.fullmatch(r"[\W_]+", t) and t not in _STOP]
@@ -43,7 +44,11 @@ def add_words(words: Sequence[str]) -> None:
             jieba.add_word(word, freq=20000)
 
 
-add_words((Path(__file__).parent / "vocabulary.txt").read_text(encoding="utf-8").split())
+@cache
+def _vocabulary_loaded() -> bool:
+    """Domain words are taught to jieba on first use, not at import (it takes ~0.5 s)."""
+    add_words((Path(__file__).parent / "vocabulary.txt").read_text(encoding="utf-8").split())
+    return True
 
 
 class LexicalIndex:

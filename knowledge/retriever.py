@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import chromadb
 import numpy as np
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
@@ -65,13 +64,18 @@ class Retriever:
         self.engine = engine
         self.embedder = embedder
         self.dense_k = dense_k
-        self._client = chromadb.PersistentClient(path=str(chroma_path),
-                                                 settings=chromadb.Settings(anonymized_telemetry=False))
+        self._path = str(chroma_path)
+        self._client: Any = None
         self._docs: dict[str, dict[str, _Doc]] = {}
         self._lexical: dict[str, LexicalIndex] = {}
         self._lock = threading.Lock()
 
     def _collection(self, kind: str) -> Any:
+        if self._client is None:  # opened on first use: importing Chroma costs seconds a worker may not need
+            import chromadb
+
+            self._client = chromadb.PersistentClient(path=self._path,
+                                                     settings=chromadb.Settings(anonymized_telemetry=False))
         return self._client.get_or_create_collection(
             f"{kind}-{self.embedder.name}", embedding_function=None, configuration={"hnsw": {"space": "cosine"}})
 
