@@ -8,6 +8,7 @@ recorded everything it implies — never half.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -61,17 +62,10 @@ class InboundProcessor:
         with self.deps.engine.connect() as conn:
             first = conn.execute(select(func.min(_I.received_at)).where(_I.status == "pending",
                                                                         _I.kind != "message")).scalar()
-            messages = conn.execute(select(_I.customer_id, _I.received_at).where(
-                _I.status == "pending", _I.kind == "message").order_by(_I.received_at, _I.id)).all()
+            messages = conn.execute(select(_I.customer_id, _I.kind, _I.received_at).where(
+                _I.status == "pending", _I.kind == "message").order_by(_I.received_at, _I.id)).mappings().all()
         times = [as_utc(first)] if first else []
-        last: dict[str, datetime] = {}
-        ends: dict[str, datetime] = {}
-        for cid, at in messages:
-            at = as_utc(at)
-            if cid in last and at - last[cid] > self.window:
-                ends.setdefault(cid, last[cid] + self.window)  # the first burst of this customer closes here
-            last[cid] = at
-        times += [ends.get(cid, at + self.window) for cid, at in last.items()]
+        times += [as_utc(burst[-1]["received_at"]) + self.window for burst in self._group(messages)]
         return min(times) if times else None
 
     def process(self) -> int:
@@ -97,8 +91,8 @@ class InboundProcessor:
             handled += len(group)
         return handled
 
-    def _turns(self, rows: list[Any], now: datetime) -> list[list[Any]]:
-        """Rows grouped into turns; a message burst waits until it has been quiet for the window."""
+    def _group(self, rows: Sequence[Any]) -> list[list[Any]]:
+        """Rows (in time order) grouped into turns: one per event, one per burst of a customer's messages."""
         turns: list[list[Any]] = []
         open_burst: dict[str, list[Any]] = {}
         for row in rows:
@@ -113,9 +107,13 @@ class InboundProcessor:
             else:
                 open_burst.pop(cid, None)
                 turns.append([row])
+        return turns
+
+    def _turns(self, rows: Sequence[Any], now: datetime) -> list[list[Any]]:
+        """Turns ready now; a message burst waits until it has been quiet for the window."""
         blocked: set[str] = set()
         ready = []
-        for turn in turns:
+        for turn in self._group(rows):
             cid = turn[0]["customer_id"]
             unsettled = turn[0]["kind"] == "message" and as_utc(turn[-1]["received_at"]) + self.window > now
             if cid in blocked or unsettled:
@@ -185,9 +183,13 @@ class InboundProcessor:
             return
         paused = bool(customer.get("bot_paused"))
         waiting = self._waiting(conn, cid)
-        if waiting is not None and waiting[3] == "ask" and not self._escapes_question(waiting, text, intents, at):
+        asked, valid = self._asked(waiting, text, at) if waiting is not None and waiting[3] == "ask" else (None, False)
+        # a complaint or a call for a human that is not itself a valid answer leaves the question waiting
+        escapes = bool({"complaint", "human"} & set(intents)) and not valid
+        if waiting is not None and waiting[3] == "ask" and not escapes:
             run_id, sop_id, token, _ = waiting
-            question = self._digression(waiting, text, at)
+            # not a valid answer but a question of its own: answer it, then ask again
+            question = asked.question if asked is not None and not valid and _QUESTION.search(text) else None
             if question is not None and self.conversation is not None and not paused:
                 self.conversation.turn(conn, effects, cid, text, key=key, at=at, pending_question=question)
                 self.conversation.send(conn, effects, cid, templates()["digression_reask"].format(question=question),
@@ -216,24 +218,14 @@ class InboundProcessor:
         elif self.conversation is not None and not sop_replies:
             self.conversation.turn(conn, effects, cid, text, key=key, at=at)
 
-    def _escapes_question(self, waiting: tuple[str, str, str, str], text: str, intents: list[str],
-                          at: datetime) -> bool:
-        """A complaint or a call for a human that is not itself a valid answer leaves the question waiting."""
-        if not {"complaint", "human"} & set(intents):
-            return False
+    def _asked(self, waiting: tuple[str, str, str, str], text: str, at: datetime) -> tuple[AskStep | None, bool]:
+        """The question a waiting run asked, and whether ``text`` is a valid answer to it."""
         spec = self.deps.library.sops.get(waiting[1])
         step_id = waiting[2].split(":")[1] if waiting[2] else ""
         step = spec.steps_by_id.get(step_id) if spec else None
-        return not isinstance(step, AskStep) or not parse_answer(step.answer, text, self.deps.shop.local_date(at)).ok
-
-    def _digression(self, waiting: tuple[str, str, str, str], text: str, at: datetime) -> str | None:
-        """The pending question's text when the message is not a valid answer but a question of its own."""
-        spec = self.deps.library.sops.get(waiting[1])
-        step_id = waiting[2].split(":")[1] if waiting[2] else ""
-        step = spec.steps_by_id.get(step_id) if spec else None
-        if not isinstance(step, AskStep) or parse_answer(step.answer, text, self.deps.shop.local_date(at)).ok:
-            return None
-        return step.question if _QUESTION.search(text) else None
+        if not isinstance(step, AskStep):
+            return None, False
+        return step, parse_answer(step.answer, text, self.deps.shop.local_date(at)).ok
 
     def _waiting(self, conn: Connection, cid: str) -> tuple[str, str, str, str] | None:
         """The conversation a message continues: an open complaint's question first, else the latest asked."""

@@ -207,9 +207,9 @@ def import_file(engine: Engine, path: Path, kind: str, mapping: Path | None = No
             for err in exc.errors():
                 report.errors.append(RowError(row=number, field=".".join(str(p) for p in err["loc"]) or "-",
                                               message=err["msg"]))
-    if report.errors or not valid:
-        if not valid and not report.errors:
-            report.errors.append(RowError(row=0, field="-", message="the file has no rows"))
+    if not valid and not report.errors:
+        report.errors.append(RowError(row=0, field="-", message="the file has no rows"))
+    if report.errors:
         return report
     with engine.begin() as conn:
         upsert(conn, table.__table__, valid)

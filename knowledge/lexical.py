@@ -56,6 +56,7 @@ class LexicalIndex:
 
     def __init__(self, ids: Sequence[str], texts: Sequence[str]) -> None:
         self.ids = list(ids)
+        self._position = {doc_id: i for i, doc_id in enumerate(self.ids)}
         self._bm25: bm25s.BM25 | None = None
         self._vocab: set[str] = set()
         self._terms: list[set[str]] = []
@@ -66,10 +67,15 @@ class LexicalIndex:
             self._bm25 = bm25s.BM25()
             self._bm25.index(tokenized, show_progress=False)
 
-    def grounded(self, text: str, doc_id: str) -> bool:
+    def query_terms(self, text: str) -> set[str]:
+        """The query's tokens with shopper synonyms expanded, as searched."""
+        return set(tokenize(expand(text)))
+
+    def grounded(self, query_terms: set[str], doc_id: str) -> bool:
         """The document shares real words with the query: two of two+ characters, or one of three+."""
-        terms = self._terms[self.ids.index(doc_id)] if doc_id in self.ids else set()
-        shared = [t for t in set(tokenize(expand(text))) & terms if len(t) >= 2]
+        position = self._position.get(doc_id)
+        terms = self._terms[position] if position is not None else set()
+        shared = [t for t in query_terms & terms if len(t) >= 2]
         return len(shared) >= 2 or any(len(t) >= 3 for t in shared)
 
     def search(self, text: str, k: int = 10) -> list[tuple[str, float]]:

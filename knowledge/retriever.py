@@ -66,18 +66,22 @@ class Retriever:
         self.dense_k = dense_k
         self._path = str(chroma_path)
         self._client: Any = None
+        self._collections: dict[str, Any] = {}
         self._docs: dict[str, dict[str, _Doc]] = {}
         self._lexical: dict[str, LexicalIndex] = {}
         self._lock = threading.Lock()
 
     def _collection(self, kind: str) -> Any:
-        if self._client is None:  # opened on first use: importing Chroma costs seconds a worker may not need
-            import chromadb
+        """The Chroma collection of ``kind``, looked up once (not on every query)."""
+        if kind not in self._collections:
+            if self._client is None:  # opened on first use: importing Chroma costs seconds a worker may not need
+                import chromadb
 
-            self._client = chromadb.PersistentClient(path=self._path,
-                                                     settings=chromadb.Settings(anonymized_telemetry=False))
-        return self._client.get_or_create_collection(
-            f"{kind}-{self.embedder.name}", embedding_function=None, configuration={"hnsw": {"space": "cosine"}})
+                self._client = chromadb.PersistentClient(path=self._path,
+                                                         settings=chromadb.Settings(anonymized_telemetry=False))
+            self._collections[kind] = self._client.get_or_create_collection(
+                f"{kind}-{self.embedder.name}", embedding_function=None, configuration={"hnsw": {"space": "cosine"}})
+        return self._collections[kind]
 
     def sync(self, kinds: Iterable[str] = SEARCH_KINDS) -> dict[str, int]:
         """Embed new or changed documents (cached by content hash), drop removed ones, rebuild BM25."""
@@ -121,5 +125,6 @@ class Retriever:
                 fused[doc_id] = fused.get(doc_id, 0.0) + 1.0 / (RRF_K + rank + 1)
         best = sorted(fused.items(), key=lambda kv: -kv[1])[:k]
         index = self._lexical[kind]
-        return [Hit(kind, i, docs[i].title, docs[i].text, s, i in lexical and index.grounded(query, i))
+        terms = index.query_terms(query)
+        return [Hit(kind, i, docs[i].title, docs[i].text, s, i in lexical and index.grounded(terms, i))
                 for i, s in best if i in docs]
