@@ -28,7 +28,7 @@ from sop_graphs.expr import parse_condition
 from sop_graphs.spec import AskStep, BranchStep, ChatStep, SopSpec, WaitStep, parse_duration
 from sop_graphs.state import RunState, bump
 from sop_graphs.tables import DueTouchpoint, SopRun
-from sop_graphs.timing import Segment, plan_segment, wait_until
+from sop_graphs.timing import Segment, plan_segment, plan_tail, wait_until
 
 Node = Callable[[RunState, Runtime[RunContext]], dict[str, Any]]
 _R = SopRun.__table__.c
@@ -65,6 +65,31 @@ def _finish_or_follow(conn: Connection, deps: Deps, effects: Effects, run_id: st
     return follow
 
 
+def _tails(spec: SopSpec) -> dict[str, Segment]:
+    """Steps from which the rest of the run is pure: reaching one hands the run to the due table."""
+    return {step.id: tail for step in spec.steps if (tail := plan_tail(spec, step.id)) is not None}
+
+
+def _onward(conn: Connection, deps: Deps, effects: Effects, spec: SopSpec, tails: dict[str, Segment], route: str,
+            *, run_id: str, customer_id: str, occurrence: str, now: datetime, origin: str,
+            customer: dict[str, Any] | None = None) -> str:
+    """``route``, or END after scheduling the pure tail that starts at ``route`` as due rows from ``now``.
+
+    Same actions, keys and timing as running those steps as nodes, at a fraction of the cost: the
+    worker performs them in batches (``occurrence`` makes their keys deterministic under replay).
+    """
+    tail = tails.get(route)
+    if tail is None:
+        return route
+    if customer is None and customer_id != BROADCAST:
+        customer = load_customer(conn, customer_id)
+    added_at = as_utc(customer["added_at"]) if customer else now
+    schedule_segment(effects, deps, spec, tail, run_id=run_id, customer_id=customer_id, occurrence=occurrence,
+                     start=now, added_at=added_at, origin=origin)
+    _mark(conn, run_id, status="scheduled", current_step=route, waiting=None, waiting_kind=None)
+    return END
+
+
 AWAIT = "__await"  # suffix of the node that holds a pausing step's interrupt
 
 
@@ -87,6 +112,8 @@ def make_nodes(spec: SopSpec, index: int) -> list[tuple[str, Node]]:
 
 
 def _action_node(spec: SopSpec, step: Any, follow: str | None) -> Node:
+    tails = _tails(spec)
+
     def node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
         deps, origin = runtime.context.deps, runtime.context.origin
         visit, visits = bump(state, step.id)
@@ -98,6 +125,8 @@ def _action_node(spec: SopSpec, step: Any, follow: str | None) -> Node:
             perform(conn, deps, effects, spec=spec, step=step, run_id=run_id, customer=customer,
                     customer_id=customer_id, tags=tags, occurrence=str(visit), at=now, origin=origin)
             route = END if step.kind == "end" else _finish_or_follow(conn, deps, effects, run_id, follow, now)
+            route = _onward(conn, deps, effects, spec, tails, route, run_id=run_id, customer_id=customer_id,
+                            occurrence=f"{step.id}.{visit}", now=now, origin=origin, customer=customer)
             effects.flush(conn)
         return {"visits": visits, "route": route}
 
@@ -129,6 +158,8 @@ def _ask_send(spec: SopSpec, step: AskStep) -> Node:
 
 
 def _ask_await(spec: SopSpec, step: AskStep, follow: str | None) -> Node:
+    tails = _tails(spec)
+
     def node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
         visit = (state.get("visits") or {}).get(step.id, 1)
         token = f"ask:{step.id}:{visit}"
@@ -177,6 +208,8 @@ def _ask_await(spec: SopSpec, step: AskStep, follow: str | None) -> Node:
                     route = step.id if attempts[step.id] < step.max_attempts else (step.on_invalid or follow)
             if route is None:
                 route = _finish_or_follow(conn, deps, effects, run_id, None, now)
+            route = _onward(conn, deps, effects, spec, tails, route, run_id=run_id, customer_id=customer_id,
+                            occurrence=f"{step.id}.{visit}", now=now, origin=runtime.context.origin)
             effects.flush(conn)
         return {"answers": answers, "attempts": attempts, "route": route}
 
@@ -233,6 +266,7 @@ def schedule_segment(effects: Effects, deps: Deps, spec: SopSpec, segment: Segme
         current = steps[step_id]
         if isinstance(current, WaitStep):
             cursor = wait_until(current, cursor, added_at, deps.shop)
+            origin = "timer"  # what follows a timed wait answers nobody: it is marketing again
             continue
         effects.schedule(key=f"{run_id}/{step_id}/{occurrence}", kind="end" if current.kind == "end" else "push",
                          due_at=cursor, run_id=run_id, customer_id=customer_id, sop_id=spec.id, step_id=step_id,
@@ -276,17 +310,23 @@ def _event_wait_arm(spec: SopSpec, step: WaitStep) -> Node:
 
 
 def _event_wait_await(spec: SopSpec, step: WaitStep, follow: str | None) -> Node:
+    tails = _tails(spec)
+
     def node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
         visit = (state.get("visits") or {}).get(step.id, 1)
         reply: dict[str, Any] = interrupt({"token": f"event:{step.id}:{visit}", "kind": "event",
                                            "event": step.until_event})
         deps = runtime.context.deps
+        now = deps.clock.now()
         with deps.engine.begin() as conn:
             _mark(conn, state["run_id"], waiting=None, waiting_kind=None)
             route = follow if reply.get("kind") == "event" else (step.on_timeout or follow)
             effects = Effects()
             if route is None:
-                route = _finish_or_follow(conn, deps, effects, state["run_id"], None, deps.clock.now())
+                route = _finish_or_follow(conn, deps, effects, state["run_id"], None, now)
+            route = _onward(conn, deps, effects, spec, tails, route, run_id=state["run_id"],
+                            customer_id=state["customer_id"], occurrence=f"{step.id}.{visit}", now=now,
+                            origin=runtime.context.origin)
             effects.flush(conn)
         return {"route": route}
 
@@ -296,6 +336,7 @@ def _event_wait_await(spec: SopSpec, step: WaitStep, follow: str | None) -> Node
 
 def _branch_node(spec: SopSpec, step: BranchStep) -> Node:
     cases = [(parse_condition(case.when), case.goto) for case in step.cases]
+    tails = _tails(spec)
 
     def node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
         deps = runtime.context.deps
@@ -318,6 +359,9 @@ def _branch_node(spec: SopSpec, step: BranchStep) -> Node:
             effects.note(customer_id=customer_id, at=now, kind="branch", run_id=run_id,
                          key=f"{run_id}/{step.id}/{visit}", summary=f"分支 {step.label or step.id}：{why} → {route}")
             _mark(conn, run_id, current_step=step.id)
+            route = _onward(conn, deps, effects, spec, tails, route, run_id=run_id, customer_id=customer_id,
+                            occurrence=f"{step.id}.{visit}", now=now, origin=runtime.context.origin,
+                            customer=customer or None)
             effects.flush(conn)
         return {"visits": visits, "route": route}
 
@@ -349,14 +393,20 @@ def _chat_open(spec: SopSpec, step: ChatStep) -> Node:
 
 
 def _chat_await(spec: SopSpec, step: ChatStep, follow: str | None) -> Node:
+    tails = _tails(spec)
+
     def node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
         visit = (state.get("visits") or {}).get(step.id, 1)
         interrupt({"token": f"chat:{step.id}:{visit}", "kind": "chat", "until": step.until_intents})
         deps = runtime.context.deps
+        now = deps.clock.now()
         with deps.engine.begin() as conn:
             _mark(conn, state["run_id"], waiting=None, waiting_kind=None)
             effects = Effects()
-            route = _finish_or_follow(conn, deps, effects, state["run_id"], follow, deps.clock.now())
+            route = _finish_or_follow(conn, deps, effects, state["run_id"], follow, now)
+            route = _onward(conn, deps, effects, spec, tails, route, run_id=state["run_id"],
+                            customer_id=state["customer_id"], occurrence=f"{step.id}.{visit}", now=now,
+                            origin=runtime.context.origin)
             effects.flush(conn)
         return {"route": route}
 

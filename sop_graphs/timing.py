@@ -46,7 +46,16 @@ def plan_segment(spec: SopSpec, wait_id: str) -> Segment:
 
 def plan_whole_run(spec: SopSpec) -> Segment | None:
     """The whole run as one segment when every step on its path is pure (no graph needed), else None."""
-    segment = _chain(spec, spec.steps[0].id, set())
+    return plan_tail(spec, spec.steps[0].id)
+
+
+def plan_tail(spec: SopSpec, step_id: str) -> Segment | None:
+    """The rest of the run from ``step_id`` as one segment when it is pure up to the end, else None.
+
+    A graph that reaches such a tail hands it to the due table and ends: the tail's steps then run in
+    the worker's batches instead of one LangGraph super-step each.
+    """
+    segment = _chain(spec, step_id, set())
     return segment if segment.resume_at is None else None
 
 

@@ -105,13 +105,15 @@ class Worker:
             if not rows:
                 return handled
             pushes: list[Any] = []
+            waiting: set[str] = set()  # customers with a push not yet performed: their order must hold
             for row in rows:
                 if row["kind"] in ("push", "end") or (row["kind"] == "enrol" and row["sop_id"] in self.pure):
                     pushes.append(row)
+                    waiting.add(row["customer_id"])
                     continue
-                if pushes:
+                if pushes and (row["customer_id"] in waiting or row["customer_id"] in (BROADCAST, None)):
                     self._pushes(pushes)
-                    pushes = []
+                    pushes, waiting = [], set()
                 self._one(row)
             if pushes:
                 self._pushes(pushes)
