@@ -7,8 +7,11 @@ Two unanswered turns in a row open a human handoff.
 
 from __future__ import annotations
 
+import time
+from collections import defaultdict, deque
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.engine import Connection
 
@@ -48,9 +51,25 @@ class Conversation:
         self.fallback = fallback
         self.retriever = retriever
         self.embedder = embedder
+        self.stats: dict[str, int] = defaultdict(int)  # turns, llm_errors, handoffs (read by /metrics)
+        self.durations: deque[float] = deque(maxlen=10_000)  # seconds per turn, drained by /metrics
+
+    def _timed_turn(self, *args: Any, **kwargs: Any) -> TurnResult:
+        started = time.perf_counter()
+        result = self._turn(*args, **kwargs)
+        self.durations.append(time.perf_counter() - started)
+        self.stats["turns"] += 1
+        self.stats["llm_errors"] += result.brain != self.brain.name
+        self.stats["handoffs"] += result.handoff is not None
+        return result
 
     def turn(self, conn: Connection, effects: Effects, customer_id: str, text: str, *, key: str, at: datetime,
              pending_question: str | None = None) -> TurnResult:
+        """Understand ``text``, gather the customer's facts, reply (outbox), update profile and memory."""
+        return self._timed_turn(conn, effects, customer_id, text, key=key, at=at, pending_question=pending_question)
+
+    def _turn(self, conn: Connection, effects: Effects, customer_id: str, text: str, *, key: str, at: datetime,
+              pending_question: str | None = None) -> TurnResult:
         customer = load_customer(conn, customer_id) or {}
         mem = memory.load(conn, customer_id)
         turn = TurnInput(text=text, name=customer.get("name", ""), tags=tuple(sorted(tags_of(conn, customer_id))),

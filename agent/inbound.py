@@ -23,7 +23,7 @@ from knowledge.clock import as_utc
 from knowledge.db import insert_ignore
 from knowledge.tables import Customer
 from sop_graphs.answers import parse_answer
-from sop_graphs.customers import load_customer, set_stage
+from sop_graphs.customers import FROM_WECOM, load_customer, set_stage, tags_of
 from sop_graphs.deps import Deps
 from sop_graphs.effects import Effects
 from sop_graphs.enrolment import LIVE, CustomerEvent, change_tags, exit_runs, finish_run, fire
@@ -133,7 +133,7 @@ class InboundProcessor:
                          summary=f"忽略未知客户的事件 {kind}")
             return "rejected"
         handler = {"message": self._message, "order": self._order, "behaviour": self._behaviour,
-                   "customer_deleted": self._deleted}.get(kind)
+                   "customer_deleted": self._deleted, "tags": self._tags}.get(kind)
         if handler is None:
             effects.note(customer_id=cid, at=at, kind="rejected", key=f"rejected/{row['key']}",
                          summary=f"未知事件类型 {kind}")
@@ -271,6 +271,16 @@ class InboundProcessor:
         effects.note(customer_id=cid, at=at, kind="behaviour", key=f"beh/{key}",
                      summary=f"行为：{p.get('event')} {p.get('title', '')}".strip())
         fire(conn, self.deps, effects, cid, CustomerEvent("behaviour", key, at, dict(p)))
+
+    def _tags(self, conn: Connection, effects: Effects, cid: str, p: dict[str, Any], at: datetime, key: str) -> None:
+        """Tags as WeCom now has them (an employee edited them in the client): make ours the same.
+
+        Changes carry a ``wecom/`` source, so they fire tag triggers but are not written back.
+        """
+        wanted = set(p.get("tags", []))
+        current = tags_of(conn, cid)
+        change_tags(conn, self.deps, effects, cid, sorted(wanted - current), sorted(current - wanted),
+                    source=f"{FROM_WECOM}{key}", at=at)
 
     def _deleted(self, conn: Connection, effects: Effects, cid: str, p: dict[str, Any], at: datetime,
                  key: str) -> None:

@@ -30,9 +30,11 @@ from knowledge.importer import import_demo_shop
 from knowledge.retriever import Retriever
 from knowledge.settings import Settings
 from sop_graphs.channel import Channel, SandboxChannel
+from sop_graphs.compiler import compile_sop
 from sop_graphs.deps import Deps
-from sop_graphs.loader import Library, load_library
+from sop_graphs.loader import Library, SopSource, load_library
 from sop_graphs.runner import GraphRunner, sqlite_checkpointer
+from sop_graphs.spec import SopSpec
 from sop_graphs.tables import WorkerState
 from sop_graphs.validator import validate
 
@@ -84,6 +86,19 @@ class Runtime:
                       conversation)
         runtime.worker.bootstrap()
         return runtime
+
+    def replace_sop(self, spec: SopSpec, source: SopSource) -> None:
+        """Run ``spec`` from now on (an operator published or paused it): compile once, swap it in.
+
+        Runs already under way keep their thread; steps the new version no longer has are cancelled
+        when they come due rather than sent.
+        """
+        library = self.deps.library
+        library.sops[spec.id] = spec
+        library.sources[spec.id] = source
+        library.__dict__.pop("tag_listeners", None)
+        self.runner.graphs[spec.id] = compile_sop(spec, self.runner.checkpointer)
+        self.worker.refresh(spec.id)
 
     def tick(self) -> int:
         """Process everything due at the clock's now, until nothing more is due now."""

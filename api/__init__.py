@@ -1,1 +1,1 @@
-"""Entry points: the ``sopagent`` CLI and the demo (the HTTP API arrives with the WeCom channel)."""
+"""Entry points: the ``sopagent`` CLI, the demo, and the HTTP service (WeCom callback, chat, operator API)."""

@@ -59,11 +59,40 @@ def worker(
             raise typer.Exit(2) from exc
         console.print(f"simulated to {until}: {handled} items handled")
         return
-    runtime = Runtime.build(settings, clock=SystemClock())
-    console.print(f"worker running on {settings.db_url}; Ctrl-C to stop")
+    from api.routes.operator import apply_published
+    from api.service import Service
+
+    service = Service.build(settings, clock=SystemClock())
+    apply_published(service)
+    console.print(f"worker running on {settings.db_url} ({'wecom' if service.client else 'sandbox'}); Ctrl-C to stop")
     while True:
-        if runtime.tick() == 0:
+        if service.pump_once() == 0:
             time.sleep(interval)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    worker: Annotated[bool, typer.Option(help="also run the scheduler/outbox pump in-process")] = True,
+) -> None:
+    """Serve the WeCom callback, web chat and operator API (uvicorn) on the configured stores."""
+    import logging
+
+    import uvicorn
+
+    from api.app import create_app
+    from api.service import Service
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    service = Service.build(settings)
+    app = create_app(service, run_pump=worker and settings.serve_worker)
+    channel = "wecom" if service.client is not None else "sandbox"
+    console.print(f"sopagent on http://{host}:{port} — channel {channel}, database {settings.db_url}")
+    if app.state.generated_operator_token:
+        console.print(f"operator token (set SOPAGENT_OPERATOR_TOKEN to fix it): {app.state.operator_token}")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 @sop_app.command("validate")

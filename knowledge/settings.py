@@ -18,7 +18,8 @@ class Settings(BaseSettings):
 
     home: Path = Field(default=Path(".sopagent"), description="Directory for the embedded stores.")
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite in home.")
-    channel: str = Field(default="sandbox", description="Outbound channel: sandbox or wecom.")
+    channel: Literal["auto", "sandbox", "wecom"] = Field(
+        default="auto", description="Outbound channel; auto = wecom when WeCom credentials are set, else sandbox.")
     library_dir: Path | None = Field(default=None, description="SOP library; default the bundled one.")
     shop_timezone: str = "Asia/Shanghai"
 
@@ -41,7 +42,34 @@ class Settings(BaseSettings):
     llm_timeout_seconds: float = Field(default=20.0, gt=0)
     llm_max_attempts: int = Field(default=3, ge=1, description="Attempts per LLM call (429/5xx/timeouts/bad output).")
 
+    wecom_corp_id: str | None = Field(default=None, description="CorpID; also the callback receiveid.")
+    wecom_token: SecretStr | None = Field(default=None, description="Callback Token of the app.")
+    wecom_aes_key: SecretStr | None = Field(default=None, description="Callback EncodingAESKey (43 chars).")
+    wecom_secret: SecretStr | None = Field(default=None, description="Secret of the self-built app.")
+    wecom_contact_secret: SecretStr | None = Field(
+        default=None, description="客户联系 secret (externalcontact APIs); default the app secret.")
+    wecom_kf_secret: SecretStr | None = Field(default=None, description="微信客服 secret; default the app secret.")
+    wecom_agent_id: int | None = Field(default=None, description="AgentID for employee reminders (message/send).")
+    wecom_api_base: str = Field(default="https://qyapi.weixin.qq.com", description="Every WeCom API call goes here.")
+    wecom_timeout_seconds: float = Field(default=10.0, gt=0)
+    callback_max_bytes: int = Field(default=64 * 1024, ge=1024, description="Larger callback bodies are refused.")
+    callback_max_skew_seconds: int = Field(default=300, ge=1, description="Older/newer timestamps are refused.")
+    member_task_expiry_hours: float = Field(default=24.0, gt=0, description="Unsent mass-send tasks are cancelled.")
+    operator_token: SecretStr | None = Field(default=None, description="Bearer token of the operator API.")
+    chat_secret: SecretStr | None = Field(default=None, description="Signs web chat sessions; random per process "
+                                                                    "if unset (sessions then end on restart).")
+    chat_wait_seconds: float = Field(default=15.0, gt=0, description="How long POST /chat waits for replies.")
+    serve_worker: bool = Field(default=True, description="serve also runs the worker in-process (single node).")
+
     worker_batch: int = Field(default=2000, ge=1, description="Due rows or outbox rows per transaction.")
+
+    @property
+    def wecom_configured(self) -> bool:
+        return bool(self.wecom_corp_id and self.wecom_secret)
+
+    @property
+    def use_wecom(self) -> bool:
+        return self.channel == "wecom" or (self.channel == "auto" and self.wecom_configured)
 
     @property
     def db_url(self) -> str:

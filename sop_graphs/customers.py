@@ -16,6 +16,7 @@ from sop_graphs.effects import Effects
 from sop_graphs.spec import Catalog
 
 STAGES = ("new", "active", "customer", "repeat", "silent", "churned")
+FROM_WECOM = "wecom/"  # tag source of changes WeCom reported (edit_external_contact)
 BROADCAST = "__broadcast__"  # the subject of group and moments runs, which address no single customer
 
 _C = Customer.__table__.c
@@ -77,7 +78,7 @@ def write_tags(conn: Connection, effects: Effects, catalog: Catalog, customer_id
     for tag in removed:
         effects.note(customer_id=customer_id, at=at, kind="tag", summary=f"-标签「{tag}」", run_id=run_id,
                      key=f"tag-/{customer_id}/{tag}/{source}", detail={"tag": tag, "source": source})
-    if added or removed:
+    if (added or removed) and not source.startswith(FROM_WECOM):  # WeCom already has what it told us
         effects.send(key=f"tagsync/{customer_id}/{source}", action="tag", customer_id=customer_id, at=at,
                      payload={"add": added, "remove": removed}, run_id=run_id, mode="api", executor="ai")
     return added, removed

@@ -80,16 +80,22 @@ def _where(data: Any, loc: tuple[Any, ...]) -> str:
 
 def load_sop_file(path: Path) -> tuple[SopSpec | None, SopSource, list[Problem]]:
     """Parse one SOP file; on failure return every pydantic problem with its line."""
-    file = str(path)
     try:
-        data, lines = load_with_lines(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        return None, SopSource(file, {}), [Problem(file, 1, path.stem, f"cannot read file: {exc}")]
+        return None, SopSource(str(path), {}), [Problem(str(path), 1, path.stem, f"cannot read file: {exc}")]
+    return load_sop_text(text, str(path), path.stem)
+
+
+def load_sop_text(text: str, file: str, name: str = "sop") -> tuple[SopSpec | None, SopSource, list[Problem]]:
+    """Parse SOP YAML held in memory (e.g. posted by an operator); problems point at ``file``:line."""
+    try:
+        data, lines = load_with_lines(text)
     except YamlError as exc:
-        return None, SopSource(file, {}), [Problem(file, exc.line, path.stem, f"malformed YAML: {exc.reason}")]
+        return None, SopSource(file, {}), [Problem(file, exc.line, name, f"malformed YAML: {exc.reason}")]
     source = SopSource(file, lines)
     if not isinstance(data, dict):
-        return None, source, [Problem(file, 1, path.stem, "an SOP file holds one mapping with id, name, steps…")]
+        return None, source, [Problem(file, 1, name, "an SOP file holds one mapping with id, name, steps…")]
     try:
         return SopSpec.model_validate(data), source, []
     except ValidationError as exc:
@@ -135,6 +141,12 @@ def sop_files(paths: Iterable[Path]) -> list[Path]:
         else:
             found.append(path)
     return found
+
+
+def with_sop(library: Library, spec: SopSpec, source: SopSource) -> Library:
+    """A copy of ``library`` in which ``spec`` replaces (or joins) the SOP of the same id."""
+    return Library(sops={**library.sops, spec.id: spec}, catalog=library.catalog,
+                   sources={**library.sources, spec.id: source})
 
 
 def load_library(paths: Iterable[Path], catalog_dir: Path) -> tuple[Library, list[Problem]]:

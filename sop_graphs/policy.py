@@ -35,6 +35,8 @@ class Contact:
     churned: bool = False
     suppressed_by: str | None = None
     last_inbound_at: datetime | None = None
+    kf_window: datetime | None = None
+    kf_sent: int = 0
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ class GraphRunner:
 
     def __init__(self, deps: Deps, checkpointer: BaseCheckpointSaver) -> None:
         self.deps = deps
+        self.checkpointer = checkpointer
         self.graphs: dict[str, CompiledStateGraph] = {
             sop_id: compile_sop(spec, checkpointer) for sop_id, spec in deps.library.sops.items()
         }

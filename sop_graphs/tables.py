@@ -116,6 +116,8 @@ class ContactState(SQLModel, table=True):
     last_touch: str | None = None
     day: str | None = Field(default=None, description="shop-local date of day_count")
     day_count: int = 0
+    kf_window: datetime | None = Field(default=None, description="the customer message kf_sent counts from")
+    kf_sent: int = Field(default=0, description="kf messages sent since that customer message (WeCom allows 5)")
 
 
 class WorkerState(SQLModel, table=True):

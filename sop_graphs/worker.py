@@ -39,6 +39,7 @@ _R = SopRun.__table__.c
 _C = Customer.__table__.c
 _S = ContactState.__table__.c
 KF_WINDOW = timedelta(hours=48)
+KF_PER_MESSAGE = 5  # kf/send_msg allows 5 messages per customer message
 TASK_MODES = {"member_task": "send_private", "group_task": "send_group", "moment_task": "post_moment",
               "task": "handoff"}
 SWEEP_AT = "09:30"
@@ -56,6 +57,14 @@ class Worker:
         self.pure = {sop_id: plan for sop_id, spec in deps.library.sops.items()
                      if (plan := plan_whole_run(spec)) is not None}
         self.stats: dict[str, int] = defaultdict(int)
+
+    def refresh(self, sop_id: str) -> None:
+        """Re-read one SOP's steps and plan after it was replaced."""
+        spec = self.deps.library.sops[sop_id]
+        self.steps[sop_id] = spec.steps_by_id
+        self.pure.pop(sop_id, None)
+        if (plan := plan_whole_run(spec)) is not None:
+            self.pure[sop_id] = plan
 
     # ------------------------------------------------------------------ bootstrap
 
@@ -301,6 +310,7 @@ class Worker:
                 c = contacts[r["customer_id"]]
                 c.last_marketing_at, c.last_touch, c.day, c.day_count = (
                     r["last_marketing_at"], r["last_touch"], r["day"], r["day_count"])
+                c.kf_window, c.kf_sent = r["kf_window"], r["kf_sent"]
             for cid, unsub, stage, last_in in conn.execute(select(_C.id, _C.unsubscribed_at, _C.stage,
                                                                   _C.last_inbound_at).where(_C.id.in_(chunk))):
                 contacts[cid].unsubscribed = unsub is not None
@@ -331,9 +341,8 @@ class Worker:
             if decision.verdict == "send":
                 mode = row["mode"]
                 last_in = contact.last_inbound_at
-                if mode == "kf" and row["customer_id"] != BROADCAST and (
-                        last_in is None or now - as_utc(last_in) > KF_WINDOW):
-                    mode = "member_task"  # outside the 48 h kf window only an employee may send
+                if mode == "kf" and row["customer_id"] != BROADCAST:
+                    mode = self._kf_mode(contact, last_in, now)
                 if row["marketing"]:
                     deps.policy.record_send(contact, row["touch"], now)
                 sends.append((row, mode))
@@ -368,12 +377,27 @@ class Worker:
                     status="cancelled", last_deferral=decision.reason))
                 effects.note(customer_id=row["customer_id"], at=now, kind="cancelled", run_id=row["run_id"],
                              key=f"cancel/{row['key']}", summary=f"取消「{row['step_id']}」（{decision.reason}）")
-            touched = {row["customer_id"] for row, _ in sends if row["marketing"]}
+            touched = {row["customer_id"] for row, mode in sends if row["marketing"] or mode == "kf"}
             self._save_contacts(conn, {cid: contacts[cid] for cid in touched})
             effects.flush(conn)
         self.stats["sent"] += len(sends)
+        for _, mode in sends:
+            self.stats[f"sent:{mode}"] += 1
         self.stats["deferred"] += len(defers)
         self.stats["cancelled"] += len(cancels)
+
+    @staticmethod
+    def _kf_mode(contact: Contact, last_in: datetime | None, now: datetime) -> str:
+        """kf while WeCom lets the agent send (48 h after the customer's message, 5 per message), else an
+        employee task: what the agent may not send is handed to a human, never dropped."""
+        if last_in is None or now - as_utc(last_in) > KF_WINDOW:
+            return "member_task"
+        if contact.kf_window is None or as_utc(contact.kf_window) != as_utc(last_in):
+            contact.kf_window, contact.kf_sent = last_in, 0
+        if contact.kf_sent >= KF_PER_MESSAGE:
+            return "member_task"
+        contact.kf_sent += 1
+        return "kf"
 
     def _task(self, row: Any, mode: str, now: datetime) -> dict[str, Any]:
         payload = dict(row["payload"])
@@ -391,5 +415,7 @@ class Worker:
         conn.execute(ContactState.__table__.delete().where(_S.customer_id.in_(ids)))
         conn.execute(ContactState.__table__.insert(), [
             {"customer_id": cid, "last_marketing_at": as_utc(c.last_marketing_at) if c.last_marketing_at else None,
-             "last_touch": c.last_touch, "day": c.day, "day_count": c.day_count} for cid, c in contacts.items()])
+             "last_touch": c.last_touch, "day": c.day, "day_count": c.day_count,
+             "kf_window": as_utc(c.kf_window) if c.kf_window else None, "kf_sent": c.kf_sent}
+            for cid, c in contacts.items()])
 

@@ -1,0 +1,40 @@
+"""The FastAPI application: health and metrics, WeCom callback, web chat, operator API."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.routes import chat, health, operator, wecom
+from api.service import Service
+
+log = logging.getLogger("sopagent.api")
+
+
+def create_app(service: Service, *, run_pump: bool | None = None) -> FastAPI:
+    """An app bound to ``service``; with ``run_pump`` (default: settings.serve_worker) the pump runs in-process."""
+    settings = service.settings
+    pump = settings.serve_worker if run_pump is None else run_pump
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if pump:
+            service.start()
+        yield
+        service.stop()
+
+    app = FastAPI(title="sopagent", version="0.1.0", lifespan=lifespan,
+                  description="Private-domain customer-operations SOPs on WeCom: callback, web chat, operator API.")
+    app.state.service = service
+    app.state.operator_token = (settings.operator_token.get_secret_value() if settings.operator_token
+                                else secrets.token_urlsafe(24))
+    app.state.chat_secret = settings.chat_secret.get_secret_value() if settings.chat_secret else secrets.token_hex(32)
+    app.state.generated_operator_token = settings.operator_token is None
+    operator.apply_published(service)
+    for router in (health.router, wecom.router, chat.router, operator.router):
+        app.include_router(router)
+    return app

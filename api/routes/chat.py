@@ -1,0 +1,145 @@
+"""Web chat: ``POST /chat`` and its streaming variant ``POST /chat/stream`` (server-sent events).
+
+The customer is whoever the signed session names; a new session creates a new web customer. The body
+never chooses the customer, so a chat can only ever read its own orders. Messages go through the same
+pipeline as WeCom (inbound event → turn → outbox → channel); the endpoint waits for the pump.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+from sqlalchemy import func, select
+
+from agent.inbound import submit
+from agent.tables import InboundEvent
+from api.deps import ServiceDep
+from api.service import Service
+from knowledge.tables import Customer
+from sop_graphs.tables import Outbox
+
+router = APIRouter(tags=["chat"])
+_SENTENCE = re.compile(r"(?<=[。！？!?～\n])")
+
+
+class ChatIn(BaseModel):
+    text: str = Field(min_length=1, max_length=2000, description="The customer's message.")
+    session: str | None = Field(default=None, description="Session from a previous reply; omit to start one.")
+    name: str | None = Field(default=None, max_length=64, description="Display name for a new customer.")
+    message_id: str | None = Field(default=None, max_length=64, pattern=r"^[0-9A-Za-z_-]+$",
+                                   description="Client message id; a retry with the same id is processed once.")
+
+
+class ChatReply(BaseModel):
+    text: str
+    action: str
+    sop_id: str | None = None
+    step_id: str | None = None
+    status: str = Field(description="sent, or pending when the contact policy deferred it")
+
+
+class ChatOut(BaseModel):
+    session: str
+    customer_id: str
+    replies: list[ChatReply]
+
+
+def _sign(request: Request, customer_id: str) -> str:
+    mac = hmac.new(request.app.state.chat_secret.encode(), customer_id.encode(), hashlib.sha256).hexdigest()[:32]
+    return f"{customer_id}.{mac}"
+
+
+def _customer_of(request: Request, session: str) -> str:
+    customer_id, _, _ = session.rpartition(".")
+    if not customer_id or not hmac.compare_digest(_sign(request, customer_id), session):
+        raise HTTPException(401, "invalid chat session")
+    return customer_id
+
+
+def _accept(service: Service, customer_id: str, body: ChatIn, new: bool) -> tuple[int, str]:
+    deps = service.runtime.deps
+    now = deps.clock.now()
+    with deps.engine.connect() as conn:
+        last = conn.execute(select(func.max(Outbox.__table__.c.id))).scalar() or 0
+        exists = conn.execute(select(Customer.__table__.c.id).where(Customer.__table__.c.id == customer_id)).first()
+    if new or not exists:
+        submit(deps, key=f"web-add/{customer_id}", customer_id=customer_id, kind="customer_added", at=now,
+               payload={"name": body.name or "访客", "channel_code": "web"})
+    key = f"web/{customer_id}/{body.message_id or secrets.token_hex(8)}"
+    submit(deps, key=key, customer_id=customer_id, kind="message", payload={"text": body.text, "channel": "web"},
+           at=now)
+    return last, key
+
+
+def _settled(service: Service, customer_id: str) -> bool:
+    with service.runtime.deps.engine.connect() as conn:
+        return conn.execute(select(InboundEvent.__table__.c.id).where(
+            InboundEvent.__table__.c.customer_id == customer_id,
+            InboundEvent.__table__.c.status == "pending")).first() is None
+
+
+def _replies(service: Service, customer_id: str, after: int) -> list[ChatReply]:
+    o = Outbox.__table__.c
+    with service.runtime.deps.engine.connect() as conn:
+        rows = conn.execute(select(o.payload, o.action, o.sop_id, o.step_id, o.status).where(
+            o.customer_id == customer_id, o.id > after, o.action != "tag").order_by(o.id)).all()
+    return [ChatReply(text=str(p.get("text") or p.get("title") or ""), action=a, sop_id=s, step_id=st, status=stat)
+            for p, a, s, st, stat in rows]
+
+
+async def _run_turn(request: Request, service: Service, body: ChatIn) -> tuple[str, str, list[ChatReply]]:
+    new = body.session is None
+    customer_id = f"web_{secrets.token_hex(8)}" if new else _customer_of(request, body.session or "")
+    last, _ = await run_in_threadpool(_accept, service, customer_id, body, new)
+    service.wake()
+    deadline = time.monotonic() + service.settings.chat_wait_seconds + service.settings.burst_window_seconds
+    while time.monotonic() < deadline:
+        if await run_in_threadpool(_settled, service, customer_id):
+            ticks = service.ticks
+            await run_in_threadpool(service.wait_tick, ticks, 2.0)  # the outbox pass that sends the replies
+            break
+        await asyncio.sleep(0.02)
+        service.wake()
+    return _sign(request, customer_id), customer_id, await run_in_threadpool(_replies, service, customer_id, last)
+
+
+@router.post("/chat", response_model=ChatOut, responses={401: {"description": "invalid chat session"}})
+async def chat(request: Request, body: ChatIn, service: ServiceDep) -> ChatOut:
+    """Send one customer message; returns every reply the pipeline produced for it."""
+    session, customer_id, replies = await _run_turn(request, service, body)
+    return ChatOut(session=session, customer_id=customer_id, replies=replies)
+
+
+def _event(name: str, data: dict[str, Any]) -> str:
+    return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+@router.post("/chat/stream", response_class=StreamingResponse,
+             responses={200: {"content": {"text/event-stream": {}}}, 401: {"description": "invalid chat session"}})
+async def chat_stream(request: Request, body: ChatIn, service: ServiceDep) -> StreamingResponse:
+    """Like ``/chat``, as server-sent events: ``session``, then ``delta`` pieces per reply, then ``done``."""
+    if body.session is not None:
+        _customer_of(request, body.session)  # refuse a bad session before the stream starts
+
+    async def events() -> AsyncIterator[str]:
+        session, customer_id, replies = await _run_turn(request, service, body)
+        yield _event("session", {"session": session, "customer_id": customer_id})
+        for index, reply in enumerate(replies):
+            for piece in filter(None, _SENTENCE.split(reply.text)):
+                yield _event("delta", {"reply": index, "text": piece})
+            yield _event("reply", reply.model_dump())
+        yield _event("done", {"replies": len(replies)})
+
+    return StreamingResponse(events(), media_type="text/event-stream")

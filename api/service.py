@@ -1,0 +1,208 @@
+"""The running service behind the HTTP app: runtime, WeCom client and channel, callback store, pump.
+
+Requests never do the work themselves. A verified callback is written by :class:`CallbackStore`
+(group commit: many callbacks per SQLite transaction, each request acknowledged once its row is
+durable) and the pump thread is woken; the pump applies callbacks, runs the runtime's tick (inbound
+turns, due touchpoints, outbox) and polls mass-send tasks. One pump per database (see README).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+
+import api.tables  # noqa: F401  (registers tables)
+from agent.runtime import Runtime
+from api.metrics import Metrics
+from api.tables import WecomCallback
+from api.wecom.channel import WeComChannel
+from api.wecom.client import WeComClient
+from api.wecom.crypto import WeComCrypto
+from api.wecom.inbound import CallbackProcessor
+from knowledge.clock import Clock, SystemClock, as_utc
+from knowledge.db import init_db, insert_ignore, make_engine
+from knowledge.settings import Settings
+from sop_graphs.tables import DueTouchpoint, Outbox
+
+log = logging.getLogger("sopagent.service")
+POLL_MASS_EVERY = 60.0
+
+
+@dataclass
+class _Pending:
+    row: dict[str, Any]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[None]
+
+
+class CallbackStore:
+    """Durable, batched writes of verified callbacks; duplicates (WeCom retries) are ignored by key."""
+
+    def __init__(self, engine: Engine, on_stored: Any, max_batch: int = 500) -> None:
+        self.engine = engine
+        self.on_stored = on_stored
+        self.max_batch = max_batch
+        self._queue: queue.Queue[_Pending | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="callback-writer", daemon=True)
+        self._thread.start()
+
+    async def store(self, row: dict[str, Any]) -> None:
+        """Return once ``row`` is committed (or raise if the write failed)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._queue.put(_Pending(row, loop, future))
+        await future
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._queue.put(None)
+                    break
+                batch.append(item)
+            error: BaseException | None = None
+            try:
+                with self.engine.begin() as conn:
+                    insert_ignore(conn, WecomCallback.__table__, [p.row for p in batch])
+            except Exception as exc:  # the requests answer 503 and WeCom retries
+                log.exception("storing %d callbacks failed", len(batch))
+                error = exc
+            for p in batch:
+                p.loop.call_soon_threadsafe(_resolve, p.future, error)
+            if error is None:
+                self.on_stored()
+
+
+def _resolve(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+
+
+class Service:
+    """Everything ``sopagent serve`` runs; built once per process (or per test)."""
+
+    def __init__(self, settings: Settings, runtime: Runtime, client: WeComClient | None,
+                 crypto: WeComCrypto | None) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        self.client = client
+        self.crypto = crypto
+        self.clock: Clock = runtime.deps.clock
+        self.metrics = Metrics()
+        self.processor = CallbackProcessor(runtime.deps, client)
+        self.store = CallbackStore(runtime.deps.engine, self.wake)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._ticked = threading.Condition()
+        self.ticks = 0
+        self._last_poll = 0.0
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def build(cls, settings: Settings, *, clock: Clock | None = None,
+              wecom_transport: httpx.BaseTransport | None = None, **runtime_kwargs: Any) -> Service:
+        clock = clock or SystemClock()
+        engine = make_engine(settings.db_url, settings.sqlite_cache_mib)
+        init_db(engine)
+        client, channel = None, None
+        if settings.use_wecom:
+            client = WeComClient(settings, transport=wecom_transport)
+            channel = WeComChannel(settings, engine, client, clock)
+        runtime = Runtime.build(settings, clock=clock, engine=engine, channel=channel, **runtime_kwargs)
+        crypto = None
+        if settings.wecom_token and settings.wecom_aes_key and settings.wecom_corp_id:
+            crypto = WeComCrypto(settings.wecom_token.get_secret_value(), settings.wecom_aes_key.get_secret_value(),
+                                 settings.wecom_corp_id)
+        return cls(settings, runtime, client, crypto)
+
+    # ------------------------------------------------------------------ pump
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def pump_once(self) -> int:
+        """Apply callbacks, run everything due, poll mass sends; returns how many items were handled."""
+        with self._lock:
+            handled = self.processor.process()
+            handled += self.runtime.tick()
+            channel = self.runtime.deps.channel
+            if isinstance(channel, WeComChannel) and time.monotonic() - self._last_poll >= POLL_MASS_EVERY:
+                self._last_poll = time.monotonic()
+                channel.poll()
+            self.metrics.collect(self)
+        with self._ticked:
+            self.ticks += 1
+            self._ticked.notify_all()
+        return handled
+
+    def wait_tick(self, after: int, timeout: float) -> bool:
+        """Block until a pump pass that started after tick ``after`` has finished."""
+        with self._ticked:
+            return self._ticked.wait_for(lambda: self.ticks > after + 1, timeout=timeout)
+
+    def start(self, interval: float = 1.0) -> None:
+        if self._thread is not None:
+            return
+
+        def loop() -> None:
+            while not self._stop.is_set():
+                try:
+                    handled = self.pump_once()
+                except Exception:  # keep serving; the failed work stays pending and is retried
+                    log.exception("pump pass failed")
+                    handled = 0
+                if not handled:
+                    self._wake.wait(interval)
+                    self._wake.clear()
+
+        self._thread = threading.Thread(target=loop, name="pump", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        self.store.close()
+        if self.client is not None:
+            self.client.close()
+
+    # ------------------------------------------------------------------ readiness
+
+    def queue_depth(self) -> dict[str, int]:
+        now = as_utc(self.clock.now())
+        with self.runtime.deps.engine.connect() as conn:
+            callbacks = conn.execute(select(func.count()).select_from(WecomCallback.__table__)
+                                     .where(WecomCallback.__table__.c.status == "pending")).scalar() or 0
+            due = conn.execute(select(func.count()).select_from(DueTouchpoint.__table__).where(
+                DueTouchpoint.__table__.c.status == "pending", DueTouchpoint.__table__.c.due_at <= now)).scalar() or 0
+            outbox = conn.execute(select(func.count()).select_from(Outbox.__table__).where(
+                Outbox.__table__.c.status == "pending", Outbox.__table__.c.not_before <= now)).scalar() or 0
+        return {"callbacks": callbacks, "due": due, "outbox": outbox}

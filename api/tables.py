@@ -1,0 +1,99 @@
+"""Tables of the API and WeCom channel: stored callbacks, WeCom deliveries, mass-send tasks, kf sessions,
+contacts' welcome codes, SOP versions and the operator audit log."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+class WecomCallback(SQLModel, table=True):
+    """A verified, decrypted callback, stored before the HTTP 200; ``key`` dedupes WeCom's retries."""
+
+    __table_args__ = (Index("ix_callback_status", "status", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(unique=True)
+    kind: str = Field(description="MsgType or Event")
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    received_at: datetime
+    status: str = "pending"
+    attempts: int = 0
+    error: str | None = None
+
+
+class WecomDelivery(SQLModel, table=True):
+    """What the WeCom channel did with an outbox key: the local guard that makes every API idempotent."""
+
+    key: str = Field(primary_key=True)
+    customer_id: str | None = None
+    mode: str
+    result: str = Field(description="sent, task, failed")
+    wecom_id: str | None = Field(default=None, index=True, description="kf msgid or mass-send msgid")
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    at: datetime
+
+
+class MassTask(SQLModel, table=True):
+    """An add_msg_template (or moment) task an employee must confirm: polled, reminded, cancelled at expiry."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    wecom_msgid: str = Field(unique=True)
+    kind: str = Field(description="single, group or moment")
+    sender: str
+    content: str = Field(sa_column=Column(Text, nullable=False))
+    keys: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    customer_ids: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    created_at: datetime
+    expires_at: datetime
+    reminders: int = 0
+    last_remind_at: datetime | None = None
+    status: str = Field(default="open", index=True, description="open, done, cancelled")
+    sent_count: int = 0
+
+
+class KfSession(SQLModel, table=True):
+    """The 微信客服 account a customer talks to, and the session state WeCom reported."""
+
+    customer_id: str = Field(primary_key=True)
+    open_kfid: str
+    last_msg_at: datetime | None = None
+    service_state: int = 1
+
+
+class WecomContact(SQLModel, table=True):
+    """The employee relationship of an external contact, and the add event's one-shot welcome code."""
+
+    customer_id: str = Field(primary_key=True)
+    userid: str = ""
+    welcome_code: str | None = None
+    welcome_code_at: datetime | None = None
+    welcome_used: bool = False
+
+
+class SopVersion(SQLModel, table=True):
+    """Operator-authored SOP YAML, one row per saved version; the published one is what runs."""
+
+    __table_args__ = (UniqueConstraint("sop_id", "version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    sop_id: str = Field(index=True)
+    version: int
+    source: str = Field(sa_column=Column(Text, nullable=False))
+    status: str = Field(default="draft", description="draft, published, retired")
+    created_at: datetime
+    created_by: str = "operator"
+
+
+class AuditLog(SQLModel, table=True):
+    """Every change an operator makes through the API."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

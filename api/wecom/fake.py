@@ -1,0 +1,88 @@
+"""An in-memory fake of the WeCom server API, as an httpx transport (tests, the callback bench, staging).
+
+It speaks the endpoints the client uses, records every call, serves kf messages queued per kf account
+with real cursors, and can be told to fail (``fail_next``) to exercise retries and fallbacks.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+
+@dataclass
+class FakeWeCom:
+    """State of the fake: tokens issued, kf message log, contacts, corp tags, and every call made."""
+
+    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    kf_log: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    contacts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    corp_tags: dict[str, str] = field(default_factory=dict)
+    fail_next: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    expire_tokens: bool = False
+    tokens_issued: int = 0
+    page_size: int = 1000
+    _lock: threading.RLock = field(default_factory=threading.RLock)
+
+    def transport(self) -> httpx.MockTransport:
+        return httpx.MockTransport(self.handle)
+
+    def add_kf_message(self, open_kfid: str, msg: dict[str, Any]) -> None:
+        with self._lock:
+            self.kf_log[open_kfid].append(msg)
+
+    def sent(self, path: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [body for p, body in self.calls if p == path]
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        body: dict[str, Any] = json.loads(request.content) if request.content else {}
+        with self._lock:
+            self.calls.append((path, body))
+            failures = self.fail_next.get(path)
+            if failures:
+                return httpx.Response(200, json={"errcode": failures.pop(0), "errmsg": "injected"})
+            if path == "/cgi-bin/gettoken":
+                self.tokens_issued += 1
+                return httpx.Response(200, json={"errcode": 0, "access_token": f"tok{self.tokens_issued}",
+                                                 "expires_in": 7200})
+            token = request.url.params.get("access_token", "")
+            if not token.startswith("tok") or (self.expire_tokens and token != f"tok{self.tokens_issued}"):
+                return httpx.Response(200, json={"errcode": 42001, "errmsg": "access_token expired"})
+            return httpx.Response(200, json={"errcode": 0, "errmsg": "ok", **self._answer(path, body, request)})
+
+    def _answer(self, path: str, body: dict[str, Any], request: httpx.Request) -> dict[str, Any]:
+        if path == "/cgi-bin/kf/sync_msg":
+            log = self.kf_log[body.get("open_kfid", "")]
+            start = int(body.get("cursor") or 0)
+            page = log[start:start + min(int(body.get("limit", 1000)), self.page_size)]
+            end = start + len(page)
+            return {"next_cursor": str(end), "has_more": int(end < len(log)), "msg_list": page}
+        if path == "/cgi-bin/externalcontact/get":
+            cid = request.url.params.get("external_userid", "")
+            return self.contacts.get(cid, {"external_contact": {"external_userid": cid, "name": ""},
+                                           "follow_user": []})
+        if path == "/cgi-bin/externalcontact/get_corp_tag_list":
+            return {"tag_group": [{"group_name": "sopagent", "tag": [{"id": i, "name": n}
+                                                                      for n, i in self.corp_tags.items()]}]}
+        if path == "/cgi-bin/externalcontact/add_corp_tag":
+            created = []
+            for tag in body.get("tag", []):
+                self.corp_tags.setdefault(tag["name"], f"et{len(self.corp_tags) + 1}")
+                created.append({"id": self.corp_tags[tag["name"]], "name": tag["name"]})
+            return {"tag_group": {"group_name": body.get("group_name"), "tag": created}}
+        if path == "/cgi-bin/externalcontact/add_msg_template":
+            return {"msgid": f"mass{len(self.sent(path))}", "fail_list": []}
+        if path == "/cgi-bin/externalcontact/get_groupmsg_send_result":
+            return {"send_list": []}
+        if path == "/cgi-bin/externalcontact/add_moment_task":
+            return {"jobid": f"job{len(self.sent(path))}"}
+        if path == "/cgi-bin/kf/send_msg":
+            return {"msgid": body.get("msgid", "")}
+        return {}
