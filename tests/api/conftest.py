@@ -21,9 +21,10 @@ OPERATOR = "op-secret"
 
 
 def wecom_settings(home, **extra) -> Settings:
-    return Settings(home=home, embedder="hash", burst_window_seconds=0, wecom_corp_id=CORP, wecom_token=TOKEN,
-                    wecom_aes_key=AES_KEY, wecom_secret="app-secret", wecom_agent_id=1000002,
-                    wecom_api_base="https://wecom.fake", operator_token=OPERATOR, **extra)
+    values = dict(home=home, embedder="hash", burst_window_seconds=0, wecom_corp_id=CORP, wecom_token=TOKEN,
+                  wecom_aes_key=AES_KEY, wecom_secret="app-secret", wecom_agent_id=1000002,
+                  wecom_api_base="https://wecom.fake", operator_token=OPERATOR)
+    return Settings(**(values | extra))
 
 
 @pytest.fixture
