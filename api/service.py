@@ -103,6 +103,16 @@ def _resolve(future: asyncio.Future[None], error: BaseException | None) -> None:
         future.set_exception(error)
 
 
+def inbox_engine(settings: Settings, main: Engine) -> Engine:
+    """Where verified callbacks are stored. On SQLite a file of its own, so acknowledging a callback
+    never waits for the pump's write transactions on the main database; elsewhere the main database."""
+    if not settings.db_url.startswith("sqlite"):
+        return main
+    engine = make_engine(f"sqlite:///{settings.home / 'inbox.sqlite'}", settings.sqlite_cache_mib)
+    WecomCallback.__table__.create(engine, checkfirst=True)
+    return engine
+
+
 class Service:
     """Everything ``sopagent serve`` runs; built once per process (or per test)."""
 
@@ -114,8 +124,9 @@ class Service:
         self.crypto = crypto
         self.clock: Clock = runtime.deps.clock
         self.metrics = Metrics()
-        self.processor = CallbackProcessor(runtime.deps, client)
-        self.store = CallbackStore(runtime.deps.engine, self.wake)
+        self.inbox = inbox_engine(settings, runtime.deps.engine)
+        self.processor = CallbackProcessor(runtime.deps, client, self.inbox)
+        self.store = CallbackStore(self.inbox, self.wake)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -198,9 +209,10 @@ class Service:
 
     def queue_depth(self) -> dict[str, int]:
         now = as_utc(self.clock.now())
-        with self.runtime.deps.engine.connect() as conn:
+        with self.inbox.connect() as conn:
             callbacks = conn.execute(select(func.count()).select_from(WecomCallback.__table__)
                                      .where(WecomCallback.__table__.c.status == "pending")).scalar() or 0
+        with self.runtime.deps.engine.connect() as conn:
             due = conn.execute(select(func.count()).select_from(DueTouchpoint.__table__).where(
                 DueTouchpoint.__table__.c.status == "pending", DueTouchpoint.__table__.c.due_at <= now)).scalar() or 0
             outbox = conn.execute(select(func.count()).select_from(Outbox.__table__).where(

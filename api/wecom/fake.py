@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +22,8 @@ class FakeWeCom:
     """State of the fake: tokens issued, kf message log, contacts, corp tags, and every call made."""
 
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    stamps: list[float] = field(default_factory=list)  # wall time of each call, parallel to ``calls``
+    reveal: Callable[[str], int] | None = None  # kf messages visible to a sync with this callback token
     kf_log: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     contacts: dict[str, dict[str, Any]] = field(default_factory=dict)
     corp_tags: dict[str, str] = field(default_factory=dict)
@@ -45,6 +49,7 @@ class FakeWeCom:
         body: dict[str, Any] = json.loads(request.content) if request.content else {}
         with self._lock:
             self.calls.append((path, body))
+            self.stamps.append(time.time())
             failures = self.fail_next.get(path)
             if failures:
                 return httpx.Response(200, json={"errcode": failures.pop(0), "errmsg": "injected"})
@@ -60,6 +65,8 @@ class FakeWeCom:
     def _answer(self, path: str, body: dict[str, Any], request: httpx.Request) -> dict[str, Any]:
         if path == "/cgi-bin/kf/sync_msg":
             log = self.kf_log[body.get("open_kfid", "")]
+            if self.reveal is not None:
+                log = log[:self.reveal(str(body.get("token", "")))]
             start = int(body.get("cursor") or 0)
             page = log[start:start + min(int(body.get("limit", 1000)), self.page_size)]
             end = start + len(page)

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 import httpx
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from agent.inbound import submit
@@ -40,21 +40,22 @@ HUMAN_STATES = {1: 3, 2: 3, 4: 3}  # session_status_change change_type → servi
 class CallbackProcessor:
     """Applies pending callbacks in arrival order."""
 
-    def __init__(self, deps: Deps, client: WeComClient | None) -> None:
+    def __init__(self, deps: Deps, client: WeComClient | None, inbox: Engine | None = None) -> None:
         self.deps = deps
         self.engine: Engine = deps.engine
+        self.inbox: Engine = inbox or deps.engine  # where callbacks are stored (see Service)
         self.clock: Clock = deps.clock
         self.client = client
         self.stats: dict[str, int] = {"processed": 0, "failed": 0, "kf_messages": 0}
 
-    def pending(self) -> int:
-        with self.engine.connect() as conn:
-            return len(conn.execute(select(_CB.id).where(_CB.status == "pending").limit(10_000)).all())
-
     def process(self, limit: int = 500) -> int:
-        with self.engine.connect() as conn:
+        """Apply up to ``limit`` pending callbacks. Their statuses are written in one short transaction at
+        the end (the inbox stays free for the HTTP writer); a crash before that re-applies them, which is
+        harmless because every effect is keyed (event keys, msgids, the kf cursor)."""
+        with self.inbox.connect() as conn:
             rows = conn.execute(select(WecomCallback.__table__).where(_CB.status == "pending")
                                 .order_by(_CB.id).limit(limit)).mappings().all()
+        results = []
         for row in rows:
             status, error = "done", None
             try:
@@ -69,9 +70,11 @@ class CallbackProcessor:
                 log.exception("callback %s failed", row["key"])
             if status == "failed":
                 self.stats["failed"] += 1
-            with self.engine.begin() as conn:
-                conn.execute(update(WecomCallback.__table__).where(_CB.id == row["id"]).values(
-                    status=status, attempts=row["attempts"] + 1, error=error))
+            results.append({"rid": row["id"], "status": status, "attempts": row["attempts"] + 1, "error": error})
+        if results:
+            with self.inbox.begin() as conn:
+                conn.execute(update(WecomCallback.__table__).where(_CB.id == bindparam("rid")).values(
+                    status=bindparam("status"), attempts=bindparam("attempts"), error=bindparam("error")), results)
         return len(rows)
 
     # ------------------------------------------------------------------ dispatch

@@ -17,7 +17,7 @@ ADD = event_xml("change_external_contact", ChangeType="add_external_contact", Us
 
 
 def _stored(service):
-    with service.runtime.deps.engine.connect() as conn:
+    with service.inbox.connect() as conn:
         return conn.execute(select(WecomCallback.__table__)).mappings().all()
 
 
