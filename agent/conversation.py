@@ -85,8 +85,8 @@ class Conversation:
             understanding = brain.understand(turn, vector)
         apply_turn(conn, self.deps, effects, customer_id, text, understanding, source=f"msg:{key}",
                    method="rule" if brain is self.fallback or brain.name == "offline" else "model", at=at)
-        facts = CustomerTools(conn, self.retriever, customer_id).gather(
-            text, understanding, vector, turn.remembered_products)
+        tools = CustomerTools(conn, self.retriever, customer_id)
+        facts = tools.gather(text, understanding, vector, turn.remembered_products)
         try:
             reply = brain.reply(turn, understanding, facts)
         except BrainUnavailable as exc:
@@ -107,7 +107,8 @@ class Conversation:
             if understanding.intent != "human" and not failed:
                 reply = Reply(text=f"{reply.text}\n已为您转接人工客服，顾问会尽快回复您～", grounded=reply.grounded)
         self.send(conn, effects, customer_id, reply.text, key=key, at=at,
-                  meta={"intent": understanding.intent, "grounded": reply.grounded, "brain": brain.name})
+                  meta={"intent": understanding.intent, "grounded": reply.grounded, "brain": brain.name,
+                        "tools": tools.calls})
         return TurnResult(understanding, reply, facts, handoff, brain.name)
 
     def send(self, conn: Connection, effects: Effects, customer_id: str, text: str, *, key: str, at: datetime,

@@ -31,14 +31,20 @@ class CustomerTools:
         self._conn = conn
         self._retriever = retriever
         self.customer_id = customer_id
+        self.calls: list[dict[str, Any]] = []  # what was looked up this turn (transcript, evals)
+
+    def _called(self, name: str, **args: Any) -> None:
+        self.calls.append({"name": name, "args": args})
 
     def orders(self, limit: int = 3) -> list[dict[str, Any]]:
+        self._called("orders", customer_id=self.customer_id)
         rows = self._conn.execute(select(ShopOrder.__table__).where(_O.customer_id == self.customer_id)
                                   .order_by(_O.created_at.desc()).limit(limit)).mappings().all()
         return [dict(r) for r in rows]
 
     def order(self, order_no: str) -> dict[str, Any] | None:
         """This customer's order, or None — also when the number exists under another customer."""
+        self._called("order", order_no=order_no, customer_id=self.customer_id)
         row = self._conn.execute(select(ShopOrder.__table__).where(
             _O.order_no == order_no, _O.customer_id == self.customer_id)).mappings().first()
         return dict(row) if row else None
@@ -54,6 +60,7 @@ class CustomerTools:
         return dict(row) if row else None
 
     def search(self, query: str, kind: str, k: int = 3, vector: np.ndarray | None = None) -> list[Any]:
+        self._called("search", kind=kind, query=query)
         return self._retriever.search(query, kind, k=k, vector=vector) if self._retriever else []
 
     def promotions(self) -> list[dict[str, Any]]:

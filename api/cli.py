@@ -87,12 +87,72 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
     service = Service.build(settings)
+    if service.client is None:
+        service.runtime.load_demo_shop()  # sandbox: the demo shop, unless a catalogue was imported
     app = create_app(service, run_pump=worker and settings.serve_worker)
     channel = "wecom" if service.client is not None else "sandbox"
     console.print(f"sopagent on http://{host}:{port} — channel {channel}, database {settings.db_url}")
     if app.state.generated_operator_token:
         console.print(f"operator token (set SOPAGENT_OPERATOR_TOKEN to fix it): {app.state.operator_token}")
     uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+@app.command("eval")
+def eval_cmd(
+    paths: Annotated[list[str] | None, typer.Argument(help="case files or directories (default: the bundled "
+                                                            "suite); or: import-log FILE")] = None,
+    mode: Annotated[str, typer.Option(help="offline (offline brain), replay (LLM cassettes) or live")] = "offline",
+    repeat: Annotated[int, typer.Option(min=1, help="runs per case; pass^k is reported")] = 1,
+    report: Annotated[Path | None, typer.Option(help="write an HTML report here")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write a JSON report here")] = None,
+    jobs: Annotated[int, typer.Option(min=1, help="parallel worker processes")] = 2,
+    out: Annotated[Path | None, typer.Option(help="import-log: where to write the case skeleton")] = None,
+) -> None:
+    """Replay transcript cases against the agent and its SOPs; exit 1 if any case fails.
+
+    `sopagent eval import-log LOG.json [--out case.yaml]` turns an exported conversation into a case.
+    """
+    from evals.case import CaseError, load_cases
+    from evals.report import console_lines, write_reports
+    from evals.runner import CASSETTES, aggregate, run_suite
+
+    args = list(paths or [])
+    if args[:1] == ["import-log"]:
+        from evals.importer import import_log
+
+        if len(args) != 2:
+            raise typer.BadParameter("usage: sopagent eval import-log FILE [--out case.yaml]")
+        try:
+            text = import_log(Path(args[1]))
+        except CaseError as exc:
+            Console(stderr=True).print(f"[red]error:[/] {exc}")
+            raise typer.Exit(2) from exc
+        if out:
+            out.write_text(text, encoding="utf-8")
+            console.print(f"wrote {out}")
+        else:
+            typer.echo(text)
+        return
+    if mode not in ("offline", "replay", "live"):
+        raise typer.BadParameter("--mode is offline, replay or live")
+    started = time.perf_counter()
+    try:
+        cases = load_cases([Path(p) for p in args] or [CASSETTES.parent / "cases"])
+    except CaseError as exc:
+        Console(stderr=True).print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    results = run_suite(cases, mode, repeat, jobs)  # type: ignore[arg-type]
+    seconds = time.perf_counter() - started
+    for line in console_lines(results):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    metrics = aggregate(results)
+    write_reports(results, metrics, seconds, mode, report, json_out)
+    console.print("  ".join(f"{k}={v}" for k, v in metrics.items() if k not in ("passed", "failed")),
+                  markup=False, highlight=False)
+    console.print(f"wall time {seconds:.1f}s")
+    console.print(f"{metrics['passed']} passed, {metrics['failed']} failed", markup=False, highlight=False)
+    if metrics["failed"]:
+        raise typer.Exit(1)
 
 
 @sop_app.command("validate")

@@ -139,7 +139,7 @@ class CallbackProcessor:
                                      .where(Customer.__table__.c.id.in_([str(m) for m in members]))).scalars())
         for member in sorted(known):
             submit(self.deps, key=f"wecom/{key}/{member}", customer_id=member, kind="behaviour",
-                   at=self.clock.now(), payload={"event": "group_join", "chat_id": msg.get("ChatId", ""),
+                   at=self.clock.now(), payload={"event": "group_joined", "chat_id": msg.get("ChatId", ""),
                                                  "title": "加入客户群"})
 
     # ------------------------------------------------------------------ 微信客服
