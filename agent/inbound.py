@@ -202,7 +202,7 @@ class InboundProcessor:
             return
         exit_runs(conn, deps, effects, cid, at=at, event="replied")
         sop_replies = False
-        for intent in intents:
+        for intent in intents if not paused else []:  # a human has the conversation: no SOP butts in
             if intent == "complaint":
                 exit_runs(conn, deps, effects, cid, at=at, event="complained")
             fired = fire(conn, deps, effects, cid, CustomerEvent("message_intent", f"{intent}@{key}", at,

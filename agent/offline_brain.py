@@ -25,7 +25,8 @@ RULES: tuple[tuple[Intent, re.Pattern[str]], ...] = (
     ("complaint", re.compile(r"投诉|差评|太差|垃圾|骗人|坑人|过敏了|烂了|破损|质量问题|气死|什么破|不满意|漏液|假货")),
     ("price_protection", re.compile(r"降价|差价|价保|价格保护")),
     ("return_exchange", re.compile(r"退货|退款|换货|退换|退掉|能退|可以退|想退|售后|换个色号|少发|漏发|少了一件")),
-    ("logistics", re.compile(r"物流|快递|到哪|发货了吗|什么时候到|几天到|派送|签收|单号|运单|到了没|还没到|没收到")),
+    ("logistics", re.compile(r"物流|快递|到哪|发货了吗|什么时候到|几天到|派送|签收|单号|运单|到了没|还没到|没收到|能到|多久到|"
+                               r"多久发货|几天发货|什么时候发货")),
     ("order_status", re.compile(r"订单|我买的|我的单|下的单|付款了")),
     ("promotion", re.compile(r"优惠|活动|满减|打折|折扣|优惠券|便宜点|有券")),
     ("recommendation", re.compile(r"推荐|哪款好|用什么|选哪个|适合我|有没有适合|求推荐")),
@@ -52,7 +53,7 @@ CONCERN = {"补水保湿": ("补水", "保湿", "缺水"), "抗老紧致": ("抗
 STATUS_CN = {"pending_payment": "待付款", "paid": "已付款，待发货", "shipped": "已发货", "delivered": "已签收",
              "completed": "已完成", "returning": "退货处理中", "refunding": "退款处理中", "refunded": "已退款",
              "cancelled": "已取消"}
-INTENT_THRESHOLD = 0.86
+INTENT_THRESHOLD = 0.90  # e5 scores off-topic questions 0.86–0.88 against the examples, on-topic ≥ 0.92
 
 
 @cache
@@ -173,7 +174,7 @@ class OfflineBrain:
     def _stock(self, p: dict[str, Any]) -> str:
         t = templates()
         if p["stock"] <= 0:
-            return t["stock_out"]
+            return t["stock_out"].format(**p)
         return (t["stock_low"] if p["stock"] < 50 else t["stock_in"]).format(**p)
 
     def _purchase(self, turn: TurnInput, facts: Facts) -> Reply:
@@ -195,6 +196,9 @@ class OfflineBrain:
         t = templates()
         order = facts.order
         if order is None:
+            faq = [d for d in facts.documents if d.get("kind") == "faq" and d.get("lexical")]
+            if faq and not re.search(r"我的|我买的|我的单|订单号|DD\d", turn.text):  # a general question, not an order
+                return Reply(text=t["faq"].format(text=faq[0]["text"].split("\n", 1)[-1]), grounded=True)
             return Reply(text=t["order_none"], grounded=True)
         items = "、".join(f"{i.get('name', i.get('sku'))}×{i.get('qty', 1)}" for i in order["items"])
         parts = [t["order_line"].format(order_no=order["order_no"], items=items,

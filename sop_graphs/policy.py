@@ -15,7 +15,8 @@ from datetime import datetime, time, timedelta
 from knowledge.clock import ShopTime, as_utc
 from knowledge.settings import Settings
 
-UNSUBSCRIBE = re.compile(r"退订|取消订阅|别(再)?发了|不要(再)?发|不要再推|别(再)?推|别打扰|不要打扰|拉黑|屏蔽|TD|^td$")
+UNSUBSCRIBE = re.compile(r"退订|取消订阅|别(再)?(给我)?发(了|广告|消息)|不要(再)?(给我)?发|不要再推|别(再)?推|别打扰|不要打扰|"
+                         r"拉黑|屏蔽|TD|^td$")
 
 
 def is_unsubscribe(text: str) -> bool:
