@@ -6,6 +6,7 @@ copies it (SQLite files and Chroma), so cases cannot see each other and start in
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
 import tempfile
@@ -105,7 +106,8 @@ def _library(case: Case) -> Library:
 class CaseRun:
     """One execution of one case."""
 
-    def __init__(self, case: Case, mode: Mode, repeat: int, embedder_kind: str) -> None:
+    def __init__(self, case: Case, mode: Mode, repeat: int, embedder_kind: str,
+                 cassettes: Path = CASSETTES, live_transport: httpx.BaseTransport | None = None) -> None:
         _Process.prepare(embedder_kind)
         assert _Process.root is not None
         self.case = case
@@ -121,8 +123,8 @@ class CaseRun:
         self.cassette: CassetteTransport | None = None
         http = None
         if mode != "offline":
-            inner = httpx.HTTPTransport() if mode == "live" else None
-            self.cassette = CassetteTransport(CASSETTES / f"{case.id}.json", inner)
+            inner = (live_transport or httpx.HTTPTransport()) if mode == "live" else None
+            self.cassette = CassetteTransport(cassettes / f"{case.id}.json", inner)
             http = httpx.Client(transport=self.cassette)
         self.runtime = Runtime.build(settings, clock=self.clock, library=_library(case), embedder=_Process.embedder,
                                      llm_http=http)
@@ -284,7 +286,8 @@ def run_suite(cases: list[Case], mode: Mode = "offline", repeat: int = 1, jobs: 
     work = [(c.model_dump(), mode, r, embedder) for r in range(repeat) for c in cases]
     if jobs <= 1:
         return [CaseResult(**_run_one(w)) for w in work]
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
+    # spawn, not fork: a forked child inherits onnxruntime's thread pool locks (e5) and can deadlock
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         return [CaseResult(**r) for r in pool.map(_run_one, work, chunksize=max(1, len(work) // (jobs * 8)))]
 
 
