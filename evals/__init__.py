@@ -1,1 +1,2 @@
-"""Transcript replay evals (issue 5). Nothing is exported yet."""
+"""Transcript replay evals: case format (`case`), runner (`runner`), assertions (`checks`), LLM cassettes
+(`cassettes`), reports (`report`) and `import-log` (`importer`). See evals/README.md."""

@@ -17,6 +17,7 @@ from sop_graphs.spec import Catalog
 
 STAGES = ("new", "active", "customer", "repeat", "silent", "churned")
 FROM_WECOM = "wecom/"  # tag source of changes WeCom reported (edit_external_contact)
+WEB_PREFIX = "web_"  # customers of the web chat: their replies travel in the HTTP response, not via WeCom
 BROADCAST = "__broadcast__"  # the subject of group and moments runs, which address no single customer
 
 _C = Customer.__table__.c

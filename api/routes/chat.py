@@ -28,6 +28,7 @@ from agent.tables import InboundEvent
 from api.deps import ServiceDep
 from api.service import Service
 from knowledge.tables import Customer
+from sop_graphs.customers import WEB_PREFIX
 from sop_graphs.tables import Outbox
 
 router = APIRouter(tags=["chat"])
@@ -101,7 +102,7 @@ def _replies(service: Service, customer_id: str, after: int) -> list[ChatReply]:
 
 async def _run_turn(request: Request, service: Service, body: ChatIn) -> tuple[str, str, list[ChatReply]]:
     new = body.session is None
-    customer_id = f"web_{secrets.token_hex(8)}" if new else _customer_of(request, body.session or "")
+    customer_id = f"{WEB_PREFIX}{secrets.token_hex(8)}" if new else _customer_of(request, body.session or "")
     last, _ = await run_in_threadpool(_accept, service, customer_id, body, new)
     service.wake()
     deadline = time.monotonic() + service.settings.chat_wait_seconds + service.settings.burst_window_seconds

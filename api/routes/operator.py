@@ -6,11 +6,13 @@ validation (problems come back as data with line numbers); publishing swaps the 
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import httpx
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -21,6 +23,7 @@ from agent.tables import ProfileFact
 from api.deps import OperatorDep, ServiceDep
 from api.service import Service
 from api.tables import AuditLog, KfSession, SopVersion
+from api.wecom.client import WeComError
 from knowledge.clock import as_utc
 from knowledge.importer import ImportFormatError, import_file
 from knowledge.retriever import SEARCH_KINDS
@@ -33,6 +36,7 @@ from sop_graphs.mermaid import to_mermaid
 from sop_graphs.tables import EmployeeTask, SopRun, WorkerState
 from sop_graphs.validator import validate
 
+log = logging.getLogger("sopagent.operator")
 router = APIRouter(prefix="/api", tags=["operator"], responses={401: {"description": "operator token required"}})
 _C, _T, _R = Customer.__table__.c, CustomerTag.__table__.c, SopRun.__table__.c
 _V, _K = SopVersion.__table__.c, EmployeeTask.__table__.c
@@ -398,8 +402,11 @@ def take_over(customer_id: str, body: TakeoverIn, service: ServiceDep, actor: Op
                                ).mappings().first()
         _audit(conn, service, actor, "conversation.takeover", customer_id, {"by": body.by})
     if session is not None and service.client is not None:
-        service.client.kf_trans(open_kfid=session["open_kfid"], external_userid=customer_id, service_state=3,
-                                servicer_userid=body.by)
+        try:
+            service.client.kf_trans(open_kfid=session["open_kfid"], external_userid=customer_id, service_state=3,
+                                    servicer_userid=body.by)
+        except (WeComError, httpx.TransportError) as exc:  # the bot is paused either way; WeCom can be retried
+            log.warning("kf transfer of %s to %s failed: %s", customer_id, body.by, exc)
     return ConversationOut(customer_id=customer_id, bot_paused=True)
 
 

@@ -37,7 +37,7 @@ from knowledge.db import insert_ignore
 from knowledge.settings import Settings
 from knowledge.tables import Customer
 from sop_graphs.channel import Delivery
-from sop_graphs.customers import BROADCAST
+from sop_graphs.customers import BROADCAST, WEB_PREFIX
 from sop_graphs.effects import Effects
 from sop_graphs.tables import EmployeeTask
 
@@ -117,6 +117,9 @@ class WeComChannel:
         mass: dict[tuple[str, str, str], list[Delivery]] = defaultdict(list)
         for d in deliveries:
             if d.key in done:
+                continue
+            if d.customer_id.startswith(WEB_PREFIX):  # the /chat response carries it
+                self._record([{"key": d.key, "customer_id": d.customer_id, "mode": "web", "result": "sent"}])
                 continue
             try:
                 if d.action == "tag":

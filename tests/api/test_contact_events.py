@@ -102,3 +102,7 @@ def test_group_join_of_a_known_customer_is_a_behaviour_event(client, service, fa
     with service.runtime.deps.engine.connect() as conn:
         kinds = [(r.customer_id, r.kind) for r in conn.execute(select(TimelineEntry.customer_id, TimelineEntry.kind))]
     assert ("wmABC", "behaviour") in kinds and not any(c == "wmStranger" for c, _ in kinds)
+    from sop_graphs.tables import SopRun
+    with service.runtime.deps.engine.connect() as conn:
+        runs = set(conn.execute(select(SopRun.sop_id).where(SopRun.customer_id == "wmABC")).scalars())
+    assert "group_member_welcome" in runs  # the group SOP reacts to the join

@@ -139,3 +139,14 @@ def test_api_outage_leaves_the_callback_pending_for_a_retry(client, service, fak
     assert fake.sent("/cgi-bin/kf/send_msg") == []
     service.pump_once()
     assert len(fake.sent("/cgi-bin/kf/send_msg")) == 1
+
+
+def test_web_chat_replies_never_reach_wecom(client, service, fake):
+    from agent.inbound import submit
+
+    submit(service.runtime.deps, key="w-add", customer_id="web_abc", kind="customer_added", payload={"name": "访客"})
+    service.pump_once()
+    submit(service.runtime.deps, key="w-1", customer_id="web_abc", kind="message", payload={"text": "你好"})
+    service.pump_once()
+    assert fake.sent("/cgi-bin/kf/send_msg") == [] and fake.sent("/cgi-bin/externalcontact/add_msg_template") == []
+    assert _rows(service, EmployeeTask) == []
