@@ -64,7 +64,7 @@ def pump(home: Path, embedder: str, burst: float, total_kf: int, out: Path, stop
     fake = FakeWeCom(reveal=lambda token: int(token.split("-")[1]) + 1 if token.startswith("T-") else 0)
     for i in range(total_kf):
         fake.add_kf_message(KF, {"msgid": f"m{i}", "open_kfid": KF, "external_userid": f"wmC{i:06d}",
-                                 "send_time": int(time.time()), "origin": 3, "msgtype": "text",
+                                 "send_time": None, "origin": 3, "msgtype": "text",
                                  "text": {"content": TEXTS[i % len(TEXTS)]}})
     service = Service.build(settings(home, embedder, burst), wecom_transport=fake.transport())
     service.runtime.load_demo_shop()

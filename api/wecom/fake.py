@@ -69,6 +69,9 @@ class FakeWeCom:
                 log = log[:self.reveal(str(body.get("token", "")))]
             start = int(body.get("cursor") or 0)
             page = log[start:start + min(int(body.get("limit", 1000)), self.page_size)]
+            for message in page:  # a message "arrives" when WeCom first hands it out, unless the test fixed it
+                if message.get("send_time") is None:
+                    message["send_time"] = int(time.time())
             end = start + len(page)
             return {"next_cursor": str(end), "has_more": int(end < len(log)), "msg_list": page}
         if path == "/cgi-bin/externalcontact/get":
