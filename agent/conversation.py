@@ -11,7 +11,6 @@ import time
 from collections import defaultdict, deque
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy.engine import Connection
 
@@ -54,19 +53,16 @@ class Conversation:
         self.stats: dict[str, int] = defaultdict(int)  # turns, llm_errors, handoffs (read by /metrics)
         self.durations: deque[float] = deque(maxlen=10_000)  # seconds per turn, drained by /metrics
 
-    def _timed_turn(self, *args: Any, **kwargs: Any) -> TurnResult:
+    def turn(self, conn: Connection, effects: Effects, customer_id: str, text: str, *, key: str, at: datetime,
+             pending_question: str | None = None) -> TurnResult:
+        """Understand ``text``, gather the customer's facts, reply (outbox), update profile and memory."""
         started = time.perf_counter()
-        result = self._turn(*args, **kwargs)
+        result = self._turn(conn, effects, customer_id, text, key=key, at=at, pending_question=pending_question)
         self.durations.append(time.perf_counter() - started)
         self.stats["turns"] += 1
         self.stats["llm_errors"] += result.brain != self.brain.name
         self.stats["handoffs"] += result.handoff is not None
         return result
-
-    def turn(self, conn: Connection, effects: Effects, customer_id: str, text: str, *, key: str, at: datetime,
-             pending_question: str | None = None) -> TurnResult:
-        """Understand ``text``, gather the customer's facts, reply (outbox), update profile and memory."""
-        return self._timed_turn(conn, effects, customer_id, text, key=key, at=at, pending_question=pending_question)
 
     def _turn(self, conn: Connection, effects: Effects, customer_id: str, text: str, *, key: str, at: datetime,
               pending_question: str | None = None) -> TurnResult:

@@ -196,9 +196,9 @@ class OfflineBrain:
         t = templates()
         order = facts.order
         if order is None:
-            faq = [d for d in facts.documents if d.get("kind") == "faq" and d.get("lexical")]
+            faq = self._faq(facts)
             if faq and not re.search(r"我的|我买的|我的单|订单号|DD\d", turn.text):  # a general question, not an order
-                return Reply(text=t["faq"].format(text=faq[0]["text"].split("\n", 1)[-1]), grounded=True)
+                return faq
             return Reply(text=t["order_none"], grounded=True)
         items = "、".join(f"{i.get('name', i.get('sku'))}×{i.get('qty', 1)}" for i in order["items"])
         parts = [t["order_line"].format(order_no=order["order_no"], items=items,
@@ -235,10 +235,17 @@ class OfflineBrain:
 
     def _fallback(self, turn: TurnInput, facts: Facts) -> Reply:
         """An FAQ that shares words with the question answers it; otherwise admit it and offer a human."""
-        t = templates()
-        faq = [d for d in facts.documents if d.get("kind") == "faq" and d.get("lexical")]
+        faq = self._faq(facts)
         if faq:
-            return Reply(text=t["faq"].format(text=faq[0]["text"].split("\n", 1)[-1]), grounded=True)
+            return faq
         if facts.products and turn.text and any(w in turn.text for w in ("这款", "这个", "那款")):
             return self._product(turn, facts)
-        return Reply(text=t["unknown"], grounded=False, offer_human=True)
+        return Reply(text=templates()["unknown"], grounded=False, offer_human=True)
+
+    @staticmethod
+    def _faq(facts: Facts) -> Reply | None:
+        """The first FAQ entry sharing words with the question, as the answer; None if there is none."""
+        faq = [d for d in facts.documents if d.get("kind") == "faq" and d.get("lexical")]
+        if not faq:
+            return None
+        return Reply(text=templates()["faq"].format(text=faq[0]["text"].split("\n", 1)[-1]), grounded=True)
