@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from api.tables import KfSession, MassTask, WecomContact, WecomDelivery
 from api.wecom.client import (
@@ -67,6 +67,19 @@ def content_of(delivery: Delivery) -> str:
     return text
 
 
+def hand_to_employee(conn: Connection, now: datetime, customer_id: str, *, key: str, title: str,
+                     content: dict[str, Any], note_key: str, summary: str) -> None:
+    """A message WeCom would not (or did not) deliver becomes a send task for the customer's employee."""
+    owner = conn.execute(select(Customer.__table__.c.owner)
+                         .where(Customer.__table__.c.id == customer_id)).scalar() or "owner"
+    insert_ignore(conn, EmployeeTask.__table__, [{
+        "key": key, "customer_id": customer_id, "assignee": owner, "kind": "send_private", "title": title,
+        "content": content, "due_at": as_utc(now), "status": "open", "created_at": as_utc(now)}])
+    effects = Effects()
+    effects.note(customer_id=customer_id, at=now, kind="task", key=note_key, summary=summary)
+    effects.flush(conn)
+
+
 class WeComChannel:
     """Delivers outbox actions through :class:`WeComClient`; idempotent by outbox key."""
 
@@ -94,18 +107,10 @@ class WeComChannel:
 
     def _fallback(self, delivery: Delivery, reason: str) -> None:
         """What WeCom would not take becomes a to-do for the customer's employee, with the reason."""
-        now = self.clock.now()
         with self.engine.begin() as conn:
-            owner = conn.execute(select(Customer.__table__.c.owner)
-                                 .where(Customer.__table__.c.id == delivery.customer_id)).scalar() or "owner"
-            insert_ignore(conn, EmployeeTask.__table__, [{
-                "key": f"wecom-fallback/{delivery.key}", "customer_id": delivery.customer_id, "assignee": owner,
-                "kind": "send_private", "title": f"请手动发送（{reason}）", "content": dict(delivery.payload),
-                "due_at": as_utc(now), "status": "open", "created_at": as_utc(now)}])
-            effects = Effects()
-            effects.note(customer_id=delivery.customer_id, at=now, kind="task", key=f"fallback/{delivery.key}",
-                         summary=f"企业微信未能自动发送（{reason}），已转为员工待办")
-            effects.flush(conn)
+            hand_to_employee(conn, self.clock.now(), delivery.customer_id, key=f"wecom-fallback/{delivery.key}",
+                             title=f"请手动发送（{reason}）", content=dict(delivery.payload),
+                             note_key=f"fallback/{delivery.key}", summary=f"企业微信未能自动发送（{reason}），已转为员工待办")
         self._record([{"key": delivery.key, "customer_id": delivery.customer_id, "mode": delivery.mode,
                        "result": "task", "detail": {"reason": reason}}])
 

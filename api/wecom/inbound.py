@@ -20,15 +20,14 @@ from agent.inbound import submit
 from agent.offline_brain import templates
 from agent.tables import InboundEvent
 from api.tables import KfSession, WecomCallback, WecomContact, WecomDelivery
-from api.wecom.channel import kf_msgid
+from api.wecom.channel import hand_to_employee, kf_msgid
 from api.wecom.client import WeComClient, WeComError
 from api.wecom.messages import parse_message
 from knowledge.clock import Clock, as_utc
 from knowledge.db import insert_ignore, upsert
 from knowledge.tables import Customer
 from sop_graphs.deps import Deps
-from sop_graphs.effects import Effects
-from sop_graphs.tables import EmployeeTask, Outbox, WorkerState
+from sop_graphs.tables import Outbox, WorkerState
 
 log = logging.getLogger("sopagent.wecom")
 MAX_ATTEMPTS = 5
@@ -230,16 +229,9 @@ class CallbackProcessor:
             return
         outbox = conn.execute(select(Outbox.__table__.c.payload).where(Outbox.__table__.c.key == delivered["key"])
                               ).scalar() or {}
-        owner = conn.execute(select(Customer.__table__.c.owner).where(
-            Customer.__table__.c.id == delivered["customer_id"])).scalar() or "owner"
-        now = as_utc(self.clock.now())
-        insert_ignore(conn, EmployeeTask.__table__, [{
-            "key": f"kf-fail/{fail_msgid}", "customer_id": delivered["customer_id"], "assignee": owner,
-            "kind": "send_private", "title": f"微信客服消息发送失败（fail_type {fail_type}），请人工发送",
-            "content": dict(outbox), "due_at": now, "status": "open", "created_at": now}])
+        hand_to_employee(conn, self.clock.now(), delivered["customer_id"], key=f"kf-fail/{fail_msgid}",
+                         title=f"微信客服消息发送失败（fail_type {fail_type}），请人工发送", content=dict(outbox),
+                         note_key=f"kf-fail/{fail_msgid}",
+                         summary=f"微信客服消息发送失败（fail_type {fail_type}），已转员工待办")
         conn.execute(update(WecomDelivery.__table__).where(WecomDelivery.__table__.c.key == delivered["key"])
                      .values(result="failed", detail={"fail_type": fail_type}))
-        effects = Effects()
-        effects.note(customer_id=delivered["customer_id"], at=now, kind="task", key=f"kf-fail/{fail_msgid}",
-                     summary=f"微信客服消息发送失败（fail_type {fail_type}），已转员工待办")
-        effects.flush(conn)
