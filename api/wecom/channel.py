@@ -89,6 +89,7 @@ class WeComChannel:
         self.client = client
         self.clock = clock
         self._tag_ids: dict[str, str] = {}
+        self._owners: dict[str, str] = {}
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -118,6 +119,7 @@ class WeComChannel:
 
     def deliver(self, deliveries: Sequence[Delivery]) -> None:
         done = self._done_keys([d.key for d in deliveries])
+        self._load_owners(deliveries)
         welcome: dict[str, list[Delivery]] = defaultdict(list)
         mass: dict[tuple[str, str, str], list[Delivery]] = defaultdict(list)
         for d in deliveries:
@@ -150,14 +152,17 @@ class WeComChannel:
         for (kind, sender, text), items in mass.items():
             self._mass(kind, sender, text, items)
 
+    def _load_owners(self, deliveries: Sequence[Delivery]) -> None:
+        """Owners (employee userids) of a batch's customers, read once per batch rather than per action."""
+        ids = list({d.customer_id for d in deliveries if d.customer_id and d.customer_id != BROADCAST})
+        self._owners = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), 500):
+                self._owners.update(conn.execute(select(Customer.__table__.c.id, Customer.__table__.c.owner)
+                                                 .where(Customer.__table__.c.id.in_(ids[start:start + 500]))).all())
+
     def _sender(self, d: Delivery) -> str:
-        if d.customer_id and d.customer_id != BROADCAST:
-            with self.engine.connect() as conn:
-                owner = conn.execute(select(Customer.__table__.c.owner)
-                                     .where(Customer.__table__.c.id == d.customer_id)).scalar()
-            if owner:
-                return owner
-        return str(d.payload.get("sender") or d.payload.get("assignee") or "")
+        return self._owners.get(d.customer_id) or str(d.payload.get("sender") or d.payload.get("assignee") or "")
 
     def _kf(self, d: Delivery) -> None:
         with self.engine.connect() as conn:
