@@ -43,14 +43,14 @@ def _crypto_status(exc: CryptoError) -> int:
     return 400
 
 
-def _check_query(service: Service, request: Request, fourth: str) -> JSONResponse | tuple[str, str, str]:
+def _check_query(service: Service, request: Request) -> JSONResponse | tuple[str, str, str]:
+    """The signature parameters every callback carries, or the refusal (not configured, missing, stale)."""
     if service.crypto is None:
         return _refuse(404, "WeCom callback is not configured (SOPAGENT_WECOM_TOKEN / _AES_KEY / _CORP_ID)")
     q = request.query_params
     sig, ts, nonce = q.get("msg_signature"), q.get("timestamp"), q.get("nonce")
-    if not sig or not ts or not nonce or not q.get(fourth, "x"):
-        return _refuse(400, f"msg_signature, timestamp, nonce{' and echostr' if fourth == 'echostr' else ''} "
-                            "are required")
+    if not sig or not ts or not nonce:
+        return _refuse(400, "msg_signature, timestamp and nonce are required")
     if not ts.isdigit():
         return _refuse(400, "timestamp is not an integer")
     skew = abs(as_utc(service.clock.now()).timestamp() - int(ts))
@@ -62,7 +62,7 @@ def _check_query(service: Service, request: Request, fourth: str) -> JSONRespons
 @router.get("/wecom/callback", response_class=PlainTextResponse, responses=ERRORS)
 async def verify_url(request: Request, service: ServiceDep) -> Response:
     """URL verification: return the decrypted echostr as plain text (no quotes, BOM or newline)."""
-    checked = _check_query(service, request, "echostr")
+    checked = _check_query(service, request)
     if isinstance(checked, JSONResponse):
         return checked
     sig, ts, nonce = checked
@@ -87,7 +87,7 @@ async def receive(request: Request, service: ServiceDep) -> Response:
     if length.isdigit() and int(length) > limit:
         service.metrics.callbacks.labels(result="refused").inc()
         return _refuse(413, f"body larger than {limit} bytes")
-    checked = _check_query(service, request, "timestamp")
+    checked = _check_query(service, request)
     if isinstance(checked, JSONResponse):
         service.metrics.callbacks.labels(result="refused").inc()
         return checked
