@@ -294,8 +294,15 @@ class Checker:
             if short in arg or key in arg:
                 rows = [o for o in rows if o[key] == arg.get(short, arg.get(key))]
         n = len(rows)
-        ok = (n == arg["count"] if "count" in arg else True) and (n <= arg["max"] if "max" in arg else True) and \
-             (n >= arg["min"] if "min" in arg else n > 0 if "count" not in arg and "max" not in arg else True)
+        ok = True
+        if "count" in arg:
+            ok &= n == arg["count"]
+        if "max" in arg:
+            ok &= n <= arg["max"]
+        if "min" in arg:
+            ok &= n >= arg["min"]
+        elif "count" not in arg and "max" not in arg:
+            ok &= n > 0  # no bound given: at least one
         return Outcome(ok, f"sends {arg}", f"{n} matching send(s)")
 
     def _mode_used(self, arg: dict[str, Any]) -> Outcome:
