@@ -97,9 +97,15 @@ def open_handoff(conn: Connection, effects: Effects, customer_id: str, *, key: s
                  payload={"assignee": assignee, "title": title, "text": instructions, "task_kind": "handoff",
                           "due_at": as_utc(at + parse_duration(due_in)).isoformat()})
     if pause_bot and customer_id:
-        conn.execute(update(Customer.__table__).where(Customer.__table__.c.id == customer_id).values(bot_paused=True))
-        effects.note(customer_id=customer_id, at=at, kind="handoff", run_id=run_id, key=f"pause/{key}",
-                     summary=f"转人工（{assignee}）：机器人暂停，等待人工处理（{title}）")
+        pause_bot_for(conn, effects, customer_id, at=at, key=f"pause/{key}", run_id=run_id,
+                      summary=f"转人工（{assignee}）：机器人暂停，等待人工处理（{title}）")
+
+
+def pause_bot_for(conn: Connection, effects: Effects, customer_id: str, *, at: datetime, key: str, summary: str,
+                  run_id: str | None = None) -> None:
+    """A human has the conversation: the bot stays quiet for this customer until :func:`release_handoff`."""
+    conn.execute(update(Customer.__table__).where(Customer.__table__.c.id == customer_id).values(bot_paused=True))
+    effects.note(customer_id=customer_id, at=at, kind="handoff", run_id=run_id, key=key, summary=summary)
 
 
 def release_handoff(conn: Connection, effects: Effects, customer_id: str, *, at: datetime, by: str) -> bool:

@@ -28,7 +28,7 @@ from knowledge.clock import as_utc
 from knowledge.importer import ImportFormatError, import_file
 from knowledge.retriever import SEARCH_KINDS
 from knowledge.tables import Customer, CustomerTag, TimelineEntry
-from sop_graphs.actions import release_handoff
+from sop_graphs.actions import pause_bot_for, release_handoff
 from sop_graphs.effects import Effects
 from sop_graphs.enrolment import LIVE
 from sop_graphs.loader import Problem, load_sop_text, with_sop
@@ -393,10 +393,9 @@ def take_over(customer_id: str, body: TakeoverIn, service: ServiceDep, actor: Op
     now = service.clock.now()
     with service.runtime.deps.engine.begin() as conn:
         _customer_or_404(conn, customer_id)
-        conn.execute(update(Customer.__table__).where(_C.id == customer_id).values(bot_paused=True))
         effects = Effects()
-        effects.note(customer_id=customer_id, at=now, kind="handoff", key=f"takeover/{customer_id}/{now.isoformat()}",
-                     summary=f"{body.by} 接管了对话：机器人暂停")
+        pause_bot_for(conn, effects, customer_id, at=now, key=f"takeover/{customer_id}/{now.isoformat()}",
+                      summary=f"{body.by} 接管了对话：机器人暂停")
         effects.flush(conn)
         session = conn.execute(select(KfSession.__table__).where(KfSession.__table__.c.customer_id == customer_id)
                                ).mappings().first()
