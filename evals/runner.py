@@ -83,10 +83,7 @@ class _Process:
         settings = Settings(home=cls.root / "template", embedder=embedder_kind)
         settings.home.mkdir(parents=True)
         engine = make_engine(settings.db_url)
-        import agent.tables  # noqa: F401
-        import sop_graphs.tables  # noqa: F401
-
-        init_db(engine)
+        init_db(engine)  # every table is registered: agent.runtime imports the table modules
         import_demo_shop(engine, settings.shop_timezone)
         Retriever(engine, settings.chroma_path, cls.embedder).sync()
         engine.dispose()
