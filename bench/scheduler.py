@@ -53,7 +53,7 @@ def main() -> None:
     runtime.run_until(START + timedelta(days=31))  # every questionnaire timeout, push, end and re-activation
     run_s = time.perf_counter() - t1
     stats = {k: v - stats_before.get(k, 0) for k, v in runtime.worker.stats.items()}
-    due_actions = stats.get("push", 0) + stats.get("resume", 0) + stats.get("enrol", 0) + stats.get("end", 0)
+    due_actions = sum(stats.get(kind, 0) for kind in ("push", "resume", "timeout", "enrol", "end"))
     sent = stats.get("sent", 0)
 
     db = sqlite3.connect(args.home / "sopagent.sqlite")
@@ -73,7 +73,8 @@ def main() -> None:
     print(f"enrolment:            {enrol_s:.1f}s ({args.customers / enrol_s:,.0f} enrolments/s, graph start to first ask)")
     print(f"30-day run:           {run_s:.1f}s")
     print(f"due actions:          {due_actions:,} ({due_actions / run_s:,.0f}/s: "
-          f"{stats.get('resume', 0):,} graph resumes, {stats.get('push', 0):,} pushes from the due table)")
+          f"{stats.get('resume', 0):,} graph resumes, {stats.get('timeout', 0):,} batched timeouts, "
+          f"{stats.get('enrol', 0):,} batched enrolments, {stats.get('push', 0):,} pushes and ends)")
     print(f"outbox sent:          {sent:,} ({sent / run_s:,.0f}/s), deferred {stats.get('deferred', 0):,}")
     print(f"peak RSS:             {peak_rss_mib():,.0f} MiB")
     print(f"nurture runs:         {runs}")

@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Select, bindparam, func, select, update
 from sqlalchemy.engine import Connection
 
 from knowledge.clock import as_utc, parse_hhmm
-from sop_graphs.customers import BROADCAST, load_customer, tags_of, write_tags
+from sop_graphs.customers import BROADCAST, load_customer, load_customers, tags_of_many, write_tags
 from sop_graphs.deps import Deps
 from sop_graphs.effects import Effects
 from sop_graphs.spec import (
@@ -39,10 +39,6 @@ _RUN_STATUS = select(_R.status).where(_R.id == bindparam("rid"))
 _LIVE_RUNS = select(_R.id, _R.sop_id).where(_R.customer_id == bindparam("cid"), _R.status.in_(LIVE))
 _END_RUN = update(SopRun.__table__).where(_R.id == bindparam("rid"))
 _CANCEL_DUE = update(DueTouchpoint.__table__).where(_D.run_id == bindparam("rid"), _D.status == "pending")
-_FAMILY_OWNER = select(_R.id).where(_R.customer_id == bindparam("cid"), _R.family == bindparam("fam"),
-                                    _R.status.in_(LIVE))
-_PREVIOUS = (select(_R.started_at).where(_R.customer_id == bindparam("cid"), _R.sop_id == bindparam("sid"))
-             .order_by(_R.started_at.desc()))
 
 
 @dataclass(frozen=True)
@@ -133,40 +129,82 @@ def schedule_enrolment(effects: Effects, spec: SopSpec, customer_id: str, *, tri
                      payload={"trigger_key": trigger_key, "reason": reason, "reply": reply})
 
 
+@dataclass(frozen=True)
+class Entry:
+    """One customer asking to enter a SOP: who, which trigger occurrence, and why (for the timeline)."""
+
+    customer_id: str
+    trigger_key: str
+    reason: str
+
+
 def admit(conn: Connection, deps: Deps, effects: Effects, spec: SopSpec, customer_id: str, trigger_key: str,
           at: datetime, reason: str) -> str | None:
     """Create the run row if the customer may enter ``spec`` now; returns the run id or None (recorded)."""
-    run_id = f"{spec.id}/{customer_id}/{trigger_key}"
-    existing = conn.execute(_RUN_STATUS, {"rid": run_id}).scalar()
-    if existing is not None:
-        return run_id if existing in LIVE else None
-    if customer_id != BROADCAST:
-        customer = load_customer(conn, customer_id)
-        why_not = _refusal(conn, deps, spec, customer, customer_id, at)
-        if why_not:
-            effects.note(customer_id=customer_id, at=at, kind="skipped", summary=f"未进入「{spec.name}」：{why_not}",
-                         key=f"skip/{run_id}", detail={"sop": spec.id, "reason": why_not})
-            return None
-    conn.execute(SopRun.__table__.insert().values(
-        id=run_id, sop_id=spec.id, sop_version=spec.version, family=spec.family, customer_id=customer_id,
-        status="active", trigger=reason, started_at=as_utc(at)))
-    effects.note(customer_id=customer_id, at=at, kind="enrolled", summary=f"进入 SOP「{spec.name}」（{reason}）",
-                 run_id=run_id, key=f"enrolled/{run_id}", detail={"sop": spec.id})
-    return run_id
+    return admit_many(conn, deps, effects, spec, [Entry(customer_id, trigger_key, reason)], at)[0]
 
 
-def _refusal(conn: Connection, deps: Deps, spec: SopSpec, customer: dict[str, Any] | None, customer_id: str,
-             at: datetime) -> str | None:
+def admit_many(conn: Connection, deps: Deps, effects: Effects, spec: SopSpec, entries: list[Entry],
+               at: datetime) -> list[str | None]:
+    """:func:`admit` for many customers with one query per rule instead of one per rule and customer.
+
+    Entries are decided in order, so a customer listed twice is refused the second time (the first
+    run now owns the family). Returns, per entry, the run id or None (the refusal is on the timeline).
+    """
+    run_ids = [f"{spec.id}/{e.customer_id}/{e.trigger_key}" for e in entries]
+    ids = [e.customer_id for e in entries if e.customer_id != BROADCAST]
+    existing = chunked(conn, select(_R.id, _R.status), _R.id, run_ids)
+    customers = load_customers(conn, ids)
+    tags = tags_of_many(conn, ids)
+    owners = dict(chunked(conn, select(_R.customer_id, _R.id).where(_R.family == spec.family, _R.status.in_(LIVE)),
+                           _R.customer_id, ids))
+    previous = dict(chunked(conn, select(_R.customer_id, func.max(_R.started_at)).where(_R.sop_id == spec.id)
+                             .group_by(_R.customer_id), _R.customer_id, ids))
+    admitted: list[str | None] = []
+    new_runs = []
+    for entry, run_id in zip(entries, run_ids, strict=True):
+        if run_id in existing:
+            admitted.append(run_id if existing[run_id] in LIVE else None)
+            continue
+        cid = entry.customer_id
+        if cid != BROADCAST:
+            why_not = _refusal(spec, customers.get(cid), tags.get(cid, set()), owners.get(cid), previous.get(cid), at)
+            if why_not:
+                effects.note(customer_id=cid, at=at, kind="skipped", summary=f"未进入「{spec.name}」：{why_not}",
+                             key=f"skip/{run_id}", detail={"sop": spec.id, "reason": why_not})
+                admitted.append(None)
+                continue
+            owners[cid], previous[cid] = run_id, as_utc(at)
+        existing[run_id] = "active"
+        new_runs.append({"id": run_id, "sop_id": spec.id, "sop_version": spec.version, "family": spec.family,
+                         "customer_id": cid, "status": "active", "trigger": entry.reason, "started_at": as_utc(at)})
+        effects.note(customer_id=cid, at=at, kind="enrolled", summary=f"进入 SOP「{spec.name}」（{entry.reason}）",
+                     run_id=run_id, key=f"enrolled/{run_id}", detail={"sop": spec.id})
+        admitted.append(run_id)
+    if new_runs:
+        conn.execute(SopRun.__table__.insert(), new_runs)
+    return admitted
+
+
+def chunked(conn: Connection, query: Select[Any], column: Any, values: list[str]) -> dict[Any, Any]:
+    """Rows of ``query`` restricted to ``column IN values``, 500 values per statement, as a dict."""
+    found: dict[Any, Any] = {}
+    unique = list(dict.fromkeys(values))
+    for start in range(0, len(unique), 500):
+        found.update(conn.execute(query.where(column.in_(unique[start:start + 500]))).all())
+    return found
+
+
+def _refusal(spec: SopSpec, customer: dict[str, Any] | None, tags: set[str], owner: str | None,
+             previous: datetime | None, at: datetime) -> str | None:
     if customer is None:
         return "unknown customer"
     if customer["stage"] == "churned":
         return "customer deleted us"
-    if not audience_matches(spec.audience, customer, tags_of(conn, customer_id)):
+    if not audience_matches(spec.audience, customer, tags):
         return "not in the audience"
-    owner = conn.execute(_FAMILY_OWNER, {"cid": customer_id, "fam": spec.family}).scalar()
     if owner is not None:
         return f"already in a {spec.family} SOP ({owner})"
-    previous = conn.execute(_PREVIOUS, {"cid": customer_id, "sid": spec.id}).scalar()
     if previous is not None:
         if spec.reenrol_after_days is None:
             return "already went through this SOP"

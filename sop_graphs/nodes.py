@@ -65,7 +65,7 @@ def _finish_or_follow(conn: Connection, deps: Deps, effects: Effects, run_id: st
     return follow
 
 
-def _tails(spec: SopSpec) -> dict[str, Segment]:
+def tails_of(spec: SopSpec) -> dict[str, Segment]:
     """Steps from which the rest of the run is pure: reaching one hands the run to the due table."""
     return {step.id: tail for step in spec.steps if (tail := plan_tail(spec, step.id)) is not None}
 
@@ -90,6 +90,45 @@ def _onward(conn: Connection, deps: Deps, effects: Effects, spec: SopSpec, tails
     return END
 
 
+def timeout_route(step: Any, follow: str | None) -> str | None:
+    """Where a pausing step (ask, event wait, chat) goes on when its timeout fires; None ends the run."""
+    return getattr(step, "on_timeout", None) or follow
+
+
+def leave_on_timeout(conn: Connection, deps: Deps, effects: Effects, spec: SopSpec, tails: dict[str, Segment],
+                     step: Any, follow: str | None, *, run_id: str, customer_id: str, visit: int, now: datetime,
+                     origin: str, customer: dict[str, Any] | None = None) -> str:
+    """A pause ends without the customer: stop waiting, note an unanswered question, go on.
+
+    The one implementation of this transition: the graph's await nodes call it on a timeout resume,
+    and the worker calls it for timeouts whose way on is a pure tail, in batches and without the
+    graph (the run row, not the thread's checkpoint, says what a run awaits). Returns the next node,
+    or END when the run was handed to the due table or ended.
+    """
+    _mark(conn, run_id, waiting=None, waiting_kind=None)
+    if isinstance(step, AskStep):
+        effects.note(customer_id=customer_id, at=now, kind="ask_timeout", run_id=run_id,
+                     key=f"{run_id}/{step.id}/{visit}/timed-out",
+                     summary=f"问题「{step.slot}」{step.timeout} 内未回复，继续后续步骤")
+    route = _finish_or_follow(conn, deps, effects, run_id, timeout_route(step, follow), now)
+    if route == END:
+        return END
+    return _onward(conn, deps, effects, spec, tails, route, run_id=run_id, customer_id=customer_id,
+                   occurrence=f"{step.id}.{visit}", now=now, origin=origin, customer=customer)
+
+
+def pure_timeouts(spec: SopSpec) -> dict[str, tuple[Any, str | None]]:
+    """Pausing steps whose timeout leads to a pure tail or the end: (step, follow) by step id."""
+    tails = tails_of(spec)
+    found = {}
+    for index, step in enumerate(spec.steps):
+        follow = spec.successor(index)
+        pausing = isinstance(step, AskStep | ChatStep) or (isinstance(step, WaitStep) and not step.timed)
+        if pausing and ((route := timeout_route(step, follow)) is None or route in tails):
+            found[step.id] = (step, follow)
+    return found
+
+
 AWAIT = "__await"  # suffix of the node that holds a pausing step's interrupt
 
 
@@ -112,7 +151,7 @@ def make_nodes(spec: SopSpec, index: int) -> list[tuple[str, Node]]:
 
 
 def _action_node(spec: SopSpec, step: Any, follow: str | None) -> Node:
-    tails = _tails(spec)
+    tails = tails_of(spec)
 
     def node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
         deps, origin = runtime.context.deps, runtime.context.origin
@@ -158,7 +197,7 @@ def _ask_send(spec: SopSpec, step: AskStep) -> Node:
 
 
 def _ask_await(spec: SopSpec, step: AskStep, follow: str | None) -> Node:
-    tails = _tails(spec)
+    tails = tails_of(spec)
 
     def node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
         visit = (state.get("visits") or {}).get(step.id, 1)
@@ -172,40 +211,39 @@ def _ask_await(spec: SopSpec, step: AskStep, follow: str | None) -> Node:
         now = deps.clock.now()
         effects = Effects()
         with deps.engine.begin() as conn:
-            _mark(conn, run_id, waiting=None, waiting_kind=None)
-            if reply.get("kind") != "timeout":
-                # only an answer retires the timer; a timeout resume is that very row, which the worker
-                # marks done after the graph has persisted (cancelling it here could strand the run)
-                conn.execute(update(DueTouchpoint.__table__).where(
-                    DueTouchpoint.__table__.c.key == f"{run_id}/{step.id}/{visit}/timeout",
-                    DueTouchpoint.__table__.c.status == "pending",
-                ).values(status="cancelled", done_at=as_utc(now)))
             if reply.get("kind") == "timeout":
-                effects.note(customer_id=customer_id, at=now, kind="ask_timeout", run_id=run_id,
-                             key=f"{run_id}/{step.id}/{visit}/timed-out",
-                             summary=f"问题「{step.slot}」{step.timeout} 内未回复，继续后续步骤")
-                route = step.on_timeout or follow
+                # the timeout row itself is marked done by the worker after the graph has persisted
+                route = leave_on_timeout(conn, deps, effects, spec, tails, step, follow, run_id=run_id,
+                                         customer_id=customer_id, visit=visit, now=now,
+                                         origin=runtime.context.origin)
+                effects.flush(conn)
+                return {"answers": answers, "attempts": attempts, "route": route}
+            _mark(conn, run_id, waiting=None, waiting_kind=None)
+            # an answer retires the timer
+            conn.execute(update(DueTouchpoint.__table__).where(
+                DueTouchpoint.__table__.c.key == f"{run_id}/{step.id}/{visit}/timeout",
+                DueTouchpoint.__table__.c.status == "pending",
+            ).values(status="cancelled", done_at=as_utc(now)))
+            parsed = parse_answer(step.answer, str(reply.get("text", "")), deps.shop.local_date(now))
+            if parsed.ok:
+                answers[step.slot] = parsed.value
+                _store_profile(conn, customer_id, step.slot, parsed.value)
+                effects.note(customer_id=customer_id, at=now, kind="answer", run_id=run_id,
+                             key=f"{run_id}/{step.id}/{visit}/answer",
+                             summary=f"回答「{step.slot}」= {parsed.value}", detail={"slot": step.slot})
+                change_tags(conn, deps, effects, customer_id, parsed.tags, [],
+                            source=f"{run_id}/{step.id}/{visit}", at=now, run_id=run_id)
+                route = follow
+            elif parsed.skipped and step.skippable:
+                effects.note(customer_id=customer_id, at=now, kind="answer", run_id=run_id,
+                             key=f"{run_id}/{step.id}/{visit}/skip", summary=f"跳过问题「{step.slot}」")
+                route = follow
             else:
-                parsed = parse_answer(step.answer, str(reply.get("text", "")), deps.shop.local_date(now))
-                if parsed.ok:
-                    answers[step.slot] = parsed.value
-                    _store_profile(conn, customer_id, step.slot, parsed.value)
-                    effects.note(customer_id=customer_id, at=now, kind="answer", run_id=run_id,
-                                 key=f"{run_id}/{step.id}/{visit}/answer",
-                                 summary=f"回答「{step.slot}」= {parsed.value}", detail={"slot": step.slot})
-                    change_tags(conn, deps, effects, customer_id, parsed.tags, [],
-                                source=f"{run_id}/{step.id}/{visit}", at=now, run_id=run_id)
-                    route = follow
-                elif parsed.skipped and step.skippable:
-                    effects.note(customer_id=customer_id, at=now, kind="answer", run_id=run_id,
-                                 key=f"{run_id}/{step.id}/{visit}/skip", summary=f"跳过问题「{step.slot}」")
-                    route = follow
-                else:
-                    attempts[step.id] = attempts.get(step.id, 0) + 1
-                    effects.note(customer_id=customer_id, at=now, kind="answer_invalid", run_id=run_id,
-                                 key=f"{run_id}/{step.id}/{visit}/invalid",
-                                 summary=f"答案无效（{parsed.reason or '跳过不被允许'}）：{reply.get('text', '')!r}")
-                    route = step.id if attempts[step.id] < step.max_attempts else (step.on_invalid or follow)
+                attempts[step.id] = attempts.get(step.id, 0) + 1
+                effects.note(customer_id=customer_id, at=now, kind="answer_invalid", run_id=run_id,
+                             key=f"{run_id}/{step.id}/{visit}/invalid",
+                             summary=f"答案无效（{parsed.reason or '跳过不被允许'}）：{reply.get('text', '')!r}")
+                route = step.id if attempts[step.id] < step.max_attempts else (step.on_invalid or follow)
             if route is None:
                 route = _finish_or_follow(conn, deps, effects, run_id, None, now)
             route = _onward(conn, deps, effects, spec, tails, route, run_id=run_id, customer_id=customer_id,
@@ -310,7 +348,7 @@ def _event_wait_arm(spec: SopSpec, step: WaitStep) -> Node:
 
 
 def _event_wait_await(spec: SopSpec, step: WaitStep, follow: str | None) -> Node:
-    tails = _tails(spec)
+    tails = tails_of(spec)
 
     def node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
         visit = (state.get("visits") or {}).get(step.id, 1)
@@ -318,15 +356,17 @@ def _event_wait_await(spec: SopSpec, step: WaitStep, follow: str | None) -> Node
                                            "event": step.until_event})
         deps = runtime.context.deps
         now = deps.clock.now()
+        run_id, customer_id, origin = state["run_id"], state["customer_id"], runtime.context.origin
         with deps.engine.begin() as conn:
-            _mark(conn, state["run_id"], waiting=None, waiting_kind=None)
-            route = follow if reply.get("kind") == "event" else (step.on_timeout or follow)
             effects = Effects()
-            if route is None:
-                route = _finish_or_follow(conn, deps, effects, state["run_id"], None, now)
-            route = _onward(conn, deps, effects, spec, tails, route, run_id=state["run_id"],
-                            customer_id=state["customer_id"], occurrence=f"{step.id}.{visit}", now=now,
-                            origin=runtime.context.origin)
+            if reply.get("kind") == "event":
+                _mark(conn, run_id, waiting=None, waiting_kind=None)
+                route = _finish_or_follow(conn, deps, effects, run_id, follow, now)
+                route = _onward(conn, deps, effects, spec, tails, route, run_id=run_id, customer_id=customer_id,
+                                occurrence=f"{step.id}.{visit}", now=now, origin=origin)
+            else:
+                route = leave_on_timeout(conn, deps, effects, spec, tails, step, follow, run_id=run_id,
+                                         customer_id=customer_id, visit=visit, now=now, origin=origin)
             effects.flush(conn)
         return {"route": route}
 
@@ -336,7 +376,7 @@ def _event_wait_await(spec: SopSpec, step: WaitStep, follow: str | None) -> Node
 
 def _branch_node(spec: SopSpec, step: BranchStep) -> Node:
     cases = [(parse_condition(case.when), case.goto) for case in step.cases]
-    tails = _tails(spec)
+    tails = tails_of(spec)
 
     def node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
         deps = runtime.context.deps
@@ -393,7 +433,7 @@ def _chat_open(spec: SopSpec, step: ChatStep) -> Node:
 
 
 def _chat_await(spec: SopSpec, step: ChatStep, follow: str | None) -> Node:
-    tails = _tails(spec)
+    tails = tails_of(spec)
 
     def node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
         visit = (state.get("visits") or {}).get(step.id, 1)
@@ -401,12 +441,11 @@ def _chat_await(spec: SopSpec, step: ChatStep, follow: str | None) -> Node:
         deps = runtime.context.deps
         now = deps.clock.now()
         with deps.engine.begin() as conn:
-            _mark(conn, state["run_id"], waiting=None, waiting_kind=None)
             effects = Effects()
-            route = _finish_or_follow(conn, deps, effects, state["run_id"], follow, now)
-            route = _onward(conn, deps, effects, spec, tails, route, run_id=state["run_id"],
-                            customer_id=state["customer_id"], occurrence=f"{step.id}.{visit}", now=now,
-                            origin=runtime.context.origin)
+            # a chat ends the same way whether it timed out or the customer said goodbye
+            route = leave_on_timeout(conn, deps, effects, spec, tails, step, follow, run_id=state["run_id"],
+                                     customer_id=state["customer_id"], visit=visit, now=now,
+                                     origin=runtime.context.origin)
             effects.flush(conn)
         return {"route": route}
 

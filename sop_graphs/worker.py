@@ -1,7 +1,8 @@
 """Claims due touchpoints and dispatches the outbox.
 
-Due rows of kind ``push``/``end`` are handled in batches straight from the table (no graph);
-``enrol``/``resume`` drive graphs; ``cron``/``sweep`` fan out scheduled SOPs and silence checks.
+Due rows of kind ``push``/``end``, enrolments into graph-free SOPs and timeouts of pauses that lead
+on to a pure tail are handled in batches straight from the table (no graph); other ``enrol`` and
+``resume`` rows drive graphs; ``cron``/``sweep`` fan out scheduled SOPs and silence checks.
 Outbox rows pass the contact policy, go to the channel (idempotent by key), then are marked sent.
 On SQLite one worker runs per database (see README); on PostgreSQL the claim query would take
 ``FOR UPDATE SKIP LOCKED``.
@@ -25,8 +26,8 @@ from sop_graphs.channel import Delivery
 from sop_graphs.customers import BROADCAST, load_customers, set_stage, tags_of_many
 from sop_graphs.deps import Deps
 from sop_graphs.effects import Effects
-from sop_graphs.enrolment import LIVE, admit, audience_matches, schedule_enrolment
-from sop_graphs.nodes import schedule_segment
+from sop_graphs.enrolment import LIVE, Entry, admit, admit_many, audience_matches, chunked, schedule_enrolment
+from sop_graphs.nodes import leave_on_timeout, pure_timeouts, schedule_segment, tails_of
 from sop_graphs.policy import Contact, Decision
 from sop_graphs.runner import GraphRunner
 from sop_graphs.spec import ScheduleTrigger, SilentTrigger
@@ -56,15 +57,31 @@ class Worker:
         # SOPs with no ask, branch, chat or event wait run entirely from the due table
         self.pure = {sop_id: plan for sop_id, spec in deps.library.sops.items()
                      if (plan := plan_whole_run(spec)) is not None}
+        # pausing steps whose timeout leads on to a pure tail: their timeouts need no graph either
+        self.timeouts = {sop_id: pure_timeouts(spec) for sop_id, spec in deps.library.sops.items()}
+        self.tails = {sop_id: tails_of(spec) for sop_id, spec in deps.library.sops.items()}
         self.stats: dict[str, int] = defaultdict(int)
 
     def refresh(self, sop_id: str) -> None:
-        """Re-read one SOP's steps and plan after it was replaced."""
+        """Re-read one SOP's steps and plans after it was replaced."""
         spec = self.deps.library.sops[sop_id]
         self.steps[sop_id] = spec.steps_by_id
+        self.timeouts[sop_id] = pure_timeouts(spec)
+        self.tails[sop_id] = tails_of(spec)
         self.pure.pop(sop_id, None)
         if (plan := plan_whole_run(spec)) is not None:
             self.pure[sop_id] = plan
+
+    def _batchable(self, row: Any) -> bool:
+        """Rows the worker performs in batches without a graph: pushes, ends, enrolments into graph-free
+        SOPs, and timeouts of pauses that lead on to a pure tail."""
+        kind = row["kind"]
+        if kind in ("push", "end"):
+            return True
+        if kind == "enrol":
+            return row["sop_id"] in self.pure
+        return (kind == "resume" and row["payload"].get("kind") == "timeout"
+                and row["step_id"] in self.timeouts.get(row["sop_id"], {}))
 
     # ------------------------------------------------------------------ bootstrap
 
@@ -116,7 +133,7 @@ class Worker:
             pushes: list[Any] = []
             waiting: set[str] = set()  # customers with a push not yet performed: their order must hold
             for row in rows:
-                if row["kind"] in ("push", "end") or (row["kind"] == "enrol" and row["sop_id"] in self.pure):
+                if self._batchable(row):
                     pushes.append(row)
                     waiting.add(row["customer_id"])
                     continue
@@ -135,45 +152,69 @@ class Worker:
                          [{"rid": i} for i in ids])
 
     def _pushes(self, rows: list[Any]) -> None:
-        """One transaction for a batch of pushes, run ends and enrolments into graph-free SOPs."""
+        """One transaction for a batch of pushes, run ends, graph-free enrolments and pure timeouts."""
         deps = self.deps
         effects = Effects()
+        by_kind: dict[str, list[Any]] = defaultdict(list)
+        for row in rows:
+            by_kind[row["kind"]].append(row)
         with deps.engine.begin() as conn:
-            enrolled = [r for r in rows if r["kind"] == "enrol"]
-            rows = [r for r in rows if r["kind"] != "enrol"]
-            for row in enrolled:
-                self._enrol_pure(conn, effects, row)
-            self._done(conn, [r["id"] for r in enrolled])
-            self.stats["enrol"] += len(enrolled)
-            run_ids = list({r["run_id"] for r in rows})
-            status = {}
-            for start in range(0, len(run_ids), 500):
-                status.update(dict(conn.execute(select(_R.id, _R.status).where(_R.id.in_(run_ids[start:start + 500])))
-                                   .all()))
-            customer_ids = [r["customer_id"] for r in rows if r["customer_id"] != BROADCAST]
-            customers = load_customers(conn, customer_ids)
-            tags = tags_of_many(conn, customer_ids)
-            done, cancelled = [], []
-            for row in rows:
-                spec = deps.library.sops.get(row["sop_id"])
-                step = self.steps.get(row["sop_id"], {}).get(row["step_id"]) if row["step_id"] else None
-                if status.get(row["run_id"]) not in LIVE or spec is None or (row["kind"] == "push" and step is None):
-                    cancelled.append(row["id"])
-                    continue
-                at = as_utc(row["due_at"])
-                if row["kind"] == "end" and step is None:
-                    end_without_step(conn, deps, effects, row["run_id"], at)
-                else:
-                    perform(conn, deps, effects, spec=spec, step=step, run_id=row["run_id"],
-                            customer=customers.get(row["customer_id"]), customer_id=row["customer_id"],
-                            tags=tags.get(row["customer_id"], set()), occurrence=row["payload"]["occurrence"],
-                            at=at, origin=row["payload"].get("origin", "timer"))
-                done.append(row["id"])
-            effects.flush(conn)
-            self._done(conn, done)
-            self._done(conn, cancelled, "cancelled")
+            customers = load_customers(conn, [r["customer_id"] for r in rows if r["customer_id"] != BROADCAST])
+            self._enrol_pure(conn, effects, by_kind["enrol"], customers)
+            self._time_out(conn, effects, by_kind["resume"], customers)
+            steps = by_kind["push"] + by_kind["end"]
+            steps.sort(key=lambda r: (r["due_at"], r["id"]))
+            self._perform(conn, effects, steps, customers)
+
+    def _perform(self, conn: Connection, effects: Effects, rows: list[Any], customers: dict[str, Any]) -> None:
+        deps = self.deps
+        status = chunked(conn, select(_R.id, _R.status), _R.id, [r["run_id"] for r in rows])
+        tags = tags_of_many(conn, [r["customer_id"] for r in rows if r["customer_id"] != BROADCAST])
+        done, cancelled = [], []
+        for row in rows:
+            spec = deps.library.sops.get(row["sop_id"])
+            step = self.steps.get(row["sop_id"], {}).get(row["step_id"]) if row["step_id"] else None
+            if status.get(row["run_id"]) not in LIVE or spec is None or (row["kind"] == "push" and step is None):
+                cancelled.append(row["id"])
+                continue
+            at = as_utc(row["due_at"])
+            if row["kind"] == "end" and step is None:
+                end_without_step(conn, deps, effects, row["run_id"], at)
+            else:
+                perform(conn, deps, effects, spec=spec, step=step, run_id=row["run_id"],
+                        customer=customers.get(row["customer_id"]), customer_id=row["customer_id"],
+                        tags=tags.get(row["customer_id"], set()), occurrence=row["payload"]["occurrence"],
+                        at=at, origin=row["payload"].get("origin", "timer"))
+            done.append(row["id"])
+        effects.flush(conn)
+        self._done(conn, done)
+        self._done(conn, cancelled, "cancelled")
         self.stats["push"] += len(done)
 
+    def _time_out(self, conn: Connection, effects: Effects, rows: list[Any], customers: dict[str, Any]) -> None:
+        """Timeouts of pauses whose way on is a pure tail: the same transition the await node makes
+        (:func:`leave_on_timeout`), for a batch of runs, checked against the token each run awaits."""
+        if not rows:
+            return
+        deps = self.deps
+        now = deps.clock.now()
+        waiting = chunked(conn, select(_R.id, _R.waiting).where(_R.status.in_(LIVE)), _R.id,
+                           [r["run_id"] for r in rows])
+        done, stale = [], []
+        for row in rows:
+            token = row["payload"].get("token")
+            if waiting.get(row["run_id"]) != token:  # answered, superseded or ended meanwhile
+                stale.append(row["id"])
+                continue
+            spec = deps.library.sops[row["sop_id"]]
+            step, follow = self.timeouts[spec.id][row["step_id"]]
+            leave_on_timeout(conn, deps, effects, spec, self.tails[spec.id], step, follow, run_id=row["run_id"],
+                             customer_id=row["customer_id"], visit=int(token.rsplit(":", 1)[1]), now=now,
+                             origin="timer", customer=customers.get(row["customer_id"]))
+            done.append(row["id"])
+        effects.flush(conn)
+        self._done(conn, done + stale)
+        self.stats["timeout"] += len(done)
     def _one(self, row: Any) -> None:
         kind = row["kind"]
         deps = self.deps
@@ -207,20 +248,32 @@ class Worker:
             self.runner.start(spec.id, run_id, row["customer_id"], "customer" if row["payload"].get("reply") else
                               "timer")
 
-    def _enrol_pure(self, conn: Connection, effects: Effects, row: Any) -> None:
+    def _enrol_pure(self, conn: Connection, effects: Effects, rows: list[Any], customers: dict[str, Any]) -> None:
+        """Enrolments into graph-free SOPs: admitted per SOP in one go, each run written as due rows."""
         deps = self.deps
-        spec = deps.library.sops[row["sop_id"]]
         now = deps.clock.now()
-        run_id = admit(conn, deps, effects, spec, row["customer_id"], row["payload"]["trigger_key"], now,
-                       row["payload"].get("reason", ""))
-        if run_id is None:
-            return
-        customer = load_customers(conn, [row["customer_id"]]).get(row["customer_id"])
-        added_at = as_utc(customer["added_at"]) if customer else now
-        schedule_segment(effects, deps, spec, self.pure[spec.id], run_id=run_id, customer_id=row["customer_id"],
-                         occurrence="run.1", start=now, added_at=added_at,
-                         origin="customer" if row["payload"].get("reply") else "timer")
-        conn.execute(update(SopRun.__table__).where(_R.id == run_id).values(status="scheduled"))
+        by_sop: dict[str, list[Any]] = defaultdict(list)
+        for row in rows:
+            by_sop[row["sop_id"]].append(row)
+        for sop_id, group in by_sop.items():
+            spec = deps.library.sops[sop_id]
+            entries = [Entry(r["customer_id"], r["payload"]["trigger_key"], r["payload"].get("reason", ""))
+                       for r in group]
+            scheduled = []
+            for row, run_id in zip(group, admit_many(conn, deps, effects, spec, entries, now), strict=True):
+                if run_id is None:
+                    continue
+                customer = customers.get(row["customer_id"])
+                added_at = as_utc(customer["added_at"]) if customer else now
+                schedule_segment(effects, deps, spec, self.pure[sop_id], run_id=run_id,
+                                 customer_id=row["customer_id"], occurrence="run.1", start=now, added_at=added_at,
+                                 origin="customer" if row["payload"].get("reply") else "timer")
+                scheduled.append(run_id)
+            for start in range(0, len(scheduled), 500):
+                conn.execute(update(SopRun.__table__).where(_R.id.in_(scheduled[start:start + 500]))
+                             .values(status="scheduled"))
+        self._done(conn, [r["id"] for r in rows])
+        self.stats["enrol"] += len(rows)
 
     def _cron(self, row: Any) -> None:
         deps = self.deps

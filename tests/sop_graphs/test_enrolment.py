@@ -1,0 +1,69 @@
+"""Admission into a SOP: audience, family ownership and re-enrolment rules, one customer or many at once."""
+
+from datetime import timedelta
+
+from sqlalchemy import select, update
+
+from agent.inbound import submit
+from knowledge.tables import Customer, TimelineEntry
+from sop_graphs.effects import Effects
+from sop_graphs.enrolment import Entry, admit_many
+from sop_graphs.tables import SopRun
+
+REACTIVATION = "silent_reactivation"  # audience: stage silent; family reactivation; re-enrol after 60 days
+
+
+def _customers(runtime, stages: dict[str, str]) -> None:
+    for cid in stages:
+        submit(runtime.deps, key=f"add-{cid}", customer_id=cid, kind="customer_added", payload={"name": cid},
+               at=runtime.deps.clock.now())
+    runtime.tick()
+    with runtime.deps.engine.begin() as conn:
+        for cid, stage in stages.items():
+            conn.execute(update(Customer.__table__).where(Customer.__table__.c.id == cid).values(stage=stage))
+
+
+def _admit(runtime, entries: list[Entry], days_later: int = 0) -> tuple[list[str | None], dict[str, str]]:
+    deps = runtime.deps
+    spec = deps.library.sops[REACTIVATION]
+    effects = Effects()
+    with deps.engine.begin() as conn:
+        admitted = admit_many(conn, deps, effects, spec, entries, deps.clock.now() + timedelta(days=days_later))
+        effects.flush(conn)
+    t = TimelineEntry.__table__.c
+    with deps.engine.connect() as conn:
+        skipped = {cid: detail["reason"] for cid, detail in conn.execute(select(t.customer_id, t.detail)
+                                                                         .where(t.kind == "skipped"))}
+    return admitted, skipped
+
+
+def test_each_customer_is_admitted_or_refused_with_its_reason(runtime):
+    _customers(runtime, {"silent1": "silent", "active1": "active", "gone1": "churned"})
+    admitted, skipped = _admit(runtime, [Entry(c, "t1", "test") for c in ("silent1", "active1", "gone1", "nobody")])
+    assert admitted == [f"{REACTIVATION}/silent1/t1", None, None, None]
+    assert skipped == {"active1": "not in the audience", "gone1": "customer deleted us", "nobody": "unknown customer"}
+
+
+def test_a_customer_listed_twice_in_one_batch_gets_one_run(runtime):
+    _customers(runtime, {"silent1": "silent"})
+    admitted, skipped = _admit(runtime, [Entry("silent1", "t1", "test"), Entry("silent1", "t2", "test")])
+    assert admitted == [f"{REACTIVATION}/silent1/t1", None]
+    assert skipped["silent1"].startswith("already in a reactivation SOP")
+
+
+def test_an_admitted_entry_asked_again_returns_its_live_run(runtime):
+    _customers(runtime, {"silent1": "silent"})
+    _admit(runtime, [Entry("silent1", "t1", "test")])
+    admitted, _ = _admit(runtime, [Entry("silent1", "t1", "test")])
+    assert admitted == [f"{REACTIVATION}/silent1/t1"]
+
+
+def test_reenrolment_waits_for_the_sops_interval(runtime):
+    _customers(runtime, {"silent1": "silent"})
+    _admit(runtime, [Entry("silent1", "t1", "test")])
+    with runtime.deps.engine.begin() as conn:
+        conn.execute(update(SopRun.__table__).values(status="completed"))
+    early, skipped = _admit(runtime, [Entry("silent1", "t2", "test")], days_later=30)
+    late, _ = _admit(runtime, [Entry("silent1", "t3", "test")], days_later=61)
+    assert early == [None] and skipped["silent1"] == "re-enrolment allowed after 60 days"
+    assert late == [f"{REACTIVATION}/silent1/t3"]

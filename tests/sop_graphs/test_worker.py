@@ -1,0 +1,83 @@
+"""The worker performs pure work (pushes, graph-free enrolments, timeouts leading to a pure tail) in
+batches, with the same outcome as the graph would have had."""
+
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import select, update
+
+from agent.inbound import submit
+from agent.runtime import Runtime
+from knowledge.clock import SimClock
+from knowledge.settings import Settings
+from knowledge.tables import TimelineEntry
+from sop_graphs.tables import DueTouchpoint, SopRun
+from tests.conftest import MONDAY_15_SHANGHAI
+
+_R = SopRun.__table__.c
+_D = DueTouchpoint.__table__.c
+NURTURE = "new_customer_nurture"
+
+
+def _add(runtime: Runtime, *customers: str) -> None:
+    for cid in customers:
+        submit(runtime.deps, key=f"add-{cid}", customer_id=cid, kind="customer_added", payload={"name": "小林"},
+               at=runtime.deps.clock.now())
+
+
+def _outcome(runtime: Runtime) -> tuple[list[tuple[str, str, str]], list[tuple[str, str]]]:
+    """What went out (key, action, mode) and what the timelines say (key, summary), in order."""
+    sent = [(r["key"], r["action"], r["mode"]) for r in runtime.deps.channel.records()]
+    t = TimelineEntry.__table__.c
+    with runtime.deps.engine.connect() as conn:
+        notes = [(k or "", s) for k, s in conn.execute(select(t.key, t.summary).order_by(t.customer_id, t.at, t.id))]
+    return sent, notes
+
+
+def test_timeout_leading_to_a_pure_tail_does_not_resume_the_graph(runtime, monkeypatch):
+    _add(runtime, "c1")
+    runtime.run_until(runtime.deps.clock.now() + timedelta(hours=1))
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("the graph was resumed for a pure timeout")
+
+    monkeypatch.setattr(runtime.runner, "resume", refuse)
+    runtime.run_until(runtime.deps.clock.now() + timedelta(hours=3))
+    actions = [r["action"] for r in runtime.deps.channel.records("c1")]
+    assert actions == ["message", "ask", "group_invite", "coupon"]
+
+
+def test_batched_timeouts_match_the_graph_path_exactly(tmp_path: Path):
+    outcomes = []
+    for name, batched in (("batched", True), ("graph", False)):
+        runtime = Runtime.build(Settings(home=tmp_path / name, embedder="hash", burst_window_seconds=0),
+                                clock=SimClock(MONDAY_15_SHANGHAI))
+        if not batched:
+            runtime.worker.timeouts = {}
+        _add(runtime, "c1", "c2", "c3")
+        runtime.run_until(MONDAY_15_SHANGHAI + timedelta(days=31))
+        outcomes.append(_outcome(runtime))
+    assert outcomes[0] == outcomes[1]
+    nurture = [key for key, action, _ in outcomes[0][0] if key.startswith(NURTURE) and action != "tag"]
+    assert len(nurture) == 27  # welcome, q1, invite, coupon and day 1/3/7/14/30 for each of three
+
+
+def test_timeout_of_a_run_that_moved_on_is_a_no_op(runtime):
+    _add(runtime, "c1")
+    runtime.run_until(runtime.deps.clock.now() + timedelta(hours=1))
+    with runtime.deps.engine.begin() as conn:  # as if the answer's resume committed just before the timeout
+        conn.execute(update(SopRun.__table__).where(_R.sop_id == NURTURE).values(waiting=None, waiting_kind=None))
+    runtime.run_until(runtime.deps.clock.now() + timedelta(hours=3))
+    with runtime.deps.engine.connect() as conn:
+        timeout = conn.execute(select(_D.status).where(_D.kind == "resume")).scalar()
+    assert [r["action"] for r in runtime.deps.channel.records("c1")] == ["message", "ask"]
+    assert timeout == "done"
+
+
+def test_every_silent_customer_enters_the_graph_free_reactivation_sop(runtime):
+    _add(runtime, *(f"c{i}" for i in range(30)))
+    runtime.run_until(runtime.deps.clock.now() + timedelta(days=16))  # silent 14 d, swept 09:30, enrolled 19:30
+    with runtime.deps.engine.connect() as conn:
+        runs = conn.execute(select(_R.customer_id, _R.status).where(_R.sop_id == "silent_reactivation")).all()
+    assert len(runs) == 30
+    assert {status for _, status in runs} == {"scheduled"}
