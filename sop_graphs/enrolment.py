@@ -131,68 +131,80 @@ def schedule_enrolment(effects: Effects, spec: SopSpec, customer_id: str, *, tri
 
 @dataclass(frozen=True)
 class Entry:
-    """One customer asking to enter a SOP: who, which trigger occurrence, and why (for the timeline)."""
+    """A customer asking to enter a SOP: which SOP, who, which trigger occurrence, and why (for the timeline)."""
 
+    spec: SopSpec
     customer_id: str
     trigger_key: str
     reason: str
 
-
-def admit(conn: Connection, deps: Deps, effects: Effects, spec: SopSpec, customer_id: str, trigger_key: str,
-          at: datetime, reason: str) -> str | None:
-    """Create the run row if the customer may enter ``spec`` now; returns the run id or None (recorded)."""
-    return admit_many(conn, deps, effects, spec, [Entry(customer_id, trigger_key, reason)], at)[0]
+    @property
+    def run_id(self) -> str:
+        return f"{self.spec.id}/{self.customer_id}/{self.trigger_key}"
 
 
-def admit_many(conn: Connection, deps: Deps, effects: Effects, spec: SopSpec, entries: list[Entry],
-               at: datetime) -> list[str | None]:
-    """:func:`admit` for many customers with one query per rule instead of one per rule and customer.
+@dataclass(frozen=True)
+class Admission:
+    """The outcome of an entry: the live run (None if refused or already ended), and whether it is new."""
 
-    Entries are decided in order, so a customer listed twice is refused the second time (the first
-    run now owns the family). Returns, per entry, the run id or None (the refusal is on the timeline).
+    run_id: str | None
+    new: bool = False
+
+
+def admit_many(conn: Connection, effects: Effects, entries: list[Entry], at: datetime) -> list[Admission]:
+    """Create the run rows of the entries that may enter their SOP now, with one query per rule.
+
+    Entries are decided in order, as one at a time would be: a customer listed twice for one family
+    is refused the second time (the first run now owns the family). Refusals go on the timeline.
     """
-    run_ids = [f"{spec.id}/{e.customer_id}/{e.trigger_key}" for e in entries]
     ids = [e.customer_id for e in entries if e.customer_id != BROADCAST]
-    existing = chunked(conn, select(_R.id, _R.status), _R.id, run_ids)
+    existing = chunked(conn, select(_R.id, _R.status), _R.id, [e.run_id for e in entries])
     customers = load_customers(conn, ids)
     tags = tags_of_many(conn, ids)
-    owners = dict(chunked(conn, select(_R.customer_id, _R.id).where(_R.family == spec.family, _R.status.in_(LIVE)),
-                           _R.customer_id, ids))
-    previous = dict(chunked(conn, select(_R.customer_id, func.max(_R.started_at)).where(_R.sop_id == spec.id)
-                             .group_by(_R.customer_id), _R.customer_id, ids))
-    admitted: list[str | None] = []
+    owners = {(cid, family): run_id for cid, family, run_id in chunked_rows(
+        conn, select(_R.customer_id, _R.family, _R.id).where(_R.status.in_(LIVE)), _R.customer_id, ids)}
+    previous = {(cid, sop_id): started for cid, sop_id, started in chunked_rows(
+        conn, select(_R.customer_id, _R.sop_id, func.max(_R.started_at)).group_by(_R.customer_id, _R.sop_id),
+        _R.customer_id, ids)}
+    admitted: list[Admission] = []
     new_runs = []
-    for entry, run_id in zip(entries, run_ids, strict=True):
+    for entry in entries:
+        spec, cid, run_id = entry.spec, entry.customer_id, entry.run_id
         if run_id in existing:
-            admitted.append(run_id if existing[run_id] in LIVE else None)
+            admitted.append(Admission(run_id if existing[run_id] in LIVE else None))
             continue
-        cid = entry.customer_id
         if cid != BROADCAST:
-            why_not = _refusal(spec, customers.get(cid), tags.get(cid, set()), owners.get(cid), previous.get(cid), at)
+            why_not = _refusal(spec, customers.get(cid), tags.get(cid, set()), owners.get((cid, spec.family)),
+                               previous.get((cid, spec.id)), at)
             if why_not:
                 effects.note(customer_id=cid, at=at, kind="skipped", summary=f"未进入「{spec.name}」：{why_not}",
                              key=f"skip/{run_id}", detail={"sop": spec.id, "reason": why_not})
-                admitted.append(None)
+                admitted.append(Admission(None))
                 continue
-            owners[cid], previous[cid] = run_id, as_utc(at)
+            owners[(cid, spec.family)], previous[(cid, spec.id)] = run_id, as_utc(at)
         existing[run_id] = "active"
         new_runs.append({"id": run_id, "sop_id": spec.id, "sop_version": spec.version, "family": spec.family,
                          "customer_id": cid, "status": "active", "trigger": entry.reason, "started_at": as_utc(at)})
         effects.note(customer_id=cid, at=at, kind="enrolled", summary=f"进入 SOP「{spec.name}」（{entry.reason}）",
                      run_id=run_id, key=f"enrolled/{run_id}", detail={"sop": spec.id})
-        admitted.append(run_id)
+        admitted.append(Admission(run_id, new=True))
     if new_runs:
         conn.execute(SopRun.__table__.insert(), new_runs)
     return admitted
 
 
-def chunked(conn: Connection, query: Select[Any], column: Any, values: list[str]) -> dict[Any, Any]:
-    """Rows of ``query`` restricted to ``column IN values``, 500 values per statement, as a dict."""
-    found: dict[Any, Any] = {}
+def chunked_rows(conn: Connection, query: Select[Any], column: Any, values: list[str]) -> list[Any]:
+    """Rows of ``query`` restricted to ``column IN values``, 500 values per statement."""
+    rows: list[Any] = []
     unique = list(dict.fromkeys(values))
     for start in range(0, len(unique), 500):
-        found.update(conn.execute(query.where(column.in_(unique[start:start + 500]))).all())
-    return found
+        rows.extend(conn.execute(query.where(column.in_(unique[start:start + 500]))).all())
+    return rows
+
+
+def chunked(conn: Connection, query: Select[Any], column: Any, values: list[str]) -> dict[Any, Any]:
+    """:func:`chunked_rows` of a two-column query as a dict."""
+    return dict(chunked_rows(conn, query, column, values))
 
 
 def _refusal(spec: SopSpec, customer: dict[str, Any] | None, tags: set[str], owner: str | None,

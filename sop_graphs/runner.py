@@ -46,10 +46,13 @@ class GraphRunner:
     def _config(run_id: str) -> dict[str, Any]:
         return {"configurable": {"thread_id": run_id}}
 
-    def start(self, sop_id: str, run_id: str, customer_id: str, origin: Origin) -> bool:
-        """Run a new run's graph to its first pause; False if the thread had already started."""
+    def start(self, sop_id: str, run_id: str, customer_id: str, origin: Origin, *, fresh: bool = False) -> bool:
+        """Run a new run's graph to its first pause; False if the thread had already started.
+
+        ``fresh``: the run row was created just now, so no thread can exist yet and the check is skipped.
+        """
         graph = self.graphs[sop_id]
-        if graph.get_state(self._config(run_id)).values:
+        if not fresh and graph.get_state(self._config(run_id)).values:
             self._recover(sop_id, run_id, origin)
             return False
         initial = {"run_id": run_id, "customer_id": customer_id, "visits": {}, "answers": {}, "attempts": {},

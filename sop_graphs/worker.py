@@ -26,7 +26,7 @@ from sop_graphs.channel import Delivery
 from sop_graphs.customers import BROADCAST, load_customers, set_stage, tags_of_many
 from sop_graphs.deps import Deps
 from sop_graphs.effects import Effects
-from sop_graphs.enrolment import LIVE, Entry, admit, admit_many, audience_matches, chunked, schedule_enrolment
+from sop_graphs.enrolment import LIVE, Entry, admit_many, audience_matches, chunked, schedule_enrolment
 from sop_graphs.nodes import leave_on_timeout, pure_timeouts, schedule_segment, tails_of
 from sop_graphs.policy import Contact, Decision
 from sop_graphs.runner import GraphRunner
@@ -132,15 +132,29 @@ class Worker:
                 return handled
             pushes: list[Any] = []
             waiting: set[str] = set()  # customers with a push not yet performed: their order must hold
-            for row in rows:
-                if self._batchable(row):
-                    pushes.append(row)
-                    waiting.add(row["customer_id"])
+            i = 0
+            while i < len(rows):
+                if self._batchable(rows[i]):
+                    pushes.append(rows[i])
+                    waiting.add(rows[i]["customer_id"])
+                    i += 1
                     continue
-                if pushes and (row["customer_id"] in waiting or row["customer_id"] in (BROADCAST, None)):
+                # consecutive enrolments of distinct customers into graph SOPs are admitted together (a
+                # graph can only change its own customer's admission); anything else is one row
+                j, subjects = i + 1, {rows[i]["customer_id"]}
+                while rows[i]["kind"] == "enrol" and j < len(rows) and rows[j]["kind"] == "enrol" \
+                        and not self._batchable(rows[j]) and rows[j]["customer_id"] not in subjects:
+                    subjects.add(rows[j]["customer_id"])
+                    j += 1
+                block = rows[i:j]
+                if pushes and any(r["customer_id"] in waiting or r["customer_id"] in (BROADCAST, None) for r in block):
                     self._pushes(pushes)
                     pushes, waiting = [], set()
-                self._one(row)
+                if rows[i]["kind"] == "enrol":
+                    self._enrol_graphs(block)
+                else:
+                    self._one(rows[i])
+                i = j
             if pushes:
                 self._pushes(pushes)
             handled += len(rows)
@@ -218,9 +232,7 @@ class Worker:
     def _one(self, row: Any) -> None:
         kind = row["kind"]
         deps = self.deps
-        if kind == "enrol":
-            self._enrol(row)
-        elif kind == "resume":
+        if kind == "resume":
             origin = "customer" if row["payload"].get("kind") == "answer" else "timer"
             if row["payload"].get("kind") == "event":
                 origin = "system"
@@ -233,45 +245,53 @@ class Worker:
             self._done(conn, [row["id"]])
         self.stats[kind] += 1
 
-    def _enrol(self, row: Any) -> None:
+    def _enrol_graphs(self, rows: list[Any]) -> None:
+        """Enrolments into SOPs that need a graph: admitted in one transaction, then each graph started.
+
+        A crash after the admission replays the rows: the runs exist, so each graph is started or
+        recovered from its checkpoint (``GraphRunner.start``); nothing is admitted or sent twice.
+        """
         deps = self.deps
-        spec = deps.library.sops.get(row["sop_id"])
-        if spec is None:
-            return
+        entries = [self._entry(row) for row in rows]
         effects = Effects()
-        at = deps.clock.now()
         with deps.engine.begin() as conn:
-            run_id = admit(conn, deps, effects, spec, row["customer_id"], row["payload"]["trigger_key"], at,
-                           row["payload"].get("reason", ""))
+            admitted = admit_many(conn, effects, [e for e in entries if e is not None], deps.clock.now())
             effects.flush(conn)
-        if run_id is not None:
-            self.runner.start(spec.id, run_id, row["customer_id"], "customer" if row["payload"].get("reply") else
-                              "timer")
+        outcomes = iter(admitted)
+        for row, entry in zip(rows, entries, strict=True):
+            if entry is None or (admission := next(outcomes)).run_id is None:
+                continue
+            self.runner.start(entry.spec.id, entry.run_id, entry.customer_id,
+                              "customer" if row["payload"].get("reply") else "timer", fresh=admission.new)
+        with deps.engine.begin() as conn:
+            self._done(conn, [r["id"] for r in rows])
+        self.stats["enrol"] += len(rows)
+
+    def _entry(self, row: Any) -> Entry | None:
+        spec = self.deps.library.sops.get(row["sop_id"])
+        if spec is None:
+            return None
+        return Entry(spec, row["customer_id"], row["payload"]["trigger_key"], row["payload"].get("reason", ""))
 
     def _enrol_pure(self, conn: Connection, effects: Effects, rows: list[Any], customers: dict[str, Any]) -> None:
         """Enrolments into graph-free SOPs: admitted per SOP in one go, each run written as due rows."""
         deps = self.deps
         now = deps.clock.now()
-        by_sop: dict[str, list[Any]] = defaultdict(list)
-        for row in rows:
-            by_sop[row["sop_id"]].append(row)
-        for sop_id, group in by_sop.items():
-            spec = deps.library.sops[sop_id]
-            entries = [Entry(r["customer_id"], r["payload"]["trigger_key"], r["payload"].get("reason", ""))
-                       for r in group]
-            scheduled = []
-            for row, run_id in zip(group, admit_many(conn, deps, effects, spec, entries, now), strict=True):
-                if run_id is None:
-                    continue
-                customer = customers.get(row["customer_id"])
-                added_at = as_utc(customer["added_at"]) if customer else now
-                schedule_segment(effects, deps, spec, self.pure[sop_id], run_id=run_id,
-                                 customer_id=row["customer_id"], occurrence="run.1", start=now, added_at=added_at,
-                                 origin="customer" if row["payload"].get("reply") else "timer")
-                scheduled.append(run_id)
-            for start in range(0, len(scheduled), 500):
-                conn.execute(update(SopRun.__table__).where(_R.id.in_(scheduled[start:start + 500]))
-                             .values(status="scheduled"))
+        entries = [self._entry(row) for row in rows]
+        admitted = iter(admit_many(conn, effects, [e for e in entries if e is not None], now))
+        scheduled = []
+        for row, entry in zip(rows, entries, strict=True):
+            if entry is None or (run_id := next(admitted).run_id) is None:
+                continue
+            customer = customers.get(row["customer_id"])
+            added_at = as_utc(customer["added_at"]) if customer else now
+            schedule_segment(effects, deps, entry.spec, self.pure[entry.spec.id], run_id=run_id,
+                             customer_id=row["customer_id"], occurrence="run.1", start=now, added_at=added_at,
+                             origin="customer" if row["payload"].get("reply") else "timer")
+            scheduled.append(run_id)
+        for start in range(0, len(scheduled), 500):
+            conn.execute(update(SopRun.__table__).where(_R.id.in_(scheduled[start:start + 500]))
+                         .values(status="scheduled"))
         self._done(conn, [r["id"] for r in rows])
         self.stats["enrol"] += len(rows)
 

@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select, update
 
 from agent.inbound import submit
@@ -11,6 +12,11 @@ from sop_graphs.enrolment import Entry, admit_many
 from sop_graphs.tables import SopRun
 
 REACTIVATION = "silent_reactivation"  # audience: stage silent; family reactivation; re-enrol after 60 days
+
+
+@pytest.fixture
+def spec(runtime):
+    return runtime.deps.library.sops[REACTIVATION]
 
 
 def _customers(runtime, stages: dict[str, str]) -> None:
@@ -25,10 +31,9 @@ def _customers(runtime, stages: dict[str, str]) -> None:
 
 def _admit(runtime, entries: list[Entry], days_later: int = 0) -> tuple[list[str | None], dict[str, str]]:
     deps = runtime.deps
-    spec = deps.library.sops[REACTIVATION]
     effects = Effects()
     with deps.engine.begin() as conn:
-        admitted = admit_many(conn, deps, effects, spec, entries, deps.clock.now() + timedelta(days=days_later))
+        admitted = [a.run_id for a in admit_many(conn, effects, entries, deps.clock.now() + timedelta(days=days_later))]
         effects.flush(conn)
     t = TimelineEntry.__table__.c
     with deps.engine.connect() as conn:
@@ -37,33 +42,36 @@ def _admit(runtime, entries: list[Entry], days_later: int = 0) -> tuple[list[str
     return admitted, skipped
 
 
-def test_each_customer_is_admitted_or_refused_with_its_reason(runtime):
+def test_each_customer_is_admitted_or_refused_with_its_reason(runtime, spec):
     _customers(runtime, {"silent1": "silent", "active1": "active", "gone1": "churned"})
-    admitted, skipped = _admit(runtime, [Entry(c, "t1", "test") for c in ("silent1", "active1", "gone1", "nobody")])
+    admitted, skipped = _admit(runtime, [Entry(spec, c, "t1", "test") for c in ("silent1", "active1", "gone1", "nobody")])
     assert admitted == [f"{REACTIVATION}/silent1/t1", None, None, None]
     assert skipped == {"active1": "not in the audience", "gone1": "customer deleted us", "nobody": "unknown customer"}
 
 
-def test_a_customer_listed_twice_in_one_batch_gets_one_run(runtime):
+def test_a_customer_listed_twice_in_one_batch_gets_one_run(runtime, spec):
     _customers(runtime, {"silent1": "silent"})
-    admitted, skipped = _admit(runtime, [Entry("silent1", "t1", "test"), Entry("silent1", "t2", "test")])
+    admitted, skipped = _admit(runtime, [Entry(spec, "silent1", "t1", "test"), Entry(spec, "silent1", "t2", "test")])
     assert admitted == [f"{REACTIVATION}/silent1/t1", None]
     assert skipped["silent1"].startswith("already in a reactivation SOP")
 
 
-def test_an_admitted_entry_asked_again_returns_its_live_run(runtime):
+def test_an_admitted_entry_asked_again_returns_its_live_run(runtime, spec):
     _customers(runtime, {"silent1": "silent"})
-    _admit(runtime, [Entry("silent1", "t1", "test")])
-    admitted, _ = _admit(runtime, [Entry("silent1", "t1", "test")])
-    assert admitted == [f"{REACTIVATION}/silent1/t1"]
+    _admit(runtime, [Entry(spec, "silent1", "t1", "test")])
+    effects = Effects()
+    with runtime.deps.engine.begin() as conn:
+        again = admit_many(conn, effects, [Entry(spec, "silent1", "t1", "test")], runtime.deps.clock.now())
+    assert again[0].run_id == f"{REACTIVATION}/silent1/t1"
+    assert not again[0].new  # its graph thread may exist: the worker recovers it instead of starting anew
 
 
-def test_reenrolment_waits_for_the_sops_interval(runtime):
+def test_reenrolment_waits_for_the_sops_interval(runtime, spec):
     _customers(runtime, {"silent1": "silent"})
-    _admit(runtime, [Entry("silent1", "t1", "test")])
+    _admit(runtime, [Entry(spec, "silent1", "t1", "test")])
     with runtime.deps.engine.begin() as conn:
         conn.execute(update(SopRun.__table__).values(status="completed"))
-    early, skipped = _admit(runtime, [Entry("silent1", "t2", "test")], days_later=30)
-    late, _ = _admit(runtime, [Entry("silent1", "t3", "test")], days_later=61)
+    early, skipped = _admit(runtime, [Entry(spec, "silent1", "t2", "test")], days_later=30)
+    late, _ = _admit(runtime, [Entry(spec, "silent1", "t3", "test")], days_later=61)
     assert early == [None] and skipped["silent1"] == "re-enrolment allowed after 60 days"
     assert late == [f"{REACTIVATION}/silent1/t3"]
