@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Table, event
 from sqlalchemy.dialects import postgresql, sqlite
@@ -40,6 +40,16 @@ def make_engine(url: str, cache_mib: int = 64) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+T = TypeVar("T")
+IN_CHUNK = 500  # values per ``IN (...)`` list: well under SQLite's bound-parameter limit
+
+
+def in_chunks(values: Sequence[T], size: int = IN_CHUNK) -> Iterator[Sequence[T]]:
+    """``values`` in slices of at most ``size``, for ``IN`` lists and batched statements."""
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
 
 
 def init_db(engine: Engine) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from knowledge.db import insert_ignore
+from knowledge.db import in_chunks, insert_ignore
 from knowledge.tables import EmbeddingCache
 
 _E = EmbeddingCache.__table__.c
@@ -101,8 +101,7 @@ def cached_passages(engine: Engine, embedder: Embedder, texts: Sequence[str], ba
     digests = [digest(t) for t in texts]
     found: dict[str, np.ndarray] = {}
     with engine.connect() as conn:
-        for start in range(0, len(digests), 500):
-            chunk = digests[start:start + 500]
+        for chunk in in_chunks(digests):
             for d, blob in conn.execute(select(_E.digest, _E.vector).where(_E.model == embedder.name,
                                                                           _E.digest.in_(chunk))):
                 found[d] = np.frombuffer(blob, dtype=np.float32)

@@ -10,7 +10,7 @@ from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.engine import Connection
 
 from knowledge.clock import as_utc
-from knowledge.db import insert_ignore
+from knowledge.db import in_chunks, insert_ignore
 from knowledge.tables import Customer, CustomerTag
 from sop_graphs.effects import Effects
 from sop_graphs.spec import Catalog
@@ -36,8 +36,7 @@ def load_customer(conn: Connection, customer_id: str) -> dict[str, Any] | None:
 def load_customers(conn: Connection, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
     ids = list(set(ids))
     found: dict[str, dict[str, Any]] = {}
-    for start in range(0, len(ids), 500):
-        chunk = ids[start:start + 500]
+    for chunk in in_chunks(ids):
         for row in conn.execute(select(Customer.__table__).where(_C.id.in_(chunk))).mappings():
             found[row["id"]] = dict(row)
     return found
@@ -50,8 +49,7 @@ def tags_of(conn: Connection, customer_id: str) -> set[str]:
 def tags_of_many(conn: Connection, ids: Iterable[str]) -> dict[str, set[str]]:
     ids = list(set(ids))
     found: dict[str, set[str]] = {i: set() for i in ids}
-    for start in range(0, len(ids), 500):
-        chunk = ids[start:start + 500]
+    for chunk in in_chunks(ids):
         for customer_id, tag in conn.execute(select(_T.customer_id, _T.tag).where(_T.customer_id.in_(chunk))):
             found[customer_id].add(tag)
     return found

@@ -14,6 +14,7 @@ from sqlalchemy import Select, bindparam, func, select, update
 from sqlalchemy.engine import Connection
 
 from knowledge.clock import as_utc, parse_hhmm
+from knowledge.db import in_chunks
 from sop_graphs.customers import BROADCAST, load_customer, load_customers, tags_of_many, write_tags
 from sop_graphs.deps import Deps
 from sop_graphs.effects import Effects
@@ -197,8 +198,8 @@ def chunked_rows(conn: Connection, query: Select[Any], column: Any, values: list
     """Rows of ``query`` restricted to ``column IN values``, 500 values per statement."""
     rows: list[Any] = []
     unique = list(dict.fromkeys(values))
-    for start in range(0, len(unique), 500):
-        rows.extend(conn.execute(query.where(column.in_(unique[start:start + 500]))).all())
+    for chunk in in_chunks(unique):
+        rows.extend(conn.execute(query.where(column.in_(chunk))).all())
     return rows
 
 

@@ -15,11 +15,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from croniter import croniter
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
 
 from knowledge.clock import as_utc, parse_hhmm
-from knowledge.db import insert_ignore
+from knowledge.db import in_chunks, insert_ignore
 from knowledge.tables import Customer
 from sop_graphs.actions import end_without_step, perform
 from sop_graphs.channel import Delivery
@@ -160,10 +160,10 @@ class Worker:
             handled += len(rows)
 
     def _done(self, conn: Connection, ids: list[int], status: str = "done") -> None:
-        if ids:
-            conn.execute(update(DueTouchpoint.__table__).where(_D.id == bindparam("rid"))
-                         .values(status=status, done_at=as_utc(self.deps.clock.now())),
-                         [{"rid": i} for i in ids])
+        done_at = as_utc(self.deps.clock.now())
+        for chunk in in_chunks(ids):
+            conn.execute(update(DueTouchpoint.__table__).where(_D.id.in_(chunk))
+                         .values(status=status, done_at=done_at))
 
     def _pushes(self, rows: list[Any]) -> None:
         """One transaction for a batch of pushes, run ends, graph-free enrolments and pure timeouts."""
@@ -289,8 +289,8 @@ class Worker:
                              customer_id=row["customer_id"], occurrence="run.1", start=now, added_at=added_at,
                              origin="customer" if row["payload"].get("reply") else "timer")
             scheduled.append(run_id)
-        for start in range(0, len(scheduled), 500):
-            conn.execute(update(SopRun.__table__).where(_R.id.in_(scheduled[start:start + 500]))
+        for chunk in in_chunks(scheduled):
+            conn.execute(update(SopRun.__table__).where(_R.id.in_(chunk))
                          .values(status="scheduled"))
         self._done(conn, [r["id"] for r in rows])
         self.stats["enrol"] += len(rows)
@@ -377,8 +377,7 @@ class Worker:
         ids = list({r["customer_id"] for r in rows})
         contacts: dict[str, Contact] = {i: Contact() for i in ids}
         suppressing = [s.id for s in self.deps.library.sops.values() if s.suppresses_marketing]
-        for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
+        for chunk in in_chunks(ids):
             for r in conn.execute(select(ContactState.__table__).where(_S.customer_id.in_(chunk))).mappings():
                 c = contacts[r["customer_id"]]
                 c.last_marketing_at, c.last_touch, c.day, c.day_count = (
@@ -429,10 +428,14 @@ class Worker:
                          touchpoint=row["touchpoint"], at=now, payload=dict(row["payload"])) for row, mode in sends])
         effects = Effects()
         with deps.engine.begin() as conn:
+            by_mode: dict[str, list[int]] = defaultdict(list)
+            for row, mode in sends:
+                by_mode[mode].append(row["id"])
+            for mode, ids in by_mode.items():
+                for chunk in in_chunks(ids):
+                    conn.execute(update(Outbox.__table__).where(_O.id.in_(chunk))
+                                 .values(status="sent", sent_at=as_utc(now), mode=mode))
             if sends:
-                conn.execute(update(Outbox.__table__).where(_O.id == bindparam("rid"))
-                             .values(status="sent", sent_at=as_utc(now), mode=bindparam("m")),
-                             [{"rid": row["id"], "m": mode} for row, mode in sends])
                 insert_ignore(conn, EmployeeTask.__table__, [self._task(row, mode, now) for row, mode in sends
                                                              if mode in TASK_MODES])
             for row, decision in defers:

@@ -33,7 +33,7 @@ from api.wecom.client import (
     WeComError,
 )
 from knowledge.clock import Clock, as_utc
-from knowledge.db import insert_ignore
+from knowledge.db import in_chunks, insert_ignore
 from knowledge.settings import Settings
 from knowledge.tables import Customer
 from sop_graphs.channel import Delivery
@@ -96,8 +96,8 @@ class WeComChannel:
     def _done_keys(self, keys: list[str]) -> set[str]:
         done: set[str] = set()
         with self.engine.connect() as conn:
-            for start in range(0, len(keys), 500):
-                done |= set(conn.execute(select(_W.key).where(_W.key.in_(keys[start:start + 500]))).scalars())
+            for chunk in in_chunks(keys):
+                done |= set(conn.execute(select(_W.key).where(_W.key.in_(chunk))).scalars())
         return done
 
     def _record(self, rows: list[dict[str, Any]]) -> None:
@@ -157,9 +157,9 @@ class WeComChannel:
         ids = list({d.customer_id for d in deliveries if d.customer_id and d.customer_id != BROADCAST})
         self._owners = {}
         with self.engine.connect() as conn:
-            for start in range(0, len(ids), 500):
+            for chunk in in_chunks(ids):
                 self._owners.update(conn.execute(select(Customer.__table__.c.id, Customer.__table__.c.owner)
-                                                 .where(Customer.__table__.c.id.in_(ids[start:start + 500]))).all())
+                                                 .where(Customer.__table__.c.id.in_(chunk))).all())
 
     def _sender(self, d: Delivery) -> str:
         return self._owners.get(d.customer_id) or str(d.payload.get("sender") or d.payload.get("assignee") or "")
