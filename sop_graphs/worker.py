@@ -307,11 +307,13 @@ class Worker:
                     schedule_enrolment(effects, spec, BROADCAST, trigger_key=occurrence, due_at=due,
                                        reason="schedule")
                 else:
-                    for customer in conn.execute(select(Customer.__table__).where(_C.stage != "churned")).mappings():
-                        tags = tags_of_many(conn, [customer["id"]])[customer["id"]]
-                        if audience_matches(spec.audience, dict(customer), tags):
-                            schedule_enrolment(effects, spec, customer["id"], trigger_key=occurrence, due_at=due,
-                                               reason="schedule")
+                    everyone = conn.execute(select(Customer.__table__).where(_C.stage != "churned")).mappings().all()
+                    for chunk in in_chunks(everyone):
+                        tags = tags_of_many(conn, [c["id"] for c in chunk])
+                        for customer in chunk:
+                            if audience_matches(spec.audience, dict(customer), tags[customer["id"]]):
+                                schedule_enrolment(effects, spec, customer["id"], trigger_key=occurrence,
+                                                   due_at=due, reason="schedule")
                 self._schedule_cron(effects, spec.id, row["payload"]["cron"], due)
                 effects.flush(conn)
 

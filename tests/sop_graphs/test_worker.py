@@ -11,6 +11,9 @@ from agent.runtime import Runtime
 from knowledge.clock import SimClock
 from knowledge.settings import Settings
 from knowledge.tables import TimelineEntry
+from sop_graphs.effects import Effects
+from sop_graphs.enrolment import change_tags
+from sop_graphs.spec import Audience, ScheduleTrigger
 from sop_graphs.tables import DueTouchpoint, SopRun
 from tests.conftest import MONDAY_15_SHANGHAI
 
@@ -81,3 +84,20 @@ def test_every_silent_customer_enters_the_graph_free_reactivation_sop(runtime):
         runs = conn.execute(select(_R.customer_id, _R.status).where(_R.sop_id == "silent_reactivation")).all()
     assert len(runs) == 30
     assert {status for _, status in runs} == {"scheduled"}
+
+
+def test_private_schedule_enrols_only_its_audience(runtime):
+    deps = runtime.deps
+    promo = deps.library.sops["promotion_double12"]
+    spec = promo.model_copy(update={"triggers": [ScheduleTrigger(on="schedule", cron="0 20 * * *")],
+                                    "audience": Audience(tags_any=["VIP"])})
+    runtime.replace_sop(spec, deps.library.sources[spec.id])
+    _add(runtime, "vip", "plain")
+    runtime.tick()
+    with deps.engine.begin() as conn:
+        change_tags(conn, deps, Effects(), "vip", ["VIP"], [], source="test", at=deps.clock.now())
+    runtime.worker.bootstrap()
+    runtime.run_until(deps.clock.now() + timedelta(hours=6))  # past 20:00 shop time
+    with deps.engine.connect() as conn:
+        enrolled = set(conn.execute(select(_R.customer_id).where(_R.sop_id == spec.id)).scalars())
+    assert enrolled == {"vip"}
