@@ -3,7 +3,7 @@
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from agent.inbound import submit
 from knowledge.tables import Customer, TimelineEntry
@@ -75,3 +75,26 @@ def test_reenrolment_waits_for_the_sops_interval(runtime, spec):
     late, _ = _admit(runtime, [Entry(spec, "silent1", "t3", "test")], days_later=61)
     assert early == [None] and skipped["silent1"] == "re-enrolment allowed after 60 days"
     assert late == [f"{REACTIVATION}/silent1/t3"]
+
+
+def test_admission_reads_runs_by_customer_never_by_scanning_a_sop(runtime, spec):
+    """At 100k runs a query that filters runs by SOP first walks every run of that SOP per batch."""
+    _customers(runtime, {"silent1": "silent"})
+    statements: list[tuple[str, object]] = []
+
+    def capture(_conn, _cursor, statement, parameters, _context, _executemany):
+        if statement.lstrip().upper().startswith("SELECT") and "soprun" in statement:
+            statements.append((statement, parameters))
+
+    engine = runtime.deps.engine
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        _admit(runtime, [Entry(spec, "silent1", "t1", "test")])
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    with engine.connect() as conn:
+        plans = [" ".join(str(r[-1]) for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params).all())
+                 for sql, params in statements]
+    assert plans
+    for plan in plans:
+        assert "ix_soprun_sop_id" not in plan and "SCAN soprun" not in plan, plan
