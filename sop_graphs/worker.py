@@ -391,9 +391,11 @@ class Worker:
                 contacts[cid].churned = stage == "churned"
                 contacts[cid].last_inbound_at = last_in
             if suppressing:
+                # filtered by SOP here, not in SQL: a sop_id condition lets SQLite walk that SOP's every run
                 for cid, sop_id in conn.execute(select(_R.customer_id, _R.sop_id).where(
-                        _R.customer_id.in_(chunk), _R.sop_id.in_(suppressing), _R.status.in_(LIVE))):
-                    contacts[cid].suppressed_by = self.deps.library.sops[sop_id].name
+                        _R.customer_id.in_(chunk), _R.status.in_(LIVE))):
+                    if sop_id in suppressing:
+                        contacts[cid].suppressed_by = self.deps.library.sops[sop_id].name
         return contacts
 
     def _settle(self, rows: list[Any], contacts: dict[str, Contact], now: datetime) -> None:

@@ -4,7 +4,7 @@ batches, with the same outcome as the graph would have had."""
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from agent.inbound import submit
 from agent.runtime import Runtime
@@ -101,3 +101,33 @@ def test_private_schedule_enrols_only_its_audience(runtime):
     with deps.engine.connect() as conn:
         enrolled = set(conn.execute(select(_R.customer_id).where(_R.sop_id == spec.id)).scalars())
     assert enrolled == {"vip"}
+
+
+def test_no_statement_of_a_month_walks_a_table_that_grows_with_every_send(runtime):
+    """Per-batch statements must find their rows through an index on the batch's keys.
+
+    Only the daily sweep reads the whole customer table (once a day, whatever the traffic).
+    """
+    statements: dict[str, object] = {}
+
+    def capture(_conn, _cursor, statement, parameters, _context, executemany):
+        if not executemany and statement.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE")):
+            statements.setdefault(statement, parameters)
+
+    engine = runtime.deps.engine
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        _add(runtime, "c1", "c2", "c3")
+        submit(runtime.deps, key="m1", customer_id="c1", kind="message", payload={"text": "2"},
+               at=runtime.deps.clock.now() + timedelta(minutes=5))
+        runtime.run_until(MONDAY_15_SHANGHAI + timedelta(days=31))
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    with engine.connect() as conn:
+        plans = {sql: " | ".join(str(r[-1]) for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params))
+                 for sql, params in statements.items()}
+    walking = {sql: plan for sql, plan in plans.items()
+               if "ix_soprun_sop_id" in plan or any(part.startswith("SCAN ") and part != "SCAN customer"
+                                                     for part in plan.split(" | "))}
+    assert len(plans) > 20
+    assert walking == {}
