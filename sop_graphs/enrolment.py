@@ -35,7 +35,6 @@ _R = SopRun.__table__.c
 _D = DueTouchpoint.__table__.c
 _O = Outbox.__table__.c
 LIVE = ("active", "scheduled")
-_RUN_HEAD = select(_R.customer_id, _R.sop_id, _R.status).where(_R.id == bindparam("rid"))
 _RUN_STATUS = select(_R.status).where(_R.id == bindparam("rid"))
 _LIVE_RUNS = select(_R.id, _R.sop_id).where(_R.customer_id == bindparam("cid"), _R.status.in_(LIVE))
 _END_RUN = update(SopRun.__table__).where(_R.id == bindparam("rid"))
@@ -226,33 +225,64 @@ def _refusal(spec: SopSpec, customer: dict[str, Any] | None, tags: set[str], own
     return None
 
 
+@dataclass(frozen=True)
+class Ending:
+    """How a run ends: completed (its last actions still go out) or exited (pending actions cancelled)."""
+
+    run_id: str
+    status: str
+    reason: str
+    outcome: Outcome
+    at: datetime
+
+
 def finish_run(conn: Connection, deps: Deps, effects: Effects, run_id: str, *, status: str, reason: str,
                outcome: Outcome, at: datetime) -> bool:
     """End a live run: cancel what it still had pending, apply its outcome. False if already ended."""
-    row = conn.execute(_RUN_HEAD, {"rid": run_id}).first()
-    if row is None or row.status not in LIVE:
-        return False
-    customer_id, sop_id = row.customer_id, row.sop_id
-    conn.execute(_END_RUN, {"rid": run_id, "status": status, "ended_at": as_utc(at), "exit_reason": reason,
-                            "waiting": None, "waiting_kind": None})
-    conn.execute(_CANCEL_DUE, {"rid": run_id, "status": "cancelled", "done_at": as_utc(at)})
-    cancelled = 0
-    if status == "exited":  # a completed run's last actions still go out; an exited run's do not
-        cancelled = conn.execute(update(Outbox.__table__).where(_O.run_id == run_id, _O.status == "pending")
-                                 .values(status="cancelled", last_deferral=f"run exited: {reason}")).rowcount
-    spec = deps.library.sops.get(sop_id)
-    name = spec.name if spec else sop_id
-    verb = "完成" if status == "completed" else "退出"
-    effects.note(customer_id=customer_id, at=at, kind=status, run_id=run_id, key=f"{status}/{run_id}",
-                 summary=f"{verb} SOP「{name}」（{reason}）" + (f"，取消 {cancelled} 条未发送动作" if cancelled else ""),
-                 detail={"sop": sop_id, "reason": reason, "cancelled": cancelled})
-    if customer_id != BROADCAST:
-        change_tags(conn, deps, effects, customer_id, outcome.add_tags, outcome.remove_tags,
-                    source=f"{status}/{run_id}", at=at, run_id=run_id)
-    if outcome.switch_to and outcome.switch_to in deps.library.sops:
-        schedule_enrolment(effects, deps.library.sops[outcome.switch_to], customer_id,
-                           trigger_key=f"after-{sop_id}", due_at=at, reason=f"switch from {sop_id}")
-    return True
+    return bool(finish_runs(conn, deps, effects, [Ending(run_id, status, reason, outcome, at)]))
+
+
+def finish_runs(conn: Connection, deps: Deps, effects: Effects, endings: list[Ending]) -> list[str]:
+    """:func:`finish_run` for many runs, with one statement per kind of write; returns the runs ended.
+
+    Runs ending together end together: an outcome tag of one that is another's exit condition does
+    not turn that other run, which reached its own end at the same moment, into an exit.
+    """
+    heads = {row.id: row for row in chunked_rows(conn, select(_R.id, _R.customer_id, _R.sop_id, _R.status), _R.id,
+                                                 [e.run_id for e in endings])}
+    ended: dict[str, Ending] = {}
+    for ending in endings:
+        head = heads.get(ending.run_id)
+        if head is not None and head.status in LIVE and ending.run_id not in ended:
+            ended[ending.run_id] = ending
+    if not ended:
+        return []
+    conn.execute(_END_RUN, [{"rid": e.run_id, "status": e.status, "ended_at": as_utc(e.at), "exit_reason": e.reason,
+                             "waiting": None, "waiting_kind": None} for e in ended.values()])
+    conn.execute(_CANCEL_DUE, [{"rid": e.run_id, "status": "cancelled", "done_at": as_utc(e.at)}
+                               for e in ended.values()])
+    for run_id, ending in ended.items():
+        customer_id, sop_id = heads[run_id].customer_id, heads[run_id].sop_id
+        cancelled = 0
+        if ending.status == "exited":  # a completed run's last actions still go out; an exited run's do not
+            cancelled = conn.execute(update(Outbox.__table__).where(_O.run_id == run_id, _O.status == "pending")
+                                     .values(status="cancelled", last_deferral=f"run exited: {ending.reason}")
+                                     ).rowcount
+        spec = deps.library.sops.get(sop_id)
+        name = spec.name if spec else sop_id
+        verb = "完成" if ending.status == "completed" else "退出"
+        effects.note(customer_id=customer_id, at=ending.at, kind=ending.status, run_id=run_id,
+                     key=f"{ending.status}/{run_id}",
+                     summary=f"{verb} SOP「{name}」（{ending.reason}）" + (f"，取消 {cancelled} 条未发送动作" if cancelled else ""),
+                     detail={"sop": sop_id, "reason": ending.reason, "cancelled": cancelled})
+        outcome = ending.outcome
+        if customer_id != BROADCAST:
+            change_tags(conn, deps, effects, customer_id, outcome.add_tags, outcome.remove_tags,
+                        source=f"{ending.status}/{run_id}", at=ending.at, run_id=run_id)
+        if outcome.switch_to and outcome.switch_to in deps.library.sops:
+            schedule_enrolment(effects, deps.library.sops[outcome.switch_to], customer_id,
+                               trigger_key=f"after-{sop_id}", due_at=ending.at, reason=f"switch from {sop_id}")
+    return list(ended)
 
 
 def exit_runs(conn: Connection, deps: Deps, effects: Effects, customer_id: str, *, at: datetime,

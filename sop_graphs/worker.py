@@ -21,16 +21,25 @@ from sqlalchemy.engine import Connection
 from knowledge.clock import as_utc, parse_hhmm
 from knowledge.db import in_chunks, insert_ignore
 from knowledge.tables import Customer
-from sop_graphs.actions import end_without_step, perform
+from sop_graphs.actions import perform
 from sop_graphs.channel import Delivery
 from sop_graphs.customers import BROADCAST, load_customers, set_stage, tags_of_many
 from sop_graphs.deps import Deps
 from sop_graphs.effects import Effects
-from sop_graphs.enrolment import LIVE, Entry, admit_many, audience_matches, chunked, schedule_enrolment
+from sop_graphs.enrolment import (
+    LIVE,
+    Ending,
+    Entry,
+    admit_many,
+    audience_matches,
+    chunked,
+    finish_runs,
+    schedule_enrolment,
+)
 from sop_graphs.nodes import leave_on_timeout, pure_timeouts, schedule_segment, tails_of
 from sop_graphs.policy import Contact, Decision
 from sop_graphs.runner import GraphRunner
-from sop_graphs.spec import ScheduleTrigger, SilentTrigger
+from sop_graphs.spec import Outcome, ScheduleTrigger, SilentTrigger
 from sop_graphs.tables import ContactState, DueTouchpoint, EmployeeTask, Outbox, SopRun
 from sop_graphs.timing import plan_whole_run
 
@@ -184,7 +193,7 @@ class Worker:
         deps = self.deps
         status = chunked(conn, select(_R.id, _R.status), _R.id, [r["run_id"] for r in rows])
         tags = tags_of_many(conn, [r["customer_id"] for r in rows if r["customer_id"] != BROADCAST])
-        done, cancelled = [], []
+        done, cancelled, endings = [], [], []
         for row in rows:
             spec = deps.library.sops.get(row["sop_id"])
             step = self.steps.get(row["sop_id"], {}).get(row["step_id"]) if row["step_id"] else None
@@ -192,14 +201,16 @@ class Worker:
                 cancelled.append(row["id"])
                 continue
             at = as_utc(row["due_at"])
-            if row["kind"] == "end" and step is None:
-                end_without_step(conn, deps, effects, row["run_id"], at)
+            if row["kind"] == "end":  # the end step, or steps that simply ran out
+                endings.append(Ending(row["run_id"], "completed", "reached the end",
+                                      step.outcome if step is not None else Outcome(), at))
             else:
                 perform(conn, deps, effects, spec=spec, step=step, run_id=row["run_id"],
                         customer=customers.get(row["customer_id"]), customer_id=row["customer_id"],
                         tags=tags.get(row["customer_id"], set()), occurrence=row["payload"]["occurrence"],
                         at=at, origin=row["payload"].get("origin", "timer"))
             done.append(row["id"])
+        finish_runs(conn, deps, effects, endings)
         effects.flush(conn)
         self._done(conn, done)
         self._done(conn, cancelled, "cancelled")
