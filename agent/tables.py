@@ -12,7 +12,9 @@ from sqlmodel import Field, SQLModel
 class InboundEvent(SQLModel, table=True):
     """A customer message or customer event; ``key`` dedupes redeliveries (e.g. WeCom MsgId)."""
 
-    __table_args__ = (Index("ix_inbound_status_at", "status", "received_at"),)
+    # the second index lets "pending messages" seek past a backlog of pending adds (a bulk import)
+    __table_args__ = (Index("ix_inbound_status_at", "status", "received_at"),
+                      Index("ix_inbound_status_kind_at", "status", "kind", "received_at"))
 
     id: int | None = Field(default=None, primary_key=True)
     key: str = Field(unique=True)
