@@ -2,7 +2,7 @@
 
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from agent.inbound import submit
 from knowledge.tables import Customer, CustomerTag, TimelineEntry
@@ -164,3 +164,22 @@ def test_customer_active_again_is_not_swept(runtime):
         runtime.run_until(runtime.deps.clock.now() + timedelta(days=10))
         _say(runtime, "在吗")
     assert _rows(runtime, SopRun, SopRun.__table__.c.sop_id == "silent_reactivation") == []
+
+
+def test_finding_pending_messages_seeks_past_a_backlog_of_pending_adds(runtime):
+    """A bulk import leaves thousands of adds pending; every tick asks for pending messages."""
+    statements: list[tuple[str, object]] = []
+
+    def capture(_conn, _cursor, statement, parameters, _context, _executemany):
+        if "FROM inboundevent" in statement and "kind = ?" in statement:
+            statements.append((statement, parameters))
+
+    event.listen(runtime.deps.engine, "before_cursor_execute", capture)
+    try:
+        runtime.inbound.next_at()
+    finally:
+        event.remove(runtime.deps.engine, "before_cursor_execute", capture)
+    with runtime.deps.engine.connect() as conn:
+        plans = [" ".join(str(r[-1]) for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params))
+                 for sql, params in statements]
+    assert plans and all("kind=?" in plan for plan in plans), plans
