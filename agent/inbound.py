@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.engine import Connection
 
 from agent.conversation import Conversation
@@ -33,6 +33,13 @@ from sop_graphs.tables import SopRun
 _I = InboundEvent.__table__.c
 _C = Customer.__table__.c
 _R = SopRun.__table__.c
+# built once: the tick loop runs these every simulated second, and building a statement costs more
+# than running it on SQLite
+_FIRST_EVENT = select(func.min(_I.received_at)).where(_I.status == "pending", _I.kind != "message")
+_PENDING_MESSAGES = (select(_I.customer_id, _I.kind, _I.received_at).where(_I.status == "pending", _I.kind == "message")
+                     .order_by(_I.received_at, _I.id))
+_DUE_EVENTS = (select(InboundEvent.__table__).where(_I.status == "pending", _I.received_at <= bindparam("now"))
+               .order_by(_I.received_at, _I.id))
 _QUESTION = re.compile(r"[?？]|多少|怎么|什么|哪|吗|能不能|有没有|推荐|先问")
 
 
@@ -60,10 +67,8 @@ class InboundProcessor:
     def next_at(self) -> datetime | None:
         """When the next event becomes processable: now for events, burst end + window for messages."""
         with self.deps.engine.connect() as conn:
-            first = conn.execute(select(func.min(_I.received_at)).where(_I.status == "pending",
-                                                                        _I.kind != "message")).scalar()
-            messages = conn.execute(select(_I.customer_id, _I.kind, _I.received_at).where(
-                _I.status == "pending", _I.kind == "message").order_by(_I.received_at, _I.id)).mappings().all()
+            first = conn.execute(_FIRST_EVENT).scalar()
+            messages = conn.execute(_PENDING_MESSAGES).mappings().all()
         times = [as_utc(first)] if first else []
         times += [as_utc(burst[-1]["received_at"]) + self.window for burst in self._group(messages)]
         return min(times) if times else None
@@ -71,9 +76,7 @@ class InboundProcessor:
     def process(self) -> int:
         now = self.deps.clock.now()
         with self.deps.engine.connect() as conn:
-            rows = conn.execute(select(InboundEvent.__table__).where(
-                _I.status == "pending", _I.received_at <= as_utc(now)).order_by(_I.received_at, _I.id)
-            ).mappings().all()
+            rows = conn.execute(_DUE_EVENTS, {"now": as_utc(now)}).mappings().all()
         handled = 0
         for group in self._turns(rows, now):
             effects = Effects()

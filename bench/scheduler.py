@@ -1,6 +1,7 @@
 """Scheduler benchmark: enrol N customers (added within one hour) into the nurture SOP, then advance 30 days.
 
-Prints enrolment rate, sustained due actions/s over the 30 days, peak RSS, and an exactly-once check.
+Prints enrolment rate, due actions/s over the 30 days and on the slowest busy day, peak RSS, and an
+exactly-once check.
 Usage: python bench/scheduler.py [--customers 100000] [--home /tmp/sopagent-bench]
 """
 
@@ -24,6 +25,11 @@ START = datetime(2026, 11, 23, 1, 0, tzinfo=UTC)  # Monday 09:00 Shanghai
 
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def due_count(stats: dict[str, int]) -> int:
+    """Due rows handled: pushes and run ends, timeouts, enrolments and graph resumes."""
+    return sum(stats.get(kind, 0) for kind in ("push", "resume", "timeout", "enrol", "end"))
 
 
 def main() -> None:
@@ -50,10 +56,16 @@ def main() -> None:
     stats_before = dict(runtime.worker.stats)
 
     t1 = time.perf_counter()
-    runtime.run_until(START + timedelta(days=31))  # every questionnaire timeout, push, end and re-activation
+    days = []  # (simulated day, due actions, wall seconds): "sustained" means no day falls far below the mean
+    for day in range(31):  # every questionnaire timeout, push, end and re-activation
+        before, t_day = due_count(runtime.worker.stats), time.perf_counter()
+        runtime.run_until(START + timedelta(days=day + 1))
+        days.append((day, due_count(runtime.worker.stats) - before, time.perf_counter() - t_day))
     run_s = time.perf_counter() - t1
     stats = {k: v - stats_before.get(k, 0) for k, v in runtime.worker.stats.items()}
-    due_actions = sum(stats.get(kind, 0) for kind in ("push", "resume", "timeout", "enrol", "end"))
+    due_actions = due_count(stats)
+    busy = [d for d in days if d[1] >= args.customers]  # days with at least one action per customer
+    slowest = min(busy, key=lambda d: d[1] / d[2]) if busy else None
     sent = stats.get("sent", 0)
 
     db = sqlite3.connect(args.home / "sopagent.sqlite")
@@ -75,6 +87,9 @@ def main() -> None:
     print(f"due actions:          {due_actions:,} ({due_actions / run_s:,.0f}/s: "
           f"{stats.get('resume', 0):,} graph resumes, {stats.get('timeout', 0):,} batched timeouts, "
           f"{stats.get('enrol', 0):,} batched enrolments, {stats.get('push', 0):,} pushes and ends)")
+    if slowest is not None:
+        print(f"slowest busy day:     day {slowest[0]}: {slowest[1]:,} due actions in {slowest[2]:.1f}s "
+              f"({slowest[1] / slowest[2]:,.0f}/s; {len(busy)} days with >= 1 action per customer)")
     print(f"outbox sent:          {sent:,} ({sent / run_s:,.0f}/s), deferred {stats.get('deferred', 0):,}")
     print(f"peak RSS:             {peak_rss_mib():,.0f} MiB")
     print(f"nurture runs:         {runs}")

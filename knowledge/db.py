@@ -7,7 +7,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Table, event
+from sqlalchemy import ColumnElement, Row, Table, bindparam, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import SQLModel, create_engine
@@ -50,6 +50,23 @@ def in_chunks(values: Sequence[T], size: int = IN_CHUNK) -> Iterator[Sequence[T]
     """``values`` in slices of at most ``size``, for ``IN`` lists and batched statements."""
     for start in range(0, len(values), size):
         yield values[start:start + size]
+
+
+def any_of(column: Any) -> ColumnElement[bool]:
+    """``column IN (:values)`` with the list bound at execution, so statements using it are built once
+    (building a statement costs more than running it on SQLite). Run them with :func:`run_in`."""
+    return column.in_(bindparam("values", expanding=True))
+
+
+def run_in(conn: Connection, statement: Any, values: Iterable[Any], **params: Any) -> list[Row[Any]]:
+    """Run a statement built with :func:`any_of` for any number of distinct ``values`` (bound a chunk
+    at a time); returns its rows, none for an update or delete."""
+    rows: list[Row[Any]] = []
+    for chunk in in_chunks(list(dict.fromkeys(values))):
+        result = conn.execute(statement, {"values": list(chunk), **params})
+        if result.returns_rows:
+            rows.extend(result.all())
+    return rows
 
 
 def init_db(engine: Engine) -> None:

@@ -10,7 +10,7 @@ from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.engine import Connection
 
 from knowledge.clock import as_utc
-from knowledge.db import in_chunks, insert_ignore
+from knowledge.db import any_of, insert_ignore, run_in
 from knowledge.tables import Customer, CustomerTag
 from sop_graphs.effects import Effects
 from sop_graphs.spec import Catalog
@@ -26,6 +26,8 @@ _T = CustomerTag.__table__.c
 _CUSTOMER = select(Customer.__table__).where(_C.id == bindparam("cid"))
 _TAGS = select(_T.tag).where(_T.customer_id == bindparam("cid"))
 _STAGE = select(_C.stage).where(_C.id == bindparam("cid"))
+_CUSTOMERS_IN = select(Customer.__table__).where(any_of(_C.id))
+_TAGS_IN = select(_T.customer_id, _T.tag).where(any_of(_T.customer_id))
 
 
 def load_customer(conn: Connection, customer_id: str) -> dict[str, Any] | None:
@@ -34,12 +36,7 @@ def load_customer(conn: Connection, customer_id: str) -> dict[str, Any] | None:
 
 
 def load_customers(conn: Connection, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-    ids = list(set(ids))
-    found: dict[str, dict[str, Any]] = {}
-    for chunk in in_chunks(ids):
-        for row in conn.execute(select(Customer.__table__).where(_C.id.in_(chunk))).mappings():
-            found[row["id"]] = dict(row)
-    return found
+    return {row.id: dict(row._mapping) for row in run_in(conn, _CUSTOMERS_IN, ids)}
 
 
 def tags_of(conn: Connection, customer_id: str) -> set[str]:
@@ -49,9 +46,8 @@ def tags_of(conn: Connection, customer_id: str) -> set[str]:
 def tags_of_many(conn: Connection, ids: Iterable[str]) -> dict[str, set[str]]:
     ids = list(set(ids))
     found: dict[str, set[str]] = {i: set() for i in ids}
-    for chunk in in_chunks(ids):
-        for customer_id, tag in conn.execute(select(_T.customer_id, _T.tag).where(_T.customer_id.in_(chunk))):
-            found[customer_id].add(tag)
+    for customer_id, tag in run_in(conn, _TAGS_IN, ids):
+        found[customer_id].add(tag)
     return found
 
 

@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Select, bindparam, func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.engine import Connection
 
 from knowledge.clock import as_utc, parse_hhmm
-from knowledge.db import in_chunks
+from knowledge.db import any_of, run_in
 from sop_graphs.customers import BROADCAST, load_customer, load_customers, tags_of_many, write_tags
 from sop_graphs.deps import Deps
 from sop_graphs.effects import Effects
@@ -37,6 +37,11 @@ _O = Outbox.__table__.c
 LIVE = ("active", "scheduled")
 _RUN_STATUS = select(_R.status).where(_R.id == bindparam("rid"))
 _LIVE_RUNS = select(_R.id, _R.sop_id).where(_R.customer_id == bindparam("cid"), _R.status.in_(LIVE))
+_RUN_STATUS_IN = select(_R.id, _R.status).where(any_of(_R.id))
+_RUN_HEADS_IN = select(_R.id, _R.customer_id, _R.sop_id, _R.status).where(any_of(_R.id))
+_LIVE_FAMILIES_IN = select(_R.customer_id, _R.family, _R.id).where(_R.status.in_(LIVE), any_of(_R.customer_id))
+_PREVIOUS_IN = (select(_R.customer_id, _R.sop_id, func.max(_R.started_at)).where(any_of(_R.customer_id))
+                .group_by(_R.customer_id, _R.sop_id))
 _END_RUN = update(SopRun.__table__).where(_R.id == bindparam("rid"))
 _CANCEL_DUE = update(DueTouchpoint.__table__).where(_D.run_id == bindparam("rid"), _D.status == "pending")
 
@@ -158,14 +163,11 @@ def admit_many(conn: Connection, effects: Effects, entries: list[Entry], at: dat
     is refused the second time (the first run now owns the family). Refusals go on the timeline.
     """
     ids = [e.customer_id for e in entries if e.customer_id != BROADCAST]
-    existing = chunked(conn, select(_R.id, _R.status), _R.id, [e.run_id for e in entries])
+    existing = run_statuses(conn, [e.run_id for e in entries])
     customers = load_customers(conn, ids)
     tags = tags_of_many(conn, ids)
-    owners = {(cid, family): run_id for cid, family, run_id in chunked_rows(
-        conn, select(_R.customer_id, _R.family, _R.id).where(_R.status.in_(LIVE)), _R.customer_id, ids)}
-    previous = {(cid, sop_id): started for cid, sop_id, started in chunked_rows(
-        conn, select(_R.customer_id, _R.sop_id, func.max(_R.started_at)).group_by(_R.customer_id, _R.sop_id),
-        _R.customer_id, ids)}
+    owners = {(cid, family): run_id for cid, family, run_id in run_in(conn, _LIVE_FAMILIES_IN, ids)}
+    previous = {(cid, sop_id): started for cid, sop_id, started in run_in(conn, _PREVIOUS_IN, ids)}
     admitted: list[Admission] = []
     new_runs = []
     for entry in entries:
@@ -193,18 +195,9 @@ def admit_many(conn: Connection, effects: Effects, entries: list[Entry], at: dat
     return admitted
 
 
-def chunked_rows(conn: Connection, query: Select[Any], column: Any, values: list[str]) -> list[Any]:
-    """Rows of ``query`` restricted to ``column IN values``, 500 values per statement."""
-    rows: list[Any] = []
-    unique = list(dict.fromkeys(values))
-    for chunk in in_chunks(unique):
-        rows.extend(conn.execute(query.where(column.in_(chunk))).all())
-    return rows
-
-
-def chunked(conn: Connection, query: Select[Any], column: Any, values: list[str]) -> dict[Any, Any]:
-    """:func:`chunked_rows` of a two-column query as a dict."""
-    return dict(chunked_rows(conn, query, column, values))
+def run_statuses(conn: Connection, run_ids: list[str]) -> dict[str, str]:
+    """Status of each existing run among ``run_ids``."""
+    return {run_id: status for run_id, status in run_in(conn, _RUN_STATUS_IN, run_ids)}
 
 
 def _refusal(spec: SopSpec, customer: dict[str, Any] | None, tags: set[str], owner: str | None,
@@ -248,8 +241,7 @@ def finish_runs(conn: Connection, deps: Deps, effects: Effects, endings: list[En
     Runs ending together end together: an outcome tag of one that is another's exit condition does
     not turn that other run, which reached its own end at the same moment, into an exit.
     """
-    heads = {row.id: row for row in chunked_rows(conn, select(_R.id, _R.customer_id, _R.sop_id, _R.status), _R.id,
-                                                 [e.run_id for e in endings])}
+    heads = {row.id: row for row in run_in(conn, _RUN_HEADS_IN, [e.run_id for e in endings])}
     ended: dict[str, Ending] = {}
     for ending in endings:
         head = heads.get(ending.run_id)

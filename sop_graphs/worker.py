@@ -15,11 +15,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from croniter import croniter
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.engine import Connection
 
 from knowledge.clock import as_utc, parse_hhmm
-from knowledge.db import in_chunks, insert_ignore
+from knowledge.db import any_of, in_chunks, insert_ignore, run_in
 from knowledge.tables import Customer
 from sop_graphs.actions import perform
 from sop_graphs.channel import Delivery
@@ -32,8 +32,8 @@ from sop_graphs.enrolment import (
     Entry,
     admit_many,
     audience_matches,
-    chunked,
     finish_runs,
+    run_statuses,
     schedule_enrolment,
 )
 from sop_graphs.nodes import leave_on_timeout, pure_timeouts, schedule_segment, tails_of
@@ -48,6 +48,23 @@ _O = Outbox.__table__.c
 _R = SopRun.__table__.c
 _C = Customer.__table__.c
 _S = ContactState.__table__.c
+# built once: the tick loop runs these every simulated second
+_NEXT_DUE = select(func.min(_D.due_at)).where(_D.status == "pending")
+_NEXT_OUT = select(func.min(_O.not_before)).where(_O.status == "pending")
+_DUE_NOW = (select(DueTouchpoint.__table__).where(_D.status == "pending", _D.due_at <= bindparam("now"))
+            .order_by(_D.due_at, _D.id).limit(bindparam("n")))
+_OUT_NOW = (select(Outbox.__table__).where(_O.status == "pending", _O.not_before <= bindparam("now"))
+            .order_by(_O.not_before, _O.id).limit(bindparam("n")))
+_SETTLE_DUE_IN = (update(DueTouchpoint.__table__).where(any_of(_D.id))
+                  .values(status=bindparam("settled"), done_at=bindparam("at")))
+_WAITING_IN = select(_R.id, _R.waiting).where(_R.status.in_(LIVE), any_of(_R.id))
+_SCHEDULED_IN = update(SopRun.__table__).where(any_of(_R.id)).values(status="scheduled")
+_SENT_IN = (update(Outbox.__table__).where(any_of(_O.id))
+            .values(status="sent", sent_at=bindparam("at"), mode=bindparam("sent_mode")))
+_STATES_IN = select(ContactState.__table__).where(any_of(_S.customer_id))
+_FORGET_CONTACTS_IN = ContactState.__table__.delete().where(any_of(_S.customer_id))
+_CONTACT_CUSTOMERS_IN = select(_C.id, _C.unsubscribed_at, _C.stage, _C.last_inbound_at).where(any_of(_C.id))
+_LIVE_SOPS_IN = select(_R.customer_id, _R.sop_id).where(any_of(_R.customer_id), _R.status.in_(LIVE))
 KF_WINDOW = timedelta(hours=48)
 KF_PER_MESSAGE = 5  # kf/send_msg allows 5 messages per customer message
 TASK_MODES = {"member_task": "send_private", "group_task": "send_group", "moment_task": "post_moment",
@@ -122,8 +139,8 @@ class Worker:
 
     def next_due(self) -> datetime | None:
         with self.deps.engine.connect() as conn:
-            due = conn.execute(select(func.min(_D.due_at)).where(_D.status == "pending")).scalar()
-            out = conn.execute(select(func.min(_O.not_before)).where(_O.status == "pending")).scalar()
+            due = conn.execute(_NEXT_DUE).scalar()
+            out = conn.execute(_NEXT_OUT).scalar()
         times = [as_utc(t) for t in (due, out) if t is not None]
         return min(times) if times else None
 
@@ -134,9 +151,7 @@ class Worker:
         while True:
             now = self.deps.clock.now()
             with self.deps.engine.connect() as conn:
-                rows = conn.execute(
-                    select(DueTouchpoint.__table__).where(_D.status == "pending", _D.due_at <= as_utc(now))
-                    .order_by(_D.due_at, _D.id).limit(batch)).mappings().all()
+                rows = conn.execute(_DUE_NOW, {"now": as_utc(now), "n": batch}).mappings().all()
             if not rows:
                 return handled
             pushes: list[Any] = []
@@ -169,10 +184,7 @@ class Worker:
             handled += len(rows)
 
     def _done(self, conn: Connection, ids: list[int], status: str = "done") -> None:
-        done_at = as_utc(self.deps.clock.now())
-        for chunk in in_chunks(ids):
-            conn.execute(update(DueTouchpoint.__table__).where(_D.id.in_(chunk))
-                         .values(status=status, done_at=done_at))
+        run_in(conn, _SETTLE_DUE_IN, ids, settled=status, at=as_utc(self.deps.clock.now()))
 
     def _pushes(self, rows: list[Any]) -> None:
         """One transaction for a batch of pushes, run ends, graph-free enrolments and pure timeouts."""
@@ -191,7 +203,7 @@ class Worker:
 
     def _perform(self, conn: Connection, effects: Effects, rows: list[Any], customers: dict[str, Any]) -> None:
         deps = self.deps
-        status = chunked(conn, select(_R.id, _R.status), _R.id, [r["run_id"] for r in rows])
+        status = run_statuses(conn, [r["run_id"] for r in rows])
         tags = tags_of_many(conn, [r["customer_id"] for r in rows if r["customer_id"] != BROADCAST])
         done, cancelled, endings = [], [], []
         for row in rows:
@@ -223,8 +235,7 @@ class Worker:
             return
         deps = self.deps
         now = deps.clock.now()
-        waiting = chunked(conn, select(_R.id, _R.waiting).where(_R.status.in_(LIVE)), _R.id,
-                           [r["run_id"] for r in rows])
+        waiting = dict(run_in(conn, _WAITING_IN, [r["run_id"] for r in rows]))
         done, stale = [], []
         for row in rows:
             token = row["payload"].get("token")
@@ -300,9 +311,7 @@ class Worker:
                              customer_id=row["customer_id"], occurrence="run.1", start=now, added_at=added_at,
                              origin="customer" if row["payload"].get("reply") else "timer")
             scheduled.append(run_id)
-        for chunk in in_chunks(scheduled):
-            conn.execute(update(SopRun.__table__).where(_R.id.in_(chunk))
-                         .values(status="scheduled"))
+        run_in(conn, _SCHEDULED_IN, scheduled)
         self._done(conn, [r["id"] for r in rows])
         self.stats["enrol"] += len(rows)
 
@@ -377,9 +386,7 @@ class Worker:
         while True:
             now = self.deps.clock.now()
             with self.deps.engine.connect() as conn:
-                rows = conn.execute(select(Outbox.__table__).where(_O.status == "pending",
-                                                                    _O.not_before <= as_utc(now))
-                                    .order_by(_O.not_before, _O.id).limit(batch)).mappings().all()
+                rows = conn.execute(_OUT_NOW, {"now": as_utc(now), "n": batch}).mappings().all()
                 if not rows:
                     return handled
                 contacts = self._contacts(conn, rows, now)
@@ -390,23 +397,19 @@ class Worker:
         ids = list({r["customer_id"] for r in rows})
         contacts: dict[str, Contact] = {i: Contact() for i in ids}
         suppressing = [s.id for s in self.deps.library.sops.values() if s.suppresses_marketing]
-        for chunk in in_chunks(ids):
-            for r in conn.execute(select(ContactState.__table__).where(_S.customer_id.in_(chunk))).mappings():
-                c = contacts[r["customer_id"]]
-                c.last_marketing_at, c.last_touch, c.day, c.day_count = (
-                    r["last_marketing_at"], r["last_touch"], r["day"], r["day_count"])
-                c.kf_window, c.kf_sent = r["kf_window"], r["kf_sent"]
-            for cid, unsub, stage, last_in in conn.execute(select(_C.id, _C.unsubscribed_at, _C.stage,
-                                                                  _C.last_inbound_at).where(_C.id.in_(chunk))):
-                contacts[cid].unsubscribed = unsub is not None
-                contacts[cid].churned = stage == "churned"
-                contacts[cid].last_inbound_at = last_in
-            if suppressing:
-                # filtered by SOP here, not in SQL: a sop_id condition lets SQLite walk that SOP's every run
-                for cid, sop_id in conn.execute(select(_R.customer_id, _R.sop_id).where(
-                        _R.customer_id.in_(chunk), _R.status.in_(LIVE))):
-                    if sop_id in suppressing:
-                        contacts[cid].suppressed_by = self.deps.library.sops[sop_id].name
+        for r in run_in(conn, _STATES_IN, ids):
+            c = contacts[r.customer_id]
+            c.last_marketing_at, c.last_touch, c.day, c.day_count = r.last_marketing_at, r.last_touch, r.day, r.day_count
+            c.kf_window, c.kf_sent = r.kf_window, r.kf_sent
+        for cid, unsub, stage, last_in in run_in(conn, _CONTACT_CUSTOMERS_IN, ids):
+            contacts[cid].unsubscribed = unsub is not None
+            contacts[cid].churned = stage == "churned"
+            contacts[cid].last_inbound_at = last_in
+        if suppressing:
+            # filtered by SOP here, not in SQL: a sop_id condition lets SQLite walk that SOP's every run
+            for cid, sop_id in run_in(conn, _LIVE_SOPS_IN, ids):
+                if sop_id in suppressing:
+                    contacts[cid].suppressed_by = self.deps.library.sops[sop_id].name
         return contacts
 
     def _settle(self, rows: list[Any], contacts: dict[str, Contact], now: datetime) -> None:
@@ -447,9 +450,7 @@ class Worker:
             for row, mode in sends:
                 by_mode[mode].append(row["id"])
             for mode, ids in by_mode.items():
-                for chunk in in_chunks(ids):
-                    conn.execute(update(Outbox.__table__).where(_O.id.in_(chunk))
-                                 .values(status="sent", sent_at=as_utc(now), mode=mode))
+                run_in(conn, _SENT_IN, ids, at=as_utc(now), sent_mode=mode)
             if sends:
                 insert_ignore(conn, EmployeeTask.__table__, [self._task(row, mode, now) for row, mode in sends
                                                              if mode in TASK_MODES])
@@ -503,7 +504,7 @@ class Worker:
         if not contacts:
             return
         ids = list(contacts)
-        conn.execute(ContactState.__table__.delete().where(_S.customer_id.in_(ids)))
+        run_in(conn, _FORGET_CONTACTS_IN, ids)
         conn.execute(ContactState.__table__.insert(), [
             {"customer_id": cid, "last_marketing_at": as_utc(c.last_marketing_at) if c.last_marketing_at else None,
              "last_touch": c.last_touch, "day": c.day, "day_count": c.day_count,

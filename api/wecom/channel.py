@@ -33,7 +33,7 @@ from api.wecom.client import (
     WeComError,
 )
 from knowledge.clock import Clock, as_utc
-from knowledge.db import in_chunks, insert_ignore
+from knowledge.db import any_of, insert_ignore, run_in
 from knowledge.settings import Settings
 from knowledge.tables import Customer
 from sop_graphs.channel import Delivery
@@ -47,6 +47,8 @@ WELCOME_WINDOW = timedelta(seconds=20)
 REMIND_EVERY = timedelta(hours=8)  # at most 3 reminders in 24 h
 MAX_REMINDERS = 3
 _W = WecomDelivery.__table__.c
+_DELIVERED_IN = select(_W.key).where(any_of(_W.key))
+_OWNERS_IN = select(Customer.__table__.c.id, Customer.__table__.c.owner).where(any_of(Customer.__table__.c.id))
 
 
 def kf_msgid(key: str) -> str:
@@ -94,11 +96,8 @@ class WeComChannel:
     # ------------------------------------------------------------------ bookkeeping
 
     def _done_keys(self, keys: list[str]) -> set[str]:
-        done: set[str] = set()
         with self.engine.connect() as conn:
-            for chunk in in_chunks(keys):
-                done |= set(conn.execute(select(_W.key).where(_W.key.in_(chunk))).scalars())
-        return done
+            return {key for (key,) in run_in(conn, _DELIVERED_IN, keys)}
 
     def _record(self, rows: list[dict[str, Any]]) -> None:
         now = as_utc(self.clock.now())
@@ -155,11 +154,8 @@ class WeComChannel:
     def _load_owners(self, deliveries: Sequence[Delivery]) -> None:
         """Owners (employee userids) of a batch's customers, read once per batch rather than per action."""
         ids = list({d.customer_id for d in deliveries if d.customer_id and d.customer_id != BROADCAST})
-        self._owners = {}
         with self.engine.connect() as conn:
-            for chunk in in_chunks(ids):
-                self._owners.update(conn.execute(select(Customer.__table__.c.id, Customer.__table__.c.owner)
-                                                 .where(Customer.__table__.c.id.in_(chunk))).all())
+            self._owners = {cid: owner for cid, owner in run_in(conn, _OWNERS_IN, ids)}
 
     def _sender(self, d: Delivery) -> str:
         return self._owners.get(d.customer_id) or str(d.payload.get("sender") or d.payload.get("assignee") or "")
