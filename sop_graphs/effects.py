@@ -24,6 +24,7 @@ class Effects:
         self.outbox: list[dict[str, Any]] = []
         self.due: list[dict[str, Any]] = []
         self.timeline: list[dict[str, Any]] = []
+        self.ended: set[str] = set()  # runs this unit of work ended: a batch must not act for them after
 
     def send(self, *, key: str, action: str, customer_id: str, at: datetime, payload: dict[str, Any],
              run_id: str | None = None, sop_id: str | None = None, step_id: str | None = None,

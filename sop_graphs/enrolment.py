@@ -253,6 +253,7 @@ def finish_runs(conn: Connection, deps: Deps, effects: Effects, endings: list[En
                              "waiting": None, "waiting_kind": None} for e in ended.values()])
     conn.execute(_CANCEL_DUE, [{"rid": e.run_id, "status": "cancelled", "done_at": as_utc(e.at)}
                                for e in ended.values()])
+    effects.ended.update(ended)
     for run_id, ending in ended.items():
         customer_id, sop_id = heads[run_id].customer_id, heads[run_id].sop_id
         cancelled = 0

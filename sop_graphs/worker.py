@@ -209,7 +209,8 @@ class Worker:
         for row in rows:
             spec = deps.library.sops.get(row["sop_id"])
             step = self.steps.get(row["sop_id"], {}).get(row["step_id"]) if row["step_id"] else None
-            if status.get(row["run_id"]) not in LIVE or spec is None or (row["kind"] == "push" and step is None):
+            if status.get(row["run_id"]) not in LIVE or row["run_id"] in effects.ended or spec is None \
+                    or (row["kind"] == "push" and step is None):
                 cancelled.append(row["id"])
                 continue
             at = as_utc(row["due_at"])

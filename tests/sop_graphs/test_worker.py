@@ -10,11 +10,11 @@ from agent.inbound import submit
 from agent.runtime import Runtime
 from knowledge.clock import SimClock
 from knowledge.settings import Settings
-from knowledge.tables import TimelineEntry
+from knowledge.tables import Customer, TimelineEntry
 from sop_graphs.effects import Effects
-from sop_graphs.enrolment import change_tags
-from sop_graphs.spec import Audience, ScheduleTrigger
-from sop_graphs.tables import DueTouchpoint, SopRun
+from sop_graphs.enrolment import change_tags, schedule_enrolment
+from sop_graphs.spec import Audience, Exit, ExitCondition, ScheduleTrigger
+from sop_graphs.tables import DueTouchpoint, Outbox, SopRun
 from tests.conftest import MONDAY_15_SHANGHAI
 
 _R = SopRun.__table__.c
@@ -131,3 +131,31 @@ def test_no_statement_of_a_month_walks_a_table_that_grows_with_every_send(runtim
                                                      for part in plan.split(" | "))}
     assert len(plans) > 20
     assert walking == {}
+
+
+def test_push_of_a_run_exited_earlier_in_the_same_batch_is_not_sent(runtime):
+    deps = runtime.deps
+    marker = deps.library.sops["silent_reactivation"]  # first step tags 沉默唤醒中, then sends care
+    watcher = marker.model_copy(update={
+        "id": "exits_on_marker", "family": "test", "reenrol_after_days": None,
+        "exit": Exit(when=[ExitCondition(tag="沉默唤醒中")]),
+        "steps": [s for s in marker.steps if s.id in ("care", "done")]})
+    runtime.replace_sop(watcher, deps.library.sources[marker.id])
+    _add(runtime, "c1")
+    runtime.tick()
+    now = deps.clock.now()
+    with deps.engine.begin() as conn:
+        conn.execute(update(Customer.__table__).values(stage="silent"))
+        effects = Effects()
+        schedule_enrolment(effects, marker, "c1", trigger_key="t", due_at=now, reason="test")
+        schedule_enrolment(effects, watcher, "c1", trigger_key="t", due_at=now, reason="test")
+        effects.flush(conn)
+    runtime.tick()
+    runtime.run_until(now + timedelta(days=2))  # past the daily cap that would defer a second push
+    with deps.engine.connect() as conn:
+        watcher_run = conn.execute(select(_R.status, _R.exit_reason).where(_R.sop_id == watcher.id)).one()
+        queued = conn.execute(select(Outbox.__table__.c.key).where(Outbox.__table__.c.sop_id == watcher.id)).all()
+    sent = [r["key"] for r in deps.channel.records("c1")]
+    assert tuple(watcher_run) == ("exited", "tag 沉默唤醒中")
+    assert queued == []
+    assert [key for key in sent if key.startswith(f"{marker.id}/c1/t/care")]
