@@ -120,7 +120,7 @@ def leave_on_timeout(conn: Connection, deps: Deps, effects: Effects, spec: SopSp
 def pure_timeouts(spec: SopSpec) -> dict[str, tuple[Any, str | None]]:
     """Pausing steps whose timeout leads to a pure tail or the end: (step, follow) by step id."""
     tails = tails_of(spec)
-    found = {}
+    found: dict[str, tuple[Any, str | None]] = {}
     for index, step in enumerate(spec.steps):
         follow = spec.successor(index)
         pausing = isinstance(step, AskStep | ChatStep) or (isinstance(step, WaitStep) and not step.timed)
