@@ -24,7 +24,7 @@ from knowledge.tables import Customer
 from sop_graphs.actions import perform
 from sop_graphs.channel import Delivery
 from sop_graphs.customers import BROADCAST, load_customers, set_stage, tags_of_many
-from sop_graphs.deps import Deps
+from sop_graphs.deps import Deps, Origin
 from sop_graphs.effects import Effects
 from sop_graphs.enrolment import (
     LIVE,
@@ -275,43 +275,44 @@ class Worker:
         recovered from its checkpoint (``GraphRunner.start``); nothing is admitted or sent twice.
         """
         deps = self.deps
-        entries = [self._entry(row) for row in rows]
+        entries = self._entries(rows)
         effects = Effects()
         with deps.engine.begin() as conn:
-            admitted = admit_many(conn, effects, [e for e in entries if e is not None], deps.clock.now())
+            admitted = admit_many(conn, effects, [entry for _, entry in entries], deps.clock.now())
             effects.flush(conn)
-        outcomes = iter(admitted)
-        for row, entry in zip(rows, entries, strict=True):
-            if entry is None or (admission := next(outcomes)).run_id is None:
-                continue
-            self.runner.start(entry.spec.id, entry.run_id, entry.customer_id,
-                              "customer" if row["payload"].get("reply") else "timer", fresh=admission.new)
+        for (row, entry), admission in zip(entries, admitted, strict=True):
+            if admission.run_id is not None:
+                self.runner.start(entry.spec.id, entry.run_id, entry.customer_id, _enrol_origin(row),
+                                  fresh=admission.new)
         with deps.engine.begin() as conn:
             self._done(conn, [r["id"] for r in rows])
         self.stats["enrol"] += len(rows)
 
-    def _entry(self, row: Any) -> Entry | None:
-        spec = self.deps.library.sops.get(row["sop_id"])
-        if spec is None:
-            return None
-        return Entry(spec, row["customer_id"], row["payload"]["trigger_key"], row["payload"].get("reason", ""))
+    def _entries(self, rows: list[Any]) -> list[tuple[Any, Entry]]:
+        """Enrolment rows whose SOP still exists, each with its admission entry."""
+        entries = []
+        for row in rows:
+            if (spec := self.deps.library.sops.get(row["sop_id"])) is not None:
+                entries.append((row, Entry(spec, row["customer_id"], row["payload"]["trigger_key"],
+                                           row["payload"].get("reason", ""))))
+        return entries
 
     def _enrol_pure(self, conn: Connection, effects: Effects, rows: list[Any], customers: dict[str, Any]) -> None:
-        """Enrolments into graph-free SOPs: admitted per SOP in one go, each run written as due rows."""
+        """Enrolments into graph-free SOPs: admitted together, each admitted run written as due rows."""
         deps = self.deps
         now = deps.clock.now()
-        entries = [self._entry(row) for row in rows]
-        admitted = iter(admit_many(conn, effects, [e for e in entries if e is not None], now))
+        entries = self._entries(rows)
         scheduled = []
-        for row, entry in zip(rows, entries, strict=True):
-            if entry is None or (run_id := next(admitted).run_id) is None:
+        for (row, entry), admission in zip(entries, admit_many(conn, effects, [e for _, e in entries], now),
+                                           strict=True):
+            if admission.run_id is None:
                 continue
             customer = customers.get(row["customer_id"])
             added_at = as_utc(customer["added_at"]) if customer else now
-            schedule_segment(effects, deps, entry.spec, self.pure[entry.spec.id], run_id=run_id,
+            schedule_segment(effects, deps, entry.spec, self.pure[entry.spec.id], run_id=admission.run_id,
                              customer_id=row["customer_id"], occurrence="run.1", start=now, added_at=added_at,
-                             origin="customer" if row["payload"].get("reply") else "timer")
-            scheduled.append(run_id)
+                             origin=_enrol_origin(row))
+            scheduled.append(admission.run_id)
         run_in(conn, _SCHEDULED_IN, scheduled)
         self._done(conn, [r["id"] for r in rows])
         self.stats["enrol"] += len(rows)
@@ -512,3 +513,7 @@ class Worker:
              "kf_window": as_utc(c.kf_window) if c.kf_window else None, "kf_sent": c.kf_sent}
             for cid, c in contacts.items()])
 
+
+def _enrol_origin(row: Any) -> Origin:
+    """An enrolment that answers the customer's own action is service; any other is marketing."""
+    return "customer" if row["payload"].get("reply") else "timer"
