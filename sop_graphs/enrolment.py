@@ -156,15 +156,18 @@ class Admission:
     new: bool = False
 
 
-def admit_many(conn: Connection, effects: Effects, entries: list[Entry], at: datetime) -> list[Admission]:
+def admit_many(conn: Connection, effects: Effects, entries: list[Entry], at: datetime,
+               customers: dict[str, dict[str, Any]] | None = None) -> list[Admission]:
     """Create the run rows of the entries that may enter their SOP now, with one query per rule.
 
     Entries are decided in order, as one at a time would be: a customer listed twice for one family
     is refused the second time (the first run now owns the family). Refusals go on the timeline.
+    ``customers``: the entries' customer rows when the caller already read them in this transaction.
     """
     ids = [e.customer_id for e in entries if e.customer_id != BROADCAST]
     existing = run_statuses(conn, [e.run_id for e in entries])
-    customers = load_customers(conn, ids)
+    if customers is None:
+        customers = load_customers(conn, ids)
     tags = tags_of_many(conn, ids)
     owners = {(cid, family): run_id for cid, family, run_id in run_in(conn, _LIVE_FAMILIES_IN, ids)}
     previous = {(cid, sop_id): started for cid, sop_id, started in run_in(conn, _PREVIOUS_IN, ids)}

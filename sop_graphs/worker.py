@@ -303,7 +303,7 @@ class Worker:
         now = deps.clock.now()
         entries = self._entries(rows)
         scheduled = []
-        for (row, entry), admission in zip(entries, admit_many(conn, effects, [e for _, e in entries], now),
+        for (row, entry), admission in zip(entries, admit_many(conn, effects, [e for _, e in entries], now, customers),
                                            strict=True):
             if admission.run_id is None:
                 continue
