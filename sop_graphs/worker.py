@@ -10,7 +10,9 @@ On SQLite one worker runs per database (see README); on PostgreSQL the claim que
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -163,14 +165,7 @@ class Worker:
                     waiting.add(rows[i]["customer_id"])
                     i += 1
                     continue
-                # consecutive enrolments of distinct customers into graph SOPs are admitted together (a
-                # graph can only change its own customer's admission); anything else is one row
-                j, subjects = i + 1, {rows[i]["customer_id"]}
-                while rows[i]["kind"] == "enrol" and j < len(rows) and rows[j]["kind"] == "enrol" \
-                        and not self._batchable(rows[j]) and rows[j]["customer_id"] not in subjects:
-                    subjects.add(rows[j]["customer_id"])
-                    j += 1
-                block = rows[i:j]
+                block = self._graph_enrolments(rows, i) if rows[i]["kind"] == "enrol" else rows[i:i + 1]
                 if pushes and any(r["customer_id"] in waiting or r["customer_id"] in (BROADCAST, None) for r in block):
                     self._pushes(pushes)
                     pushes, waiting = [], set()
@@ -178,10 +173,21 @@ class Worker:
                     self._enrol_graphs(block)
                 else:
                     self._one(rows[i])
-                i = j
+                i += len(block)
             if pushes:
                 self._pushes(pushes)
             handled += len(rows)
+
+    def _graph_enrolments(self, rows: Sequence[Any], start: int) -> list[Any]:
+        """The run of graph-SOP enrolments from ``start`` with distinct customers, admitted together:
+        a graph can change only its own customer's admission, so their order among them is free."""
+        block, subjects = [rows[start]], {rows[start]["customer_id"]}
+        for row in itertools.islice(rows, start + 1, None):
+            if row["kind"] != "enrol" or self._batchable(row) or row["customer_id"] in subjects:
+                break
+            block.append(row)
+            subjects.add(row["customer_id"])
+        return block
 
     def _done(self, conn: Connection, ids: list[int], status: str = "done") -> None:
         run_in(conn, _SETTLE_DUE_IN, ids, settled=status, at=as_utc(self.deps.clock.now()))
