@@ -117,9 +117,9 @@ def leave_on_timeout(conn: Connection, deps: Deps, effects: Effects, spec: SopSp
                    occurrence=f"{step.id}.{visit}", now=now, origin=origin, customer=customer)
 
 
-def pure_timeouts(spec: SopSpec) -> dict[str, tuple[Any, str | None]]:
-    """Pausing steps whose timeout leads to a pure tail or the end: (step, follow) by step id."""
-    tails = tails_of(spec)
+def pure_timeouts(spec: SopSpec, tails: dict[str, Segment]) -> dict[str, tuple[Any, str | None]]:
+    """Pausing steps whose timeout leads to a pure tail (one of ``tails``, from :func:`tails_of`) or the
+    end: (step, follow) by step id."""
     found: dict[str, tuple[Any, str | None]] = {}
     for index, step in enumerate(spec.steps):
         follow = spec.successor(index)

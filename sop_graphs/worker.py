@@ -86,16 +86,16 @@ class Worker:
         self.pure = {sop_id: plan for sop_id, spec in deps.library.sops.items()
                      if (plan := plan_whole_run(spec)) is not None}
         # pausing steps whose timeout leads on to a pure tail: their timeouts need no graph either
-        self.timeouts = {sop_id: pure_timeouts(spec) for sop_id, spec in deps.library.sops.items()}
         self.tails = {sop_id: tails_of(spec) for sop_id, spec in deps.library.sops.items()}
+        self.timeouts = {sop_id: pure_timeouts(spec, self.tails[sop_id]) for sop_id, spec in deps.library.sops.items()}
         self.stats: dict[str, int] = defaultdict(int)
 
     def refresh(self, sop_id: str) -> None:
         """Re-read one SOP's steps and plans after it was replaced."""
         spec = self.deps.library.sops[sop_id]
         self.steps[sop_id] = spec.steps_by_id
-        self.timeouts[sop_id] = pure_timeouts(spec)
         self.tails[sop_id] = tails_of(spec)
+        self.timeouts[sop_id] = pure_timeouts(spec, self.tails[sop_id])
         self.pure.pop(sop_id, None)
         if (plan := plan_whole_run(spec)) is not None:
             self.pure[sop_id] = plan
