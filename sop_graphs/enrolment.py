@@ -35,7 +35,6 @@ _R = SopRun.__table__.c
 _D = DueTouchpoint.__table__.c
 _O = Outbox.__table__.c
 LIVE = ("active", "scheduled")
-_RUN_STATUS = select(_R.status).where(_R.id == bindparam("rid"))
 _LIVE_RUNS = select(_R.id, _R.sop_id).where(_R.customer_id == bindparam("cid"), _R.status.in_(LIVE))
 _RUN_STATUS_IN = select(_R.id, _R.status).where(any_of(_R.id))
 _RUN_HEADS_IN = select(_R.id, _R.customer_id, _R.sop_id, _R.status).where(any_of(_R.id))
