@@ -51,7 +51,7 @@ def _check_query(service: Service, request: Request) -> JSONResponse | tuple[str
     sig, ts, nonce = q.get("msg_signature"), q.get("timestamp"), q.get("nonce")
     if not sig or not ts or not nonce:
         return _refuse(400, "msg_signature, timestamp and nonce are required")
-    if not ts.isdigit():
+    if not ts.isdecimal():  # isdigit() also admits superscripts such as '¹', which int() refuses
         return _refuse(400, "timestamp is not an integer")
     skew = abs(as_utc(service.clock.now()).timestamp() - int(ts))
     if skew > service.settings.callback_max_skew_seconds:
@@ -84,7 +84,7 @@ async def receive(request: Request, service: ServiceDep) -> Response:
     """Verify, decrypt, store durably, acknowledge with an empty 200; processing happens in the pump."""
     limit = service.settings.callback_max_bytes
     length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > limit:
+    if length.isdecimal() and int(length) > limit:
         service.metrics.callbacks.labels(result="refused").inc()
         return _refuse(413, f"body larger than {limit} bytes")
     checked = _check_query(service, request)

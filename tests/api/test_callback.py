@@ -55,6 +55,12 @@ def test_stale_timestamp_is_403(client):
     assert post(client, ADD, timestamp=1_000_000_000).status_code == 403
 
 
+def test_timestamp_of_non_decimal_digits_is_400(client):
+    query, body = envelope(ADD)
+    query["timestamp"] = "¹"  # a digit to str.isdigit(), not a number to int(); hypothesis found it as a 500
+    assert client.post("/wecom/callback", params=query, content=body).status_code == 400
+
+
 def test_oversized_body_is_413(client):
     query, _ = envelope(ADD)
     assert client.post("/wecom/callback", params=query, content=b"<xml>" + b"a" * 70_000 + b"</xml>").status_code == 413
