@@ -1,34 +1,45 @@
-"""One free-chat turn: understand, update profile and tags, look up facts for this customer, reply.
+"""One free-chat turn: understand once, update profile and tags, look up facts for this customer, reply.
 
 The reply goes out through the outbox as a service message (not marketing). If the configured brain
 is unavailable after its retry policy, the offline brain answers and a human is asked to review.
-Two unanswered turns in a row open a human handoff.
+A reply that promises a follow-up creates the task it promises; incidents and abuse hand off; two
+unanswered turns in a row open a human handoff.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass
 from datetime import datetime
 
+import numpy as np
+from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from agent import memory
 from agent.brain import Brain, BrainUnavailable
-from agent.profile import apply_turn
+from agent.profile import apply_turn, current_facts
+from agent.router import Router
 from agent.tables import Message
 from agent.tools import CustomerTools
 from agent.understanding import Facts, Reply, TurnInput, Understanding
 from knowledge.db import insert_ignore
 from knowledge.embeddings import Embedder
 from knowledge.retriever import Retriever
+from knowledge.tables import Document
+from knowledge.text import normalise
 from sop_graphs.actions import open_handoff
 from sop_graphs.customers import load_customer, tags_of
 from sop_graphs.deps import Deps
 from sop_graphs.effects import Effects
 
 UNANSWERED_LIMIT = 2
+# intent -> (task title, pause the bot, due): the reply to these promises a person will follow up
+INCIDENT_TASKS = {"adverse_reaction": ("客户反馈使用后不良反应（加急）", True, "15m"),
+                  "damaged": ("客户反馈商品破损", False, "2h"), "missing_item": ("客户反馈少件/错发", False, "2h"),
+                  "quality_issue": ("客户反馈商品质量问题", False, "2h"), "abuse": ("客户情绪激动，请人工安抚", True, "30m")}
 
 
 @dataclass
@@ -38,6 +49,17 @@ class TurnResult:
     facts: Facts
     handoff: str | None = None
     brain: str = ""
+
+
+@dataclass
+class Prepared:
+    """What a turn knows before it replies: the input, the one understanding, and which brain gave it."""
+
+    turn: TurnInput
+    understanding: Understanding
+    vector: np.ndarray | None
+    brain: Brain
+    failed: str | None = None
 
 
 class Conversation:
@@ -50,14 +72,51 @@ class Conversation:
         self.fallback = fallback
         self.retriever = retriever
         self.embedder = embedder
+        self.router = Router(deps.library.catalog)
         self.stats: dict[str, int] = defaultdict(int)  # turns, llm_errors, handoffs (read by /metrics)
         self.durations: deque[float] = deque(maxlen=10_000)  # seconds per turn, drained by /metrics
+        self._doc_index: tuple[str, dict[str, list[str]]] = ("", {})
+
+    def doc_index(self, conn: Connection) -> dict[str, list[str]]:
+        """FAQ/policy entries by the intent their title asks about, recomputed when the documents change."""
+        rows = conn.execute(select(Document.__table__.c.id, Document.__table__.c.title)
+                            .order_by(Document.__table__.c.id)).all()
+        digest = hashlib.sha256("\n".join(f"{i}\t{t}" for i, t in rows).encode()).hexdigest()
+        if digest != self._doc_index[0]:
+            index: dict[str, list[str]] = defaultdict(list)
+            classifier = self.router.classifier
+            for doc_id, title in rows if classifier is not None else []:
+                prediction = classifier.predict(normalise(title))
+                for intent, probability in prediction.ranked[:2]:
+                    if probability >= 0.25:
+                        index[intent].append(doc_id)
+            self._doc_index = (digest, dict(index))
+        return self._doc_index[1]
+
+    def prepare(self, conn: Connection, customer_id: str, text: str, *,
+                pending_question: str | None = None) -> Prepared:
+        """Read what the turn needs and understand the message once (router, then the brain's refinement)."""
+        customer = load_customer(conn, customer_id) or {}
+        mem = memory.load(conn, customer_id)
+        turn = TurnInput(text=text, name=customer.get("name", ""), tags=tuple(sorted(tags_of(conn, customer_id))),
+                         taxonomy=tuple(sorted(self.deps.library.catalog.tags)), memory=mem["summary"],
+                         remembered_products=tuple(p["name"] for p in mem["products"]),
+                         pending_question=pending_question, facts=current_facts(conn, customer_id))
+        routed = self.router.understand(text, taxonomy=set(turn.taxonomy))
+        vector = self.embedder.query(text) if self.embedder is not None and text.strip() else None
+        brain: Brain = self.brain
+        try:
+            understanding = brain.understand(turn, vector, routed)
+            return Prepared(turn, understanding, vector, brain)
+        except BrainUnavailable as exc:
+            return Prepared(turn, routed, vector, self.fallback, str(exc))
 
     def turn(self, conn: Connection, effects: Effects, customer_id: str, text: str, *, key: str, at: datetime,
-             pending_question: str | None = None) -> TurnResult:
-        """Understand ``text``, gather the customer's facts, reply (outbox), update profile and memory."""
+             pending_question: str | None = None, prepared: Prepared | None = None) -> TurnResult:
+        """Understand ``text`` (unless ``prepared``), gather the customer's facts, reply (outbox), update memory."""
         started = time.perf_counter()
-        result = self._turn(conn, effects, customer_id, text, key=key, at=at, pending_question=pending_question)
+        prepared = prepared or self.prepare(conn, customer_id, text, pending_question=pending_question)
+        result = self._turn(conn, effects, customer_id, text, key=key, at=at, prepared=prepared)
         self.durations.append(time.perf_counter() - started)
         self.stats["turns"] += 1
         self.stats["llm_errors"] += result.brain != self.brain.name
@@ -65,47 +124,47 @@ class Conversation:
         return result
 
     def _turn(self, conn: Connection, effects: Effects, customer_id: str, text: str, *, key: str, at: datetime,
-              pending_question: str | None = None) -> TurnResult:
-        customer = load_customer(conn, customer_id) or {}
-        mem = memory.load(conn, customer_id)
-        turn = TurnInput(text=text, name=customer.get("name", ""), tags=tuple(sorted(tags_of(conn, customer_id))),
-                         taxonomy=tuple(sorted(self.deps.library.catalog.tags)), memory=mem["summary"],
-                         remembered_products=tuple(p["name"] for p in mem["products"]),
-                         pending_question=pending_question)
-        vector = self.embedder.query(text) if self.embedder is not None and text.strip() else None
-        brain, failed = self.brain, None
-        try:
-            understanding = brain.understand(turn, vector)
-        except BrainUnavailable as exc:
-            brain, failed = self.fallback, str(exc)
-            understanding = brain.understand(turn, vector)
+              prepared: Prepared) -> TurnResult:
+        turn, understanding, brain, failed = prepared.turn, prepared.understanding, prepared.brain, prepared.failed
         apply_turn(conn, self.deps, effects, customer_id, text, understanding, source=f"msg:{key}",
                    method="rule" if brain is self.fallback or brain.name == "offline" else "model", at=at)
-        tools = CustomerTools(conn, self.retriever, customer_id)
-        facts = tools.gather(text, understanding, vector, turn.remembered_products)
+        tools = CustomerTools(conn, self.retriever, customer_id, self.doc_index(conn))
+        facts = tools.gather(text, understanding, prepared.vector, turn.remembered_products,
+                             today=self.deps.shop.local_date(at).isoformat())
         try:
             reply = brain.reply(turn, understanding, facts)
         except BrainUnavailable as exc:
             brain, failed = self.fallback, failed or str(exc)
             reply = brain.reply(turn, understanding, facts)
-        mem = memory.remember(conn, mem, understanding, facts, reply, at)
-        handoff = None
-        if failed:
-            handoff = f"模型服务不可用（{failed[:80]}），已用离线应答，请人工复核"
-        elif understanding.intent == "human" or understanding.needs_human:
-            handoff = "客户要求人工服务"
-        elif mem["unanswered_streak"] >= UNANSWERED_LIMIT:
-            handoff = f"连续 {mem['unanswered_streak']} 次未能回答客户问题"
+        mem = memory.remember(conn, memory.load(conn, customer_id), understanding, facts, reply, at)
+        handoff, pause, due = self._handoff(understanding, reply, mem, failed)
         if handoff:
             open_handoff(conn, effects, customer_id, key=f"handoff/{key}", at=at, assignee="advisor",
                          title=handoff, instructions=f"客户最近的消息：{text}\n记忆：{mem['summary']}",
-                         due_in="30m", pause_bot=not failed)
-            if understanding.intent != "human" and not failed:
-                reply = Reply(text=f"{reply.text}\n已为您转接人工客服，顾问会尽快回复您～", grounded=reply.grounded)
+                         due_in=due, pause_bot=pause)
+            memory.reset_streak(conn, customer_id)
+            if pause and understanding.intent not in ("human", "abuse", "adverse_reaction"):
+                reply = Reply(text=f"{reply.text}\n{self.deps.library.catalog.replies.get('handoff_ack', '')}".strip(),
+                              grounded=reply.grounded)
         self.send(conn, effects, customer_id, reply.text, key=key, at=at,
-                  meta={"intent": understanding.intent, "grounded": reply.grounded, "brain": brain.name,
-                        "tools": tools.calls})
+                  meta={"intent": understanding.intent, "confidence": understanding.confidence,
+                        "grounded": reply.grounded, "brain": brain.name, "tools": tools.calls})
         return TurnResult(understanding, reply, facts, handoff, brain.name)
+
+    @staticmethod
+    def _handoff(u: Understanding, reply: Reply, mem: dict, failed: str | None) -> tuple[str | None, bool, str]:
+        """(task title, pause the bot, due) for this turn, or no task."""
+        if failed:
+            return f"模型服务不可用（{failed[:80]}），已用离线应答，请人工复核", False, "30m"
+        if u.intent in INCIDENT_TASKS:
+            return INCIDENT_TASKS[u.intent]
+        if u.intent == "human" or u.needs_human:
+            return "客户要求人工服务", True, "30m"
+        if reply.follow_up:
+            return reply.follow_up, False, "2h"
+        if mem["unanswered_streak"] >= UNANSWERED_LIMIT:
+            return f"连续 {mem['unanswered_streak']} 次未能回答客户问题", True, "30m"
+        return None, False, ""
 
     def send(self, conn: Connection, effects: Effects, customer_id: str, text: str, *, key: str, at: datetime,
              meta: dict | None = None) -> None:

@@ -8,25 +8,29 @@ recorded everything it implies — never half.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from datetime import datetime, timedelta
+from collections.abc import Callable, Sequence
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.engine import Connection
 
 from agent.conversation import Conversation
-from agent.intents import detect_intents
-from agent.offline_brain import templates
+from agent.router import Router, names_a_product
 from agent.tables import InboundEvent, Message
+from agent.understanding import QUESTION_INTENTS, Understanding
+from knowledge.amounts import parse_amount
 from knowledge.clock import as_utc
 from knowledge.db import insert_ignore
-from knowledge.tables import Customer
+from knowledge.tables import Customer, TimelineEntry
+from knowledge.text import normalise
+from sop_graphs.actions import render_question
 from sop_graphs.answers import parse_answer
 from sop_graphs.customers import FROM_WECOM, load_customer, set_stage, tags_of
 from sop_graphs.deps import Deps
 from sop_graphs.effects import Effects
 from sop_graphs.enrolment import LIVE, CustomerEvent, change_tags, exit_runs, finish_run, fire
+from sop_graphs.facts import current_fact, write_fact
 from sop_graphs.spec import AskStep, Outcome
 from sop_graphs.tables import SopRun
 
@@ -40,7 +44,12 @@ _PENDING_MESSAGES = (select(_I.customer_id, _I.kind, _I.received_at).where(_I.st
                      .order_by(_I.received_at, _I.id))
 _DUE_EVENTS = (select(InboundEvent.__table__).where(_I.status == "pending", _I.received_at <= bindparam("now"))
                .order_by(_I.received_at, _I.id))
-_QUESTION = re.compile(r"[?？]|多少|怎么|什么|哪|吗|能不能|有没有|推荐|先问")
+ESCAPES = {"complaint", "adverse_reaction", "damaged", "missing_item", "quality_issue", "abuse", "human"}
+HOLDING = {"hold_on", "greeting", "thanks", "smalltalk"}
+_EMOJI_ONLY = re.compile(r"^[\W\s\u2600-\u27bf\U0001f000-\U0001faff]*$")
+_AMOUNT_CONTEXT = re.compile(r"预算|价位|以内|以下|之内|左右|上下|不超过|不到|出头|块|元|budget")
+_BARE_CHOICE = re.compile(r"\W*(?:选|第)?[0-9a-h一二三四五六七八九]\W*")
+_ORDINAL_ONLY = re.compile(r"^\W*(?:我)?选\s*[0-9a-h]")
 
 
 def submit(deps: Deps, *, key: str, customer_id: str, kind: str, payload: dict[str, Any],
@@ -62,6 +71,7 @@ class InboundProcessor:
     def __init__(self, deps: Deps, conversation: Conversation | None = None) -> None:
         self.deps = deps
         self.conversation = conversation
+        self.router = conversation.router if conversation is not None else Router(deps.library.catalog)
         self.window = timedelta(seconds=deps.settings.burst_window_seconds)
 
     def next_at(self) -> datetime | None:
@@ -172,63 +182,194 @@ class InboundProcessor:
                                                  "meta": {"merged": p.get("merged", [])}}])
         if customer.get("stage") in ("new", "silent"):
             set_stage(conn, effects, cid, "active", at=at, reason="客户发来消息")
-        intents = detect_intents(text)
-        if "complaint" in intents:  # a complaint is handled as one, not also as product interest
-            intents = [i for i in intents if i in ("complaint", "human")]
-        if "unsubscribe" in intents:
-            if customer.get("unsubscribed_at") is None:
-                conn.execute(update(Customer.__table__).where(_C.id == cid).values(unsubscribed_at=as_utc(at)))
-                effects.note(customer_id=cid, at=at, kind="unsubscribed", key=f"unsub/{key}",
-                             summary="客户退订：营销推送立即停止")
-                effects.send(key=f"reply/{key}", action="message", customer_id=cid, at=at,
-                             payload={"text": "好的，已为您退订活动消息，之后不会再打扰您～有问题随时找我们。"})
-            exit_runs(conn, deps, effects, cid, at=at, event="unsubscribed")
-            return
-        paused = bool(customer.get("bot_paused"))
         waiting = self._waiting(conn, cid)
-        asked, valid = self._asked(waiting, text, at) if waiting is not None and waiting[3] == "ask" else (None, False)
-        # a complaint or a call for a human that is not itself a valid answer leaves the question waiting
-        escapes = bool({"complaint", "human"} & set(intents)) and not valid
-        if waiting is not None and waiting[3] == "ask" and not escapes:
-            run_id, sop_id, token, _ = waiting
-            # not a valid answer but a question of its own: answer it, then ask again
-            question = asked.question if asked is not None and not valid and _QUESTION.search(text) else None
-            if question is not None and self.conversation is not None and not paused:
-                self.conversation.turn(conn, effects, cid, text, key=key, at=at, pending_question=question)
-                self.conversation.send(conn, effects, cid, templates()["digression_reask"].format(question=question),
-                                       key=f"{key}/reask", at=at, meta={"reask": waiting[2]})
+        asked = self._asked_step(waiting) if waiting is not None and waiting[3] == "ask" else None
+        conv = self.conversation
+        prepared = conv.prepare(conn, cid, text, pending_question=asked.question if asked else None) if conv else None
+        u = prepared.understanding if prepared else self.router.understand(text)
+        if u.intent == "unsubscribe":
+            self._unsubscribe(conn, effects, cid, customer, at, key)
+            return
+        if customer.get("bot_paused"):  # a human has the conversation: only the SOP's own question is answered
+            if waiting is not None and asked is not None and parse_answer(
+                    asked.answer, text, self.deps.shop.local_date(at),
+                    deps.library.catalog.profile.facts.get(asked.slot)).ok:
+                run_id, sop_id, token, _ = waiting
+                effects.schedule(key=f"{run_id}/answer/{key}", kind="resume", due_at=at, run_id=run_id,
+                                 customer_id=cid, sop_id=sop_id,
+                                 payload={"token": token, "kind": "answer", "text": text, "event": key})
+            else:
+                self._acknowledge_paused(conn, effects, cid, at, key)
+            return
+
+        def turn() -> None:
+            if conv is not None:
+                conv.turn(conn, effects, cid, text, key=key, at=at, prepared=prepared)
+
+        if waiting is not None and asked is not None:
+            if self._answer(conn, effects, cid, text, u, waiting, asked, at, key, turn):
                 return
-            effects.schedule(key=f"{run_id}/answer/{key}", kind="resume", due_at=at, run_id=run_id, customer_id=cid,
-                             sop_id=sop_id, payload={"token": token, "kind": "answer", "text": text, "event": key})
-            if self.conversation is not None and not paused and _QUESTION.search(text):  # answers and asks
-                self.conversation.turn(conn, effects, cid, text, key=key, at=at)
+        elif waiting is None and u.intent not in QUESTION_INTENTS and self._late_answer(conn, effects, cid, text, at,
+                                                                                         key):
             return
         exit_runs(conn, deps, effects, cid, at=at, event="replied")
-        sop_replies = False
-        for intent in intents if not paused else []:  # a human has the conversation: no SOP butts in
-            if intent == "complaint":
-                exit_runs(conn, deps, effects, cid, at=at, event="complained")
-            fired = fire(conn, deps, effects, cid, CustomerEvent("message_intent", f"{intent}@{key}", at,
-                                                                 {"intent": intent}))
-            sop_replies = sop_replies or (intent == "complaint" and bool(fired))
-        if waiting is not None and waiting[3] == "chat" and set(intents) & {"bye", "thanks"}:
+        groups = deps.library.catalog.intents.groups_of(u.intent)
+        if "complaint" in groups or u.intent == "abuse":
+            exit_runs(conn, deps, effects, cid, at=at, event="complained")
+        if not self._open_incident(conn, cid) or "complaint" in groups:
+            for intent in [u.intent, *sorted(groups)]:
+                fire(conn, deps, effects, cid, CustomerEvent("message_intent", f"{intent}@{key}", at,
+                                                             {"intent": intent}))
+        if waiting is not None and waiting[3] == "chat" and u.intent in ("bye", "thanks"):
             run_id, sop_id, token, _ = waiting
             effects.schedule(key=f"{run_id}/chat-end/{key}", kind="resume", due_at=at, run_id=run_id, customer_id=cid,
                              sop_id=sop_id, payload={"token": token, "kind": "chat_end"})
-        if paused:
-            effects.note(customer_id=cid, at=at, kind="paused", key=f"paused/{key}",
-                         summary="人工处理中：机器人不回复，消息留给人工")
-        elif self.conversation is not None and not sop_replies:
-            self.conversation.turn(conn, effects, cid, text, key=key, at=at)
+        turn()
 
-    def _asked(self, waiting: tuple[str, str, str, str], text: str, at: datetime) -> tuple[AskStep | None, bool]:
-        """The question a waiting run asked, and whether ``text`` is a valid answer to it."""
+    def _answer(self, conn: Connection, effects: Effects, cid: str, text: str, u: Understanding,
+                waiting: tuple[str, str, str, str], asked: AskStep, at: datetime, key: str,
+                turn: Callable[[], None]) -> bool:
+        """A message while a question waits. True when handled here; False lets it through as free chat
+        (a complaint or a request for a human leaves the question waiting)."""
+        run_id, sop_id, token, _ = waiting
+        spec = self.deps.library.sops[sop_id]
+        profile = self.deps.library.catalog.profile.facts
+        today = self.deps.shop.local_date(at)
+        parsed = parse_answer(asked.answer, text, today, profile.get(asked.slot))
+        others = {} if names_a_product(u.intent, u.normalised) else self._other_answers(spec, asked, text, today)
+        valid = parsed.ok or parsed.skipped
+        if not valid and u.intent in ESCAPES:
+            return False
+        send = self.conversation.send if self.conversation is not None else None
+        question = render_question(self.deps, conn, cid, asked)
+        if not valid and u.intent == "stop_asking":
+            effects.schedule(key=f"{run_id}/stop/{key}", kind="resume", due_at=at, run_id=run_id, customer_id=cid,
+                             sop_id=sop_id, payload={"token": token, "kind": "stop", "event": key})
+            if send:
+                send(conn, effects, cid, self._t("questionnaire_stopped"), key=key, at=at, meta={"stop": token})
+            return True
+        for slot, (step, value, tags) in others.items():  # later questions this message already answers
+            write_fact(conn, effects, cid, slot, value, source=f"msg:{key}", method="answer", confidence=0.9, at=at)
+            change_tags(conn, self.deps, effects, cid, tags, [], source=f"answer:{run_id}/{step.id}|msg:{key}", at=at)
+        empty = not u.normalised.strip(" .!~,") or bool(_EMOJI_ONLY.match(u.normalised))
+        if not valid and not others and (u.intent in HOLDING or empty):
+            if send:
+                text_out = self._t("hold_on") if u.intent == "hold_on" else \
+                    f"{self._t('greeting_in_questionnaire')}{question}"
+                send(conn, effects, cid, text_out, key=key, at=at, meta={"holding": token})
+            return True
+        asks_too = u.intent in QUESTION_INTENTS and u.is_question
+        if not valid and (asks_too or others):
+            if asks_too:
+                turn()
+            if send:
+                send(conn, effects, cid, self._t("digression_reask", question=question), key=f"{key}/reask", at=at,
+                     meta={"reask": token})
+            return True
+        effects.schedule(key=f"{run_id}/answer/{key}", kind="resume", due_at=at, run_id=run_id, customer_id=cid,
+                         sop_id=sop_id, payload={"token": token, "kind": "answer", "text": text, "event": key})
+        if valid and asks_too and not parsed.skipped:
+            turn()
+        return True
+
+    def _other_answers(self, spec: Any, asked: AskStep, text: str,
+                       today: date) -> dict[str, tuple[AskStep, Any, list[str]]]:
+        """Answers to the SOP's other questions in the same message, by explicit words only (never "2")."""
+        found: dict[str, tuple[AskStep, Any, list[str]]] = {}
+        profile = self.deps.library.catalog.profile.facts
+        normalised = normalise(text)
+        if _BARE_CHOICE.fullmatch(normalised):
+            return found
+        for step in spec.steps:
+            if not isinstance(step, AskStep) or step.id == asked.id or step.slot == asked.slot:
+                continue
+            if step.answer.type == "choice":
+                parsed = parse_answer(step.answer, text, today, profile.get(step.slot))
+                if parsed.ok and not _ORDINAL_ONLY.search(normalised):
+                    found[step.slot] = (step, parsed.value, parsed.tags)
+            elif step.answer.type == "number" and _AMOUNT_CONTEXT.search(normalised):
+                amount = parse_amount(normalised)
+                if amount is not None:
+                    value = int(amount.value) if float(amount.value).is_integer() else amount.value
+                    found[step.slot] = (step, value, [])
+        return found
+
+    def _late_answer(self, conn: Connection, effects: Effects, cid: str, text: str, at: datetime, key: str) -> bool:
+        """An answer to a question that already timed out: recorded (fact + tags) and acknowledged."""
+        normalised = normalise(text)
+        if _BARE_CHOICE.fullmatch(normalised):
+            return False
+        rows = conn.execute(select(_R.id, _R.sop_id).where(_R.customer_id == cid).order_by(_R.started_at.desc())
+                            .limit(5)).all()
+        today = self.deps.shop.local_date(at)
+        profile = self.deps.library.catalog.profile.facts
+        t = TimelineEntry.__table__.c
+        recorded = []
+        for run_id, sop_id in rows:
+            spec = self.deps.library.sops.get(sop_id)
+            if spec is None:
+                continue
+            timed_out = {k for (k,) in conn.execute(select(t.key).where(t.run_id == run_id, t.kind == "ask_timeout"))}
+            for step in spec.steps:
+                if not isinstance(step, AskStep) or not any(str(k).startswith(f"{run_id}/{step.id}/") for k in timed_out):
+                    continue
+                if step.answer.type not in ("choice", "number") or current_fact(conn, cid, step.slot) is not None:
+                    continue
+                if step.answer.type == "number" and not _AMOUNT_CONTEXT.search(normalised):
+                    continue
+                parsed = parse_answer(step.answer, text, today, profile.get(step.slot))
+                if not parsed.ok:
+                    continue
+                write_fact(conn, effects, cid, step.slot, parsed.value, source=f"{run_id}/{step.id}/late",
+                           method="answer", confidence=0.9, at=at)
+                change_tags(conn, self.deps, effects, cid, parsed.tags, [], source=f"late:{run_id}/{step.id}", at=at)
+                label = profile[step.slot].label if step.slot in profile else step.slot
+                recorded.append(self._t("late_answer", label=label, value=parsed.value))
+        if recorded and self.conversation is not None:
+            self.conversation.send(conn, effects, cid, "\n".join(recorded), key=key, at=at, meta={"late": True})
+        return bool(recorded)
+
+    def _open_incident(self, conn: Connection, cid: str) -> bool:
+        """Whether a run of an SOP that suppresses marketing (complaint handling) is live for the customer."""
+        sops = self.deps.library.sops
+        rows = conn.execute(select(_R.sop_id).where(_R.customer_id == cid, _R.status.in_(LIVE))).all()
+        return any(sops.get(sop_id) is not None and sops[sop_id].suppresses_marketing for (sop_id,) in rows)
+
+    def _unsubscribe(self, conn: Connection, effects: Effects, cid: str, customer: dict[str, Any], at: datetime,
+                     key: str) -> None:
+        if customer.get("unsubscribed_at") is None:
+            conn.execute(update(Customer.__table__).where(_C.id == cid).values(unsubscribed_at=as_utc(at)))
+            effects.note(customer_id=cid, at=at, kind="unsubscribed", key=f"unsub/{key}",
+                         summary="客户退订：营销推送立即停止")
+            effects.send(key=f"reply/{key}", action="message", customer_id=cid, at=at,
+                         payload={"text": "好的，已为您退订活动消息，之后不会再打扰您～有问题随时找我们。"})
+        exit_runs(conn, self.deps, effects, cid, at=at, event="unsubscribed")
+
+    def _acknowledge_paused(self, conn: Connection, effects: Effects, cid: str, at: datetime, key: str) -> None:
+        """A human has the conversation: the bot does not answer, but the customer is never met with silence
+        (one acknowledgement per 10 minutes)."""
+        effects.note(customer_id=cid, at=at, kind="paused", key=f"paused/{key}",
+                     summary="人工处理中：机器人不回复，消息留给人工")
+        t = TimelineEntry.__table__.c
+        recent = conn.execute(select(t.at).where(t.customer_id == cid, t.kind == "paused_ack")
+                              .order_by(t.at.desc()).limit(1)).scalar()
+        if recent is not None and as_utc(recent) > as_utc(at) - timedelta(minutes=10):
+            return
+        if self.conversation is not None:
+            self.conversation.send(conn, effects, cid, self._t("handoff_waiting"), key=key, at=at,
+                                   meta={"paused": True})
+        effects.note(customer_id=cid, at=at, kind="paused_ack", key=f"paused-ack/{key}", summary="已告知客户人工稍后回复")
+
+    def _t(self, name: str, **values: Any) -> str:
+        persona = self.deps.library.catalog.persona
+        return self.deps.library.catalog.replies[name].format(brand=persona.brand, advisor=persona.advisor_title,
+                                                             **values)
+
+    def _asked_step(self, waiting: tuple[str, str, str, str]) -> AskStep | None:
         spec = self.deps.library.sops.get(waiting[1])
         step_id = waiting[2].split(":")[1] if waiting[2] else ""
         step = spec.steps_by_id.get(step_id) if spec else None
-        if not isinstance(step, AskStep):
-            return None, False
-        return step, parse_answer(step.answer, text, self.deps.shop.local_date(at)).ok
+        return step if isinstance(step, AskStep) else None
 
     def _waiting(self, conn: Connection, cid: str) -> tuple[str, str, str, str] | None:
         """The conversation a message continues: an open complaint's question first, else the latest asked."""

@@ -57,3 +57,8 @@ def remember(conn: Connection, memory: dict[str, Any], u: Understanding, facts: 
     memory["updated_at"] = as_utc(at)
     upsert(conn, CustomerMemory.__table__, [memory])
     return memory
+
+
+def reset_streak(conn: Connection, customer_id: str) -> None:
+    """A human took the conversation (handoff or release): unanswered turns count from zero again."""
+    conn.execute(CustomerMemory.__table__.update().where(_M.customer_id == customer_id).values(unanswered_streak=0))

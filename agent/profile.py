@@ -8,17 +8,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
-from agent.tables import ProfileFact
 from agent.understanding import Fact, Understanding
-from knowledge.clock import as_utc
 from sop_graphs.deps import Deps
 from sop_graphs.effects import Effects
 from sop_graphs.enrolment import change_tags
+from sop_graphs.facts import current_facts, write_fact
 
-_F = ProfileFact.__table__.c
+__all__ = ["apply_turn", "budget_band", "current_facts", "write_facts"]
 
 
 def budget_band(value: str) -> str | None:
@@ -29,30 +27,11 @@ def budget_band(value: str) -> str | None:
     return "high" if amount >= 500 else "mid" if amount >= 200 else "low"
 
 
-def current_facts(conn: Connection, customer_id: str) -> dict[str, str]:
-    return dict(conn.execute(select(_F.key, _F.value).where(_F.customer_id == customer_id, _F.current)).all())
-
-
 def write_facts(conn: Connection, effects: Effects, customer_id: str, facts: list[Fact], *, source: str,
                 method: str, at: datetime) -> list[Fact]:
     """Store facts that are new or changed; returns those written."""
-    have = current_facts(conn, customer_id)
-    written = []
-    for fact in facts:
-        if have.get(fact.key) == fact.value:
-            continue
-        conn.execute(update(ProfileFact.__table__).where(_F.customer_id == customer_id, _F.key == fact.key,
-                                                         _F.current).values(current=False))
-        conn.execute(ProfileFact.__table__.insert().values(
-            customer_id=customer_id, key=fact.key, value=fact.value, source=source, method=method,
-            confidence=fact.confidence, at=as_utc(at), current=True))
-        effects.note(customer_id=customer_id, at=at, kind="profile", key=f"fact/{source}/{fact.key}",
-                     summary=f"画像：{fact.key} = {fact.value}（{method}，置信度 {fact.confidence:.1f}）",
-                     detail={"key": fact.key, "value": fact.value, "source": source, "method": method,
-                             "confidence": fact.confidence, "previous": have.get(fact.key)})
-        have[fact.key] = fact.value
-        written.append(fact)
-    return written
+    return [f for f in facts if write_fact(conn, effects, customer_id, f.key, f.value, source=source, method=method,
+                                           confidence=f.confidence, at=at)]
 
 
 def apply_turn(conn: Connection, deps: Deps, effects: Effects, customer_id: str, text: str, u: Understanding, *,

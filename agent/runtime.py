@@ -75,11 +75,11 @@ class Runtime:
                     channel=channel or SandboxChannel(settings.sandbox_path))
         embedder = embedder or (E5Embedder() if settings.embedder == "e5" else HashingEmbedder())
         retriever = Retriever(engine, settings.chroma_path, embedder)
-        offline = OfflineBrain(embedder)
+        offline = OfflineBrain(deps.library.catalog, embedder)
         if brain is None and settings.brain == "llm":
             from agent.llm_brain import LLMBrain  # langchain-openai is only imported when configured
 
-            brain = LLMBrain(settings, http_client=llm_http)
+            brain = LLMBrain(settings, http_client=llm_http, catalog=deps.library.catalog)
         brain = brain or offline
         conversation = Conversation(deps, brain, offline, retriever, embedder)
         runtime = cls(deps, checkpointer or sqlite_checkpointer(settings.checkpoint_path, settings.sqlite_cache_mib),
@@ -157,7 +157,7 @@ class Runtime:
         with self.deps.engine.connect() as conn:
             empty = conn.execute(select(knowledge.tables.Product.__table__.c.sku).limit(1)).first() is None
         if empty:
-            import_demo_shop(self.deps.engine, self.deps.settings.shop_timezone)
+            import_demo_shop(self.deps.engine, self.deps.settings.shop_timezone, self.deps.settings.shop_path)
         if self.conversation is not None and self.conversation.retriever is not None:
             self.conversation.retriever.sync()
 

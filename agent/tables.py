@@ -39,22 +39,6 @@ class Message(SQLModel, table=True):
     meta: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
 
-class ProfileFact(SQLModel, table=True):
-    """A profile fact with provenance; a newer fact for the same key supersedes (history is kept)."""
-
-    __table_args__ = (Index("ix_fact_customer_key", "customer_id", "key"),)
-
-    id: int | None = Field(default=None, primary_key=True)
-    customer_id: str
-    key: str
-    value: str
-    source: str = Field(description="message key or step that stated it")
-    method: str = Field(description="rule, model, answer or operator")
-    confidence: float = 1.0
-    at: datetime
-    current: bool = True
-
-
 class CustomerMemory(SQLModel, table=True):
     """Long-term memory the next conversation uses: running summary, products discussed, open issues."""
 

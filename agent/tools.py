@@ -1,7 +1,9 @@
 """Tools bound to one customer: the only way a turn reads orders, shipments and catalogue facts.
 
 The customer id is fixed when the tools are made (it comes from the channel); nothing in a message
-or in model output can widen it. An order number that is not this customer's gets a refusal and no data.
+or in model output can widen it. Ids written in a message are resolved in this order: this
+customer's order number, this customer's tracking number, a product (SKU, model code, id in a link);
+an order or tracking number of someone else gets a refusal and no data.
 """
 
 from __future__ import annotations
@@ -10,33 +12,49 @@ import re
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 from sqlalchemy.engine import Connection
 
-from agent.understanding import Facts, Understanding
+from agent.understanding import INCIDENT_INTENTS, ORDER_INTENTS, Facts, Understanding
 from knowledge.retriever import Retriever
-from knowledge.tables import Product, Promotion, Shipment, ShopOrder
+from knowledge.tables import Document, Product, Promotion, Shipment, ShopOrder
 
-ORDER_NO = re.compile(r"(?<![A-Za-z0-9])([A-Za-z]{0,4}\d{8,20})(?![A-Za-z0-9])")
 _P = Product.__table__.c
 _O = ShopOrder.__table__.c
 _S = Shipment.__table__.c
-REFUSAL = "这个订单号不在您的账户下，为保护隐私无法查询；请确认订单号，或用下单的微信联系我们～"
+_D = Document.__table__.c
+REFUSAL = "这个单号不在您的账户下，为保护隐私无法查询；请确认单号，或用下单的微信联系我们～"
+CLOSED = {"completed", "refunded", "cancelled"}
+PRODUCT_INTENTS = {"product_question", "recommendation", "comparison", "purchase_intent", "greeting", "smalltalk",
+                   "unknown", "price_protection", "promotion", "usage_order", "shelf_life", *INCIDENT_INTENTS}
+DOC_INTENTS = {"return_exchange", "price_protection", "complaint", "invoice", "shelf_life", "usage_order",
+               "live_schedule", "shipping_time", "promotion", "product_question", "recommendation", "unknown",
+               "smalltalk", "greeting", "logistics", "order_status", "purchase_intent", "comparison", *INCIDENT_INTENTS}
+# a model code: letters and digits mixed ("rw7", "kfr-35gw", "x20pro"), as shoppers type them
+_MODEL = re.compile(r"(?<![a-z0-9])([a-z]{1,6}-?\d{1,5}[a-z0-9-]{0,6}|\d{1,4}[a-z]{1,4}\d{0,3})(?![a-z0-9])")
+
+
+def _upper(value: str) -> str:
+    return re.sub(r"[\s-]", "", value).upper()
 
 
 class CustomerTools:
     """Read-only lookups for ``customer_id``, on the caller's connection."""
 
-    def __init__(self, conn: Connection, retriever: Retriever | None, customer_id: str) -> None:
+    def __init__(self, conn: Connection, retriever: Retriever | None, customer_id: str,
+                 doc_index: dict[str, list[str]] | None = None) -> None:
         self._conn = conn
         self._retriever = retriever
+        self._doc_index = doc_index or {}
         self.customer_id = customer_id
         self.calls: list[dict[str, Any]] = []  # what was looked up this turn (transcript, evals)
 
     def _called(self, name: str, **args: Any) -> None:
         self.calls.append({"name": name, "args": args})
 
-    def orders(self, limit: int = 3) -> list[dict[str, Any]]:
+    # ------------------------------------------------------------------ orders
+
+    def orders(self, limit: int = 5) -> list[dict[str, Any]]:
         self._called("orders", customer_id=self.customer_id)
         rows = self._conn.execute(select(ShopOrder.__table__).where(_O.customer_id == self.customer_id)
                                   .order_by(_O.created_at.desc()).limit(limit)).mappings().all()
@@ -46,57 +64,171 @@ class CustomerTools:
         """This customer's order, or None — also when the number exists under another customer."""
         self._called("order", order_no=order_no, customer_id=self.customer_id)
         row = self._conn.execute(select(ShopOrder.__table__).where(
-            _O.order_no == order_no, _O.customer_id == self.customer_id)).mappings().first()
+            func.upper(_O.order_no) == _upper(order_no), _O.customer_id == self.customer_id)).mappings().first()
         return dict(row) if row else None
 
-    def shipment(self, order_no: str) -> dict[str, Any] | None:
-        if self.order(order_no) is None:
-            return None
-        row = self._conn.execute(select(Shipment.__table__).where(_S.order_no == order_no)).mappings().first()
+    def order_by_tracking(self, tracking_no: str) -> dict[str, Any] | None:
+        """This customer's order that a tracking number of theirs belongs to."""
+        self._called("tracking", tracking_no=tracking_no, customer_id=self.customer_id)
+        row = self._conn.execute(select(ShopOrder.__table__).join(Shipment.__table__, _S.order_no == _O.order_no)
+                                 .where(func.upper(_S.tracking_no) == _upper(tracking_no),
+                                        _O.customer_id == self.customer_id)).mappings().first()
         return dict(row) if row else None
+
+    def exists_elsewhere(self, code: str) -> bool:
+        """Whether ``code`` is an order or tracking number at all (someone else's, given the checks before)."""
+        code = _upper(code)
+        return self._conn.execute(select(_O.order_no).where(func.upper(_O.order_no) == code).limit(1)).first() \
+            is not None or self._conn.execute(select(_S.order_no).where(func.upper(_S.tracking_no) == code)
+                                              .limit(1)).first() is not None
+
+    def shipments(self, order_no: str) -> list[dict[str, Any]]:
+        if self.order(order_no) is None:
+            return []
+        rows = self._conn.execute(select(Shipment.__table__).where(_S.order_no == order_no)).mappings().all()
+        return [dict(r) for r in rows]
+
+    # ------------------------------------------------------------------ catalogue
 
     def product(self, sku: str) -> dict[str, Any] | None:
         row = self._conn.execute(select(Product.__table__).where(_P.sku == sku)).mappings().first()
         return dict(row) if row else None
 
+    def product_by_code(self, code: str) -> dict[str, Any] | None:
+        """A product named exactly by SKU, model code or an id in its link."""
+        code = _upper(code)
+        conditions = [func.upper(_P.sku) == code]
+        if "model" in _P:
+            conditions.append(func.upper(func.replace(_P.model, "-", "")) == code)
+        if "url" in _P and code.isdigit() and len(code) >= 6:
+            conditions.append(_P.url.contains(code))
+        row = self._conn.execute(select(Product.__table__).where(or_(*conditions)).limit(1)).mappings().first()
+        return dict(row) if row else None
+
+    def models_in(self, text: str) -> tuple[list[dict[str, Any]], list[str]]:
+        """Products whose model code the text names exactly, and model-like codes no product has."""
+        found, unknown = [], []
+        for m in _MODEL.finditer(text):
+            token = m.group(1)
+            if re.fullmatch(r"\d+(ml|g|kg|l|w|cm|mm|片|支|岁|元|块|%)?", token) or re.fullmatch(
+                    r"\d+(ml|g|kg|l|w|cm|mm|v|mah|h|m|x\d+)", token):
+                continue  # a quantity, not a model
+            product = self.product_by_code(token)
+            if product is not None:
+                found.append(product)
+            elif re.search(r"[a-z]", token) and re.search(r"\d", token) and not re.fullmatch(r"spf\d+|pa\d*", token):
+                unknown.append(token.upper())
+        return found, unknown
+
     def search(self, query: str, kind: str, k: int = 3, vector: np.ndarray | None = None) -> list[Any]:
         self._called("search", kind=kind, query=query)
         return self._retriever.search(query, kind, k=k, vector=vector) if self._retriever else []
 
-    def promotions(self) -> list[dict[str, Any]]:
-        return [dict(r) for r in self._conn.execute(select(Promotion.__table__)).mappings()]
+    def promotions(self, today: str | None = None) -> list[dict[str, Any]]:
+        """Promotions running on ``today`` (ISO date, shop time); all of them when no date is given."""
+        rows = [dict(r) for r in self._conn.execute(select(Promotion.__table__)).mappings()]
+        if today is None:
+            return rows
+        return [r for r in rows if (not r["starts"] or r["starts"][:10] <= today)
+                and (not r["ends"] or r["ends"][:10] >= today)]
+
+    def documents_for(self, intent: str) -> list[dict[str, Any]]:
+        """FAQ and policy entries labelled with ``intent`` when the index was built."""
+        ids = self._doc_index.get(intent, [])
+        if not ids:
+            return []
+        rows = self._conn.execute(select(Document.__table__).where(_D.id.in_(ids))).mappings().all()
+        by_id = {r["id"]: dict(r) for r in rows}
+        return [{**by_id[i], "matched": "intent"} for i in ids if i in by_id]
+
+    def rank_documents(self, intent: str, query: str, vector: np.ndarray | None) -> list[dict[str, Any]]:
+        """FAQ/policy entries for the question: those labelled with its intent first, in retrieval order
+        (so "退款多久到账" gets the refund-time clause among the return clauses), then other close matches."""
+        labelled = self.documents_for(intent)
+        hits = sorted(self.search(query, "faq", k=6, vector=vector) + self.search(query, "policy", k=6, vector=vector),
+                      key=lambda h: (not h.lexical, -h.score))
+        order = {h.id: rank for rank, h in enumerate(hits)}
+        labelled.sort(key=lambda d: order.get(d["id"], len(order)))
+        ids = {d["id"] for d in labelled}
+        return labelled + [h.__dict__ for h in hits if h.id not in ids]
+
+    # ------------------------------------------------------------------ one turn
 
     def gather(self, text: str, understanding: Understanding, vector: np.ndarray | None = None,
-               remembered: tuple[str, ...] = ()) -> Facts:
+               remembered: tuple[str, ...] = (), today: str | None = None) -> Facts:
         """Look up what the intent needs. The brain's entities only narrow the search, never the customer."""
         facts = Facts()
         intent = understanding.intent
-        mentioned = understanding.order_no or next(iter(ORDER_NO.findall(text)), None)
-        if mentioned:
-            order = self.order(mentioned)
-            if order is None:
+        query = understanding.normalised or text
+        for code in understanding.codes:
+            order = self.order(code) or self.order_by_tracking(code)
+            if order is not None:
+                facts.order = facts.order or order
+                continue
+            product = self.product_by_code(code)
+            if product is not None:
+                facts.products.append(product)
+                continue
+            if self.exists_elsewhere(code):
                 facts.refused = REFUSAL
                 return facts
-            facts.order = order
-        if intent in ("order_status", "logistics") or (mentioned and intent in ("return_exchange", "complaint")):
-            if facts.order is None:
-                facts.orders = self.orders()
-                facts.order = facts.orders[0] if facts.orders else None
-            if facts.order is not None:
-                facts.shipment = self.shipment(facts.order["order_no"])
-        if intent in ("product_question", "recommendation", "purchase_intent", "greeting", "chitchat", "unknown",
-                      "price_protection", "promotion"):
-            query = text if understanding.products == [] else " ".join([text, *understanding.products])
-            hits = self.search(query, "products", k=3, vector=vector if not understanding.products else None)
-            if not hits and remembered:
-                hits = self.search(" ".join(remembered), "products", k=1)
-            facts.products = [p for h in hits if (p := self.product(h.id))]
-        if intent in ("return_exchange", "price_protection", "complaint"):
-            facts.documents = [h.__dict__ for h in self.search(text, "policy", k=2, vector=vector)]
-        if intent in ("product_question", "recommendation", "unknown", "chitchat", "greeting", "logistics"):
-            facts.documents += [h.__dict__ for h in self.search(text, "faq", k=2, vector=vector)]
+            facts.unknown_codes.append(code)
+        if intent in ORDER_INTENTS or intent in INCIDENT_INTENTS or intent in ("return_exchange", "complaint",
+                                                                              "shipping_time", "price_protection",
+                                                                              "invoice") or facts.order:
+            self._orders(facts, understanding, query, include_all=intent in ORDER_INTENTS)
+        if intent in PRODUCT_INTENTS and not facts.products:
+            self._products(facts, understanding, query, vector, remembered)
+        if intent in DOC_INTENTS:
+            facts.documents = self.rank_documents(intent, query, vector)
         if intent == "promotion":
-            ids = [h.id for h in self.search(text, "promotions", k=3, vector=vector)]
-            rows = {r["id"]: r for r in self.promotions()}
-            facts.promotions = [rows[i] for i in ids if i in rows]
+            running = {r["id"]: r for r in self.promotions(today)}
+            ranked = [h.id for h in self.search(query, "promotions", k=len(running) or 1, vector=vector)]
+            facts.promotions = [running[i] for i in ranked if i in running] + \
+                [r for i, r in running.items() if i not in ranked]
         return facts
+
+    def _orders(self, facts: Facts, u: Understanding, query: str, include_all: bool) -> None:
+        """The order the turn is about: named, or the customer's open ones (filtered by a product named)."""
+        if facts.order is None and not u.codes:
+            recent = self.orders()
+            open_orders = [o for o in recent if o["status"] not in CLOSED] or recent
+            named = [o for o in open_orders if _mentions_item(query, o)] or [o for o in recent if _mentions_item(query, o)]
+            candidates = named or open_orders
+            if len(candidates) == 1 or (candidates and not include_all):
+                facts.order = candidates[0]
+            facts.orders = candidates if len(candidates) > 1 and include_all else []
+        if facts.order is not None:
+            shipments = self.shipments(facts.order["order_no"])
+            facts.shipment = shipments[-1] if shipments else None
+            facts.shipments = shipments
+        for order in facts.orders:
+            order["shipments"] = self.shipments(order["order_no"])
+
+    def _products(self, facts: Facts, u: Understanding, query: str, vector: np.ndarray | None,
+                  remembered: tuple[str, ...]) -> None:
+        exact, unknown_models = self.models_in(query)
+        if exact:
+            facts.products = exact
+            return
+        if unknown_models:
+            facts.missing_product = unknown_models[0]
+            return
+        hits = self.search(" ".join([query, *u.products]), "products", k=5, vector=vector if not u.products else None)
+        grounded = [h for h in hits if h.lexical]
+        if not grounded and remembered and re.search(r"这款|这个|那款|那个|它|刚才|上次", query):
+            grounded = self.search(" ".join(remembered[:1]), "products", k=1)
+        facts.products = [p for h in grounded if (p := self.product(h.id))]
+        facts.candidates = [p for h in hits if (p := self.product(h.id))] if not grounded else []
+
+
+def _mentions_item(text: str, order: dict[str, Any]) -> bool:
+    """Whether the customer names something in this order ("我买的口红")."""
+    from knowledge.lexical import tokenize
+
+    words = {t for t in tokenize(text) if len(t) >= 2}
+    for item in order.get("items") or []:
+        name = str(item.get("name") or item.get("sku") or "")
+        if words & {t for t in tokenize(name) if len(t) >= 2}:
+            return True
+    return False

@@ -7,12 +7,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-Intent = Literal["greeting", "product_question", "recommendation", "order_status", "logistics", "return_exchange",
-                 "price_protection", "promotion", "complaint", "human", "unsubscribe", "thanks", "bye",
-                 "purchase_intent", "chitchat", "unknown"]
-FactKey = Literal["skin_type", "concern", "budget", "age", "gender", "city", "pregnant", "birthday"]
-QUESTION_INTENTS = {"product_question", "recommendation", "order_status", "logistics", "return_exchange",
-                    "price_protection", "promotion"}
+FactKey = str  # a profile fact of the shop's vocabulary (profile.yaml), or budget / age
+QUESTION_INTENTS = {"product_question", "recommendation", "comparison", "purchase_intent", "promotion", "live_schedule",
+                    "order_status", "logistics", "shipping_time", "return_exchange", "price_protection", "invoice",
+                    "shelf_life", "usage_order"}
+INCIDENT_INTENTS = {"adverse_reaction", "damaged", "missing_item", "quality_issue"}
+ORDER_INTENTS = {"order_status", "logistics"}
 
 
 class Fact(BaseModel):
@@ -24,14 +24,22 @@ class Fact(BaseModel):
 class Understanding(BaseModel):
     """One structured-output unit: everything the runtime needs to decide, nothing it must trust blindly."""
 
-    intent: Intent = Field(description="the main purpose of the message")
+    intent: str = Field(description="the main purpose of the message, one name of the intent vocabulary")
+    confidence: float = Field(default=1.0, ge=0, le=1, description="how sure the classifier is of the intent")
     products: list[str] = Field(default_factory=list, description="product names or SKUs the customer mentions")
     order_no: str | None = Field(default=None, description="an order number written in the message, verbatim")
+    codes: list[str] = Field(default_factory=list, description="ids written in the message (order, tracking, "
+                             "product), normalised; resolved against this customer's data by the tools")
+    phones: list[str] = Field(default_factory=list, description="mobile numbers (never read as order ids)")
+    links: list[str] = Field(default_factory=list, description="URLs in the message")
+    constraints: list[str] = Field(default_factory=list, description="contraindication labels the customer "
+                                   "mentions for this turn (孕期, 敏感肌); recommendations never violate them")
     facts: list[Fact] = Field(default_factory=list, description="profile facts the customer states about themself")
     tags: list[str] = Field(default_factory=list, description="tags from the operator's taxonomy only")
     sentiment: Literal["positive", "neutral", "negative"] = "neutral"
     needs_human: bool = False
     is_question: bool = False
+    normalised: str = ""
 
 
 @dataclass
@@ -45,6 +53,11 @@ class Facts:
     documents: list[dict[str, Any]] = field(default_factory=list)
     promotions: list[dict[str, Any]] = field(default_factory=list)
     refused: str | None = None
+    shipments: list[dict[str, Any]] = field(default_factory=list)
+    unknown_codes: list[str] = field(default_factory=list)
+    missing_product: str | None = None  # a model code or product the shop does not carry
+    candidates: list[dict[str, Any]] = field(default_factory=list)  # near products when none was named
+    excluded: list[dict[str, Any]] = field(default_factory=list)  # left out for a contraindication
 
     def as_prompt(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v}
@@ -62,9 +75,11 @@ class TurnInput:
     remembered_products: tuple[str, ...] = ()
     pending_question: str | None = None
     history: tuple[tuple[str, str], ...] = ()
+    facts: dict[str, str] = field(default_factory=dict)  # current profile facts (skin_type, budget, pregnant…)
 
 
 class Reply(BaseModel):
     text: str
     grounded: bool = Field(description="the reply answers from looked-up facts (False: could not answer)")
     offer_human: bool = False
+    follow_up: str | None = Field(default=None, description="a follow-up the reply promises: becomes a task")

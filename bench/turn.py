@@ -34,13 +34,13 @@ class CountingBrain(OfflineBrain):
 
     name = "counting"
 
-    def __init__(self, embedder) -> None:
-        super().__init__(embedder)
+    def __init__(self, catalog, embedder) -> None:
+        super().__init__(catalog, embedder)
         self.calls = 0
 
-    def understand(self, turn: TurnInput, vector=None) -> Understanding:
+    def understand(self, turn: TurnInput, vector=None, routed=None) -> Understanding:
         self.calls += 1
-        return super().understand(turn, vector)
+        return super().understand(turn, vector, routed)
 
     def reply(self, turn: TurnInput, understanding: Understanding, facts: Facts) -> Reply:
         self.calls += 1
@@ -61,7 +61,7 @@ def main() -> None:
     start = datetime(2026, 11, 23, 2, tzinfo=UTC)
     settings = Settings(home=args.home, embedder=args.embedder, burst_window_seconds=0)
     runtime = Runtime.build(settings, clock=SimClock(start))
-    brain = CountingBrain(runtime.conversation.embedder)
+    brain = CountingBrain(runtime.deps.library.catalog, runtime.conversation.embedder)
     runtime.conversation.brain = brain
     runtime.load_demo_shop()
     with runtime.deps.engine.begin() as conn:

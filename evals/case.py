@@ -49,6 +49,8 @@ class WorldCustomer(Strict):
 
 
 class World(Strict):
+    shop: str | None = Field(default=None, description="a bundled shop directory under knowledge/ (e.g. tea_shop); "
+                             "default the skincare demo shop")
     start: str = Field(default="2026-11-23 10:00", description="shop-local time the case starts")
     customers: list[WorldCustomer] = Field(default_factory=lambda: [WorldCustomer(id="c1", name="小林")])
     sops: Literal["all"] | list[str] = Field(default="all", description="enabled SOPs; others are disabled")

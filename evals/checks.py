@@ -15,9 +15,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from agent.tables import Message, ProfileFact
+from agent.tables import Message
 from knowledge.clock import ShopTime, as_utc
-from knowledge.tables import Customer, CustomerTag
+from knowledge.tables import Customer, CustomerTag, ProfileFact
 from sop_graphs.tables import CouponLedger, EmployeeTask, Outbox, SopRun
 
 _O, _R = Outbox.__table__.c, SopRun.__table__.c

@@ -70,24 +70,37 @@ class _Process:
 
     root: Path | None = None
     embedder: Embedder | None = None
+    embedders: dict[str, Embedder] = {}  # noqa: RUF012 - one per process, shared by every case
     library: Library | None = None
     kind = ""
 
     @classmethod
-    def prepare(cls, embedder_kind: str) -> None:
-        if cls.root is not None and cls.kind == embedder_kind:
+    def prepare(cls, embedder_kind: str, shop: str | None = None) -> None:
+        if cls.root is not None and cls.kind == f"{embedder_kind}/{shop}":
             return
-        cls.kind = embedder_kind
+        cls.kind = f"{embedder_kind}/{shop}"
         cls.root = Path(tempfile.mkdtemp(prefix="sopagent-eval-"))
-        cls.embedder = E5Embedder() if embedder_kind == "e5" else HashingEmbedder()
-        settings = Settings(home=cls.root / "template", embedder=embedder_kind)
+        if embedder_kind not in cls.embedders:
+            cls.embedders[embedder_kind] = E5Embedder() if embedder_kind == "e5" else HashingEmbedder()
+        cls.embedder = cls.embedders[embedder_kind]
+        settings = Settings(home=cls.root / "template", embedder=embedder_kind, shop_dir=shop_dir(shop))
         settings.home.mkdir(parents=True)
         engine = make_engine(settings.db_url)
         init_db(engine)  # every table is registered: agent.runtime imports the table modules
-        import_demo_shop(engine, settings.shop_timezone)
+        import_demo_shop(engine, settings.shop_timezone, settings.shop_path)
         Retriever(engine, settings.chroma_path, cls.embedder).sync()
         engine.dispose()
         cls.library = load_valid_library(settings.library_path)
+
+
+def shop_dir(name: str | None) -> Path | None:
+    """A bundled shop by directory name under knowledge/ (None: the default demo shop)."""
+    if name is None:
+        return None
+    path = Path(__file__).resolve().parent.parent / "knowledge" / name
+    if not (path / "shop.yaml").exists():
+        raise ValueError(f"unknown shop {name!r}: no knowledge/{name}/shop.yaml")
+    return path
 
 
 def _library(case: Case) -> Library:
@@ -105,7 +118,7 @@ class CaseRun:
 
     def __init__(self, case: Case, mode: Mode, repeat: int, embedder_kind: str,
                  cassettes: Path = CASSETTES, live_transport: httpx.BaseTransport | None = None) -> None:
-        _Process.prepare(embedder_kind)
+        _Process.prepare(embedder_kind, case.world.shop)
         assert _Process.root is not None
         self.case = case
         self.home = _Process.root / f"{case.id}-{repeat}-{os.getpid()}"
@@ -113,7 +126,7 @@ class CaseRun:
         shutil.copytree(_Process.root / "template", self.home)
         overrides = dict(case.world.settings)
         settings = Settings(home=self.home, embedder=embedder_kind, brain="offline" if mode == "offline" else "llm",
-                            **overrides)
+                            shop_dir=shop_dir(case.world.shop), **overrides)
         tz = ZoneInfo(settings.shop_timezone)
         start = datetime.fromisoformat(case.world.start).replace(tzinfo=tz)
         self.clock = SimClock(as_utc(start))

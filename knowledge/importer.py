@@ -1,57 +1,191 @@
 """Imports a shop's own exports (JSON, JSONL, CSV, Markdown) into the knowledge tables.
 
-A mapping file (YAML) renames the shop's columns — Chinese headers included — onto our fields and
-translates values (``已发货`` → ``shipped``), so no code is needed per shop. Every row is validated
-first; if any row is bad the report lists each one with its row number and nothing is written.
+A mapping file (YAML, :class:`Mapping`) says where the rows are, which source value feeds which of
+our fields, and how the shop's values translate, so no code is needed per shop. Every row is
+validated first; if any row is bad the report lists each one with its row number and nothing is
+written. Rows whose key repeats an earlier row of the same file are warnings (``duplicates``, with
+both row numbers): the later row wins, as it would on a re-import.
+
+Mapping syntax (every key optional)::
+
+    records: data.list            # where the rows are in a .json file (or in each .jsonl line);
+                                  # default: the top-level list, or the first list found under
+                                  # items / data / records / list / rows
+    fields:                       # source path -> our field
+      goods_id: sku
+      title: name
+      category.cat_name: category # dotted path into nested objects
+      tags[].name: aliases        # key[] takes every element of a list (a list results); key[0] one
+                                  # (inside a YAML {flow} mapping, quote a key holding [ ])
+      库存: stock                 # a flat (CSV) column is a one-segment path; a key present
+                                  # literally in the row wins over its path reading
+    values:                       # per field: source value -> our value (compared as text)
+      status: {待处理: processing, 已退货: returned}
+    statuses:                     # orders / logistics: statuses beyond the canonical set
+      processing: 处理中          # (knowledge.statuses), with their Chinese labels; a value equal
+      returned: 已退货            # to a declared label translates to its status by itself
+    specs:                        # products: source path -> display label of an attribute
+      power_w: 功率
+    unmapped: specs               # products: keep every other non-empty source value as a spec
+                                  # under its own key (nested objects: their leaf keys); default ignore
+    ignore: [shop_id, sales]      # source paths never kept as specs
+    items:                        # orders: the row's list of items, mapped onto OrderItem
+      path: goodsList
+      fields: {skuId: sku, goodsName: name, num: qty, price: price}
+    events:                       # logistics: the trace list, mapped onto TraceEvent (same shape)
+      path: 物流轨迹
+      fields: {时间: at, 描述: text, 地点: location}
+
+A source value that is absent or empty leaves the field unknown (None, "" or empty), never a
+made-up value: a shop that exports no stock gets ``stock = None``, not 0. List fields (aliases,
+contraindications) also take delimited text (``、,，;；/``); JSON text in a CSV cell is parsed.
+A column whose name contains ``.``, ``[`` or ``]`` cannot be named (rename it in the export).
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
+from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from zoneinfo import ZoneInfo
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    computed_field,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 from sqlalchemy.engine import Engine
 
 from knowledge.clock import as_utc
 from knowledge.db import upsert
-from knowledge.tables import Document, Product, Promotion, Shipment, ShopOrder
+from knowledge.statuses import CANONICAL_LABELS, STATUS_NAME
+from knowledge.tables import Document, Product, Promotion, Shipment, ShopOrder, StatusLabel, shipment_id
 
 Kind = Literal["products", "orders", "logistics", "faq", "policy", "promotions"]
 KINDS: tuple[str, ...] = ("products", "orders", "logistics", "faq", "policy", "promotions")
+LIST_DELIMITERS = re.compile(r"[、,，;；/]")
+_URL = TypeAdapter(AnyHttpUrl)
 
 
-class ProductRow(BaseModel):
+def _json_text(value: Any) -> Any:
+    """JSON text (a CSV cell holding ``[...]`` or ``{...}``) parsed; anything else as it is."""
+    if isinstance(value, str) and value.strip()[:1] in ("[", "{"):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def _text(value: Any) -> str:
+    """A source value as display text: 是/否 for booleans, lists joined with 、, objects as JSON."""
+    if isinstance(value, bool):
+        return "是" if value else "否"
+    if isinstance(value, list) and all(not isinstance(v, dict | list) for v in value):
+        return "、".join(_text(v) for v in value if v not in ("", None))
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value).strip()
+
+
+def _listed(value: Any) -> Any:
+    """Delimited text (``孕期、哺乳期``) or a JSON list as a list of non-empty strings."""
+    value = _json_text(value)
+    if isinstance(value, str):
+        value = LIST_DELIMITERS.split(value)
+    if isinstance(value, list):
+        return [t for v in value if v not in ("", None) and (t := _text(v))]
+    return value
+
+
+class _Row(BaseModel):
+    """A source row after mapping; numeric ids (``"goods_id": 100012345678``) are read as text."""
+
+    model_config = ConfigDict(coerce_numbers_to_str=True)
+
+
+class ProductRow(_Row):
     sku: str = Field(min_length=1)
     name: str = Field(min_length=1)
+    model: str = ""
     category: str = ""
     price: float = Field(ge=0)
-    stock: int = Field(default=0, ge=0)
+    stock: int | None = Field(default=None, ge=0, description="None when the export has no stock")
     description: str = ""
     usage: str = ""
     suitable_for: str = ""
+    specs: dict[str, str] = Field(default_factory=dict)
+    aliases: list[str] = Field(default_factory=list)
+    contraindications: list[str] = Field(default_factory=list)
+    url: str = ""
     status: Literal["on_sale", "off_sale", "presale"] = "on_sale"
 
+    @field_validator("specs", mode="before")
+    @classmethod
+    def _specs_as_text(cls, value: Any) -> Any:
+        value = _json_text(value)
+        if isinstance(value, dict):
+            return {str(k).strip(): t for k, v in value.items() if v not in ("", None) and (t := _text(v))}
+        return value
 
-class OrderItem(BaseModel):
-    sku: str
+    @field_validator("aliases", "contraindications", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        return _listed(value)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        """Checked as an http(s) URL, stored as the shop wrote it."""
+        if not value:
+            return value
+        try:
+            _URL.validate_python(value)
+        except ValidationError:
+            raise PydanticCustomError("url", "not an http(s) URL: '{value}'", {"value": value}) from None
+        return value
+
+
+def _known_status(kind: str, value: str, info: ValidationInfo) -> str:
+    """``value`` if canonical or declared by the mapping (``context['statuses']``), else an error."""
+    allowed = (info.context or {}).get("statuses", CANONICAL_LABELS[kind])
+    if value not in allowed:
+        raise PydanticCustomError(
+            "unknown_status", "unknown {kind} status '{value}': neither canonical ({canonical}) nor declared "
+            "under `statuses:` in the mapping (translate it under `values: status:` or declare it)",
+            {"kind": kind, "value": value, "canonical": ", ".join(CANONICAL_LABELS[kind])})
+    return value
+
+
+class OrderItem(_Row):
+    sku: str = Field(min_length=1)
     name: str = ""
-    qty: int = Field(default=1, ge=1)
-    price: float = Field(default=0, ge=0)
+    qty: int | None = Field(default=None, ge=1)
+    price: float | None = Field(default=None, ge=0)
 
 
-class OrderRow(BaseModel):
+class OrderRow(_Row):
+    status_kind: ClassVar[str] = "order"
+
     order_no: str = Field(min_length=1)
     customer_id: str = Field(min_length=1)
-    status: Literal["pending_payment", "paid", "shipped", "delivered", "completed", "returning", "refunding",
-                    "refunded", "cancelled"]
+    status: str = Field(min_length=1)
     amount: float = Field(ge=0)
     items: list[OrderItem] = Field(default_factory=list)
     address: str = ""
@@ -60,7 +194,12 @@ class OrderRow(BaseModel):
     @field_validator("items", mode="before")
     @classmethod
     def _items_from_text(cls, value: Any) -> Any:
-        return json.loads(value) if isinstance(value, str) and value.strip().startswith("[") else value
+        return _json_text(value)
+
+    @field_validator("status")
+    @classmethod
+    def _status(cls, value: str, info: ValidationInfo) -> str:
+        return _known_status(cls.status_kind, value, info)
 
     @field_validator("created_at")
     @classmethod
@@ -69,28 +208,45 @@ class OrderRow(BaseModel):
         tz = ZoneInfo((info.context or {}).get("shop_timezone", "Asia/Shanghai"))
         return as_utc(value if value.tzinfo else value.replace(tzinfo=tz))
 
+    @field_serializer("items")
+    def _items_without_unknowns(self, items: list[OrderItem]) -> list[dict[str, Any]]:
+        return [item.model_dump(exclude_none=True) for item in items]
 
-class TraceEvent(BaseModel):
-    at: str
-    text: str
+
+class TraceEvent(_Row):
+    at: str = Field(min_length=1)
+    text: str = Field(min_length=1)
     location: str = ""
 
 
-class ShipmentRow(BaseModel):
+class ShipmentRow(_Row):
+    status_kind: ClassVar[str] = "shipment"
+
     tracking_no: str = Field(min_length=1)
     order_no: str = Field(min_length=1)
     carrier: str = ""
-    status: Literal["created", "picked_up", "in_transit", "out_for_delivery", "delivered", "exception", "returned"]
+    status: str = Field(min_length=1)
     eta: str | None = None
     events: list[TraceEvent] = Field(default_factory=list)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def id(self) -> str:
+        """One row per order and parcel: a reused tracking number never overwrites another order's."""
+        return shipment_id(self.order_no, self.tracking_no)
 
     @field_validator("events", mode="before")
     @classmethod
     def _events_from_text(cls, value: Any) -> Any:
-        return json.loads(value) if isinstance(value, str) and value.strip().startswith("[") else value
+        return _json_text(value)
+
+    @field_validator("status")
+    @classmethod
+    def _status(cls, value: str, info: ValidationInfo) -> str:
+        return _known_status(cls.status_kind, value, info)
 
 
-class PromotionRow(BaseModel):
+class PromotionRow(_Row):
     id: str = Field(min_length=1)
     title: str = Field(min_length=1)
     description: str = ""
@@ -98,7 +254,7 @@ class PromotionRow(BaseModel):
     ends: str = ""
 
 
-class DocumentRow(BaseModel):
+class DocumentRow(_Row):
     id: str
     kind: Literal["faq", "policy"]
     title: str = Field(min_length=1)
@@ -118,11 +274,20 @@ class RowError(BaseModel):
     message: str
 
 
+class Duplicate(BaseModel):
+    """A row whose key repeats an earlier row of the same file; the later row is the one stored."""
+
+    row: int
+    earlier_row: int
+    key: str
+
+
 class ImportReport(BaseModel):
     kind: str
     path: str
-    rows: int = 0
-    written: int = 0
+    rows: int = Field(default=0, description="rows read from the file")
+    written: int = Field(default=0, description="rows inserted or updated: rows less duplicates, 0 on errors")
+    duplicates: list[Duplicate] = Field(default_factory=list, description="warnings; the later row won")
     errors: list[RowError] = Field(default_factory=list)
 
     @property
@@ -130,45 +295,285 @@ class ImportReport(BaseModel):
         return not self.errors
 
 
-class Mapping(BaseModel):
-    """Column renames and value translations for one export format."""
+# -- source paths ------------------------------------------------------------------------------
+
+_SEGMENT = re.compile(r"(?P<key>[^.\[\]]+)(?:\[(?P<index>\d*)\])?")
+_MISSING = object()
+
+
+@cache
+def parse_path(path: str) -> tuple[tuple[str, str | None], ...]:
+    """``a.b[].c`` as ``(("a", None), ("b", ""), ("c", None))``; raises ValueError on bad syntax."""
+    parts = []
+    for segment in path.split("."):
+        match = _SEGMENT.fullmatch(segment.strip())
+        if not match:
+            raise ValueError(f"bad source path {path!r}: use dotted keys, key[] for every element of a "
+                             "list or key[0] for one (a name containing '.', '[' or ']' cannot be named)")
+        parts.append((match["key"], match["index"]))
+    return tuple(parts)
+
+
+def _walk(value: Any, parts: tuple[tuple[str, str | None], ...]) -> Any:
+    for i, (key, index) in enumerate(parts):
+        if not isinstance(value, dict) or key not in value:
+            return _MISSING
+        value = _json_text(value[key]) if index is not None else value[key]
+        if index is None:
+            continue
+        if not isinstance(value, list):
+            return _MISSING
+        if index == "":
+            return [v for item in value if (v := _walk(item, parts[i + 1:])) is not _MISSING]
+        value = value[int(index)] if int(index) < len(value) else _MISSING
+    return value
+
+
+def resolve(row: dict[str, Any], path: str) -> Any:
+    """The value at ``path`` in ``row`` (a key present literally wins), or ``_MISSING``."""
+    return row[path] if path in row else _walk(row, parse_path(path))
+
+
+def _plain(path: str) -> str:
+    """A path without its list markers, for telling which source values a mapping used."""
+    return re.sub(r"\[\d*\]", "", path)
+
+
+def _keys_stripped(raw: dict[Any, Any]) -> dict[str, Any]:
+    """Top-level keys as stripped text (CSV headers often carry spaces); csv's overflow key dropped."""
+    return {str(k).strip(): v for k, v in raw.items() if k is not None}
+
+
+def _leaves(value: Any, prefix: str = "") -> Iterator[tuple[str, str, Any]]:
+    """(dotted path, own key, value) of every non-object value inside ``value``."""
+    for key, inner in value.items():
+        path = f"{prefix}.{str(key).strip()}" if prefix else str(key).strip()
+        if isinstance(inner, dict):
+            yield from _leaves(inner, path)
+        else:
+            yield path, str(key).strip(), inner
+
+
+# -- mapping -----------------------------------------------------------------------------------
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FieldRules(_Strict):
+    """Source path -> field renames and per-field value translations."""
 
     fields: dict[str, str] = Field(default_factory=dict)
     values: dict[str, dict[str, str]] = Field(default_factory=dict)
 
+    @field_validator("fields")
     @classmethod
-    def load(cls, path: Path | None) -> Mapping:
-        return cls() if path is None else cls.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+    def _paths_parse(cls, fields: dict[str, str]) -> dict[str, str]:
+        for source in fields:
+            parse_path(source)
+        return fields
+
+    @field_validator("values", mode="before")
+    @classmethod
+    def _keys_as_text(cls, values: Any) -> Any:
+        """YAML reads ``{1: on_sale}`` with an int key; values are compared as text."""
+        if isinstance(values, dict):
+            return {f: {str(k): v for k, v in t.items()} if isinstance(t, dict) else t for f, t in values.items()}
+        return values
 
     def apply(self, raw: dict[str, Any]) -> dict[str, Any]:
-        row = {self.fields.get(str(k).strip(), str(k).strip()): v for k, v in raw.items()}
+        """``raw`` (keys stripped) mapped onto our field names, values translated.
+
+        A source key that no rule names passes through under its own name (our field names need no
+        rule); a key named as a source is consumed, so ``{name: description, title: name}`` swaps.
+        """
+        roots = {_plain(p).split(".")[0] for p in self.fields}
+        row = {k: v for k, v in raw.items() if k not in roots}
+        for source, target in self.fields.items():
+            value = resolve(raw, source)
+            if value is not _MISSING:
+                row[target] = value
         for field, table in self.values.items():
-            if isinstance(row.get(field), str) and row[field].strip() in table:
-                row[field] = table[row[field].strip()]
-        return {k: (v.strip() if isinstance(v, str) else v) for k, v in row.items() if v not in ("", None)}
+            value = row.get(field)
+            if value is not None and not isinstance(value, dict | list) and _text(value) in table:
+                row[field] = table[_text(value)]
+        return row
 
 
-def read_rows(path: Path, kind: str) -> Iterator[dict[str, Any]]:
+class ListRules(FieldRules):
+    """A per-row list (order items, trace events): where it is in the row and how its entries map."""
+
+    path: str
+
+    @field_validator("path")
+    @classmethod
+    def _path_parses(cls, path: str) -> str:
+        parse_path(path)
+        return path
+
+    def apply_list(self, raw: dict[str, Any]) -> Any:
+        entries = _json_text(resolve(raw, self.path))
+        if not isinstance(entries, list):
+            return entries
+        return [_clean(self.apply(_keys_stripped(e))) if isinstance(e, dict) else e for e in entries]
+
+
+def _clean(row: dict[str, Any]) -> dict[str, Any]:
+    """Strings stripped; empty values dropped, so the field is unknown rather than ``""``."""
+    return {k: (v.strip() if isinstance(v, str) else v) for k, v in row.items()
+            if not (v is None or (isinstance(v, str) and not v.strip()))}
+
+
+def _problems(exc: ValidationError) -> str:
+    """A mapping's validation errors on one line: ``where: what`` each."""
+    lines = []
+    for err in exc.errors():
+        where, what = ".".join(str(p) for p in err["loc"]), err["msg"].removeprefix("Value error, ")
+        lines.append(f"{where}: {what}" if where else what)
+    return "; ".join(lines)
+
+
+class Mapping(FieldRules):
+    """How one export format maps onto our fields; see the module docstring for the syntax."""
+
+    records: str | None = None
+    statuses: dict[str, str] = Field(default_factory=dict)
+    specs: dict[str, str] = Field(default_factory=dict)
+    unmapped: Literal["ignore", "specs"] = "ignore"
+    ignore: list[str] = Field(default_factory=list)
+    items: ListRules | None = None
+    events: ListRules | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Mapping:
+        for path in [*self.specs, *self.ignore, *([self.records] if self.records is not None else [])]:
+            parse_path(path)
+        for status, label in self.statuses.items():
+            if not STATUS_NAME.match(status) or not label.strip():
+                raise ValueError(f"statuses: {status!r}: a status is lower_snake_case ASCII with a non-empty "
+                                 "Chinese label, e.g. `processing: 处理中`")
+        for status, label in self.statuses.items():  # a declared label translates to its status
+            self.values.setdefault("status", {}).setdefault(label.strip(), status)
+        return self
+
+    @classmethod
+    def load(cls, path: Path | None) -> Mapping:
+        """The mapping in ``path`` (none: an empty mapping); any problem is an :class:`ImportFormatError`."""
+        if path is None:
+            return cls()
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ImportFormatError(f"{path}: cannot read the mapping: {exc.strerror or exc}") from exc
+        except yaml.YAMLError as exc:
+            where = getattr(exc, "problem_mark", None)
+            line = f":{where.line + 1}" if where is not None else ""
+            raise ImportFormatError(f"{path}{line}: invalid YAML: {getattr(exc, 'problem', None) or exc}") from exc
+        if data is not None and not isinstance(data, dict):
+            raise ImportFormatError(f"{path}: a mapping file is a YAML object (fields:, values:, ...), "
+                                    f"not a {type(data).__name__}")
+        try:
+            return cls.model_validate(data or {})
+        except ValidationError as exc:
+            raise ImportFormatError(f"{path}: invalid mapping: {_problems(exc)}") from exc
+
+    def check(self, kind: str, model: type[BaseModel]) -> None:
+        """Every rule fits ``kind``: targets are its fields, kind-specific keys only where they apply."""
+        problems = [f"fields: {s!r} -> {t!r}: {kind} has no field {t!r}"
+                    for s, t in self.fields.items() if t not in model.model_fields]
+        problems += [f"values: {kind} has no field {f!r}" for f in self.values if f not in model.model_fields]
+        only = {"statuses": ("orders", "logistics"), "specs": ("products",), "ignore": ("products",),
+                "items": ("orders",), "events": ("logistics",)}
+        problems += [f"{key}: applies to {' and '.join(kinds)} only, not {kind}"
+                     for key, kinds in only.items() if getattr(self, key) and kind not in kinds]
+        if self.unmapped != "ignore" and kind != "products":
+            problems.append(f"unmapped: applies to products only, not {kind}")
+        for key, entry in (("items", OrderItem), ("events", TraceEvent)):
+            rules: ListRules | None = getattr(self, key)
+            if rules is not None:
+                problems += [f"{key}.fields: {s!r} -> {t!r}: {entry.__name__} has no field {t!r}"
+                             for s, t in rules.fields.items() if t not in entry.model_fields]
+        if problems:
+            raise ImportFormatError("mapping does not fit " + kind + ": " + "; ".join(problems))
+
+    def row(self, raw: dict[str, Any], targets: Iterable[str]) -> dict[str, Any]:
+        """One source row mapped onto our fields (``targets``: the row model's field names)."""
+        raw = _keys_stripped(raw)
+        row = self.apply(raw)
+        lists = {key: rules for key, rules in (("items", self.items), ("events", self.events)) if rules}
+        for key, rules in lists.items():
+            if (entries := rules.apply_list(raw)) is not _MISSING:
+                row[key] = entries
+        specs = {label: _text(v) for source, label in self.specs.items()
+                 if (v := resolve(raw, source)) is not _MISSING and v not in ("", None)}
+        if self.unmapped == "specs":
+            used = {_plain(p) for p in [*self.fields, *self.specs, *self.ignore, *(r.path for r in lists.values())]}
+            used |= set(targets)
+            for path, key, value in _leaves(raw):
+                if any(path == u or path.startswith(u + ".") or u.startswith(path + ".") for u in used):
+                    continue
+                if value in ("", None) or (isinstance(value, list) and any(isinstance(v, dict) for v in value)):
+                    continue
+                specs.setdefault(key if key not in specs else path, _text(value))
+        if specs:
+            base = _json_text(row.get("specs", {}))
+            row["specs"] = {**base, **specs} if isinstance(base, dict) else base  # not an object: a row error
+        return _clean(row)
+
+
+# -- reading files -----------------------------------------------------------------------------
+
+class ImportFormatError(ValueError):
+    """The file or its mapping cannot be used (bad JSON or YAML, unknown type, wrong path); nothing was imported."""
+
+
+_WRAPPERS = ("items", "data", "records", "list", "rows")
+
+
+def _records(data: Any, records: str | None, where: str) -> list[Any]:
+    """The list of rows in a parsed JSON document: at ``records``, or the first list found."""
+    if records is not None:
+        found = resolve(data, records) if isinstance(data, dict) else _MISSING
+        if found is _MISSING:
+            raise ImportFormatError(f"{where}: records path {records!r} not found")
+        if not isinstance(found, list):
+            raise ImportFormatError(f"{where}: records path {records!r} is a {type(found).__name__}, not a list")
+        return found
+    queue = [data]
+    while queue:
+        value = queue.pop(0)
+        if isinstance(value, list):
+            return value
+        if isinstance(value, dict):
+            queue += [value[k] for k in _WRAPPERS if k in value]
+    raise ImportFormatError(f"{where}: no list of rows found; name it in the mapping, e.g. `records: data.list`")
+
+
+def read_rows(path: Path, kind: str, records: str | None = None) -> Iterator[Any]:
     """Raw rows of a file by its suffix; Markdown yields one row per ``##`` section."""
     suffix = path.suffix.lower()
-    text = path.read_text(encoding="utf-8-sig")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ImportFormatError(f"{path}: cannot read as UTF-8 text: {exc}") from exc
+    if records is not None and suffix not in (".json", ".jsonl"):
+        raise ImportFormatError(f"{path}: `records:` applies to .json and .jsonl files only")
     if suffix == ".csv":
-        yield from csv.DictReader(text.splitlines())
+        yield from csv.DictReader(io.StringIO(text, newline=""))  # a quoted cell may hold newlines
     elif suffix == ".jsonl":
         for number, line in enumerate(text.splitlines(), 1):
             if line.strip():
                 try:
-                    yield json.loads(line)
+                    data = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise ImportFormatError(f"{path}:{number}: invalid JSON line: {exc.msg}") from exc
+                yield from (_records(data, records, f"{path}:{number}") if records is not None else [data])
     elif suffix == ".json":
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ImportFormatError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from exc
-        if isinstance(data, dict):
-            data = data.get("items") or data.get("data") or [data]
-        yield from data
+        yield from _records(data, records, str(path))
     elif suffix in (".md", ".markdown"):
         yield from _markdown_sections(text, kind, path.stem)
     else:
@@ -182,8 +587,16 @@ def _markdown_sections(text: str, kind: str, stem: str) -> Iterator[dict[str, An
                "source": f"{stem}.md#{number}"}
 
 
-class ImportFormatError(ValueError):
-    """The file itself cannot be read (bad JSON, unknown type); nothing was imported."""
+# -- import ------------------------------------------------------------------------------------
+
+def _row_errors(number: int, exc: ValidationError, rules: Mapping) -> Iterator[RowError]:
+    sources = {target: source for source, target in rules.fields.items()}
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "-"
+        message = err["msg"]
+        if err["type"] == "missing" and field in sources:
+            message += f" (mapping source {sources[field]!r} is absent or empty in this row)"
+        yield RowError(row=number, field=field, message=message)
 
 
 def import_file(engine: Engine, path: Path, kind: str, mapping: Path | None = None,
@@ -193,26 +606,40 @@ def import_file(engine: Engine, path: Path, kind: str, mapping: Path | None = No
         raise ImportFormatError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
     model, table = _MODELS[kind]
     rules = Mapping.load(mapping)
+    rules.check(kind, model)
+    status_kind: str | None = getattr(model, "status_kind", None)
+    context: dict[str, Any] = {"shop_timezone": shop_timezone}
+    if status_kind:
+        context["statuses"] = {**CANONICAL_LABELS[status_kind], **rules.statuses}
+    keys = [c.name for c in table.__table__.primary_key.columns]
     report = ImportReport(kind=kind, path=str(path))
-    valid: list[dict[str, Any]] = []
-    for number, raw in enumerate(read_rows(path, kind), 1):
+    valid: dict[tuple[Any, ...], dict[str, Any]] = {}
+    first_row: dict[tuple[Any, ...], int] = {}
+    for number, raw in enumerate(read_rows(path, kind, rules.records), 1):
         report.rows += 1
         if not isinstance(raw, dict):
             report.errors.append(RowError(row=number, field="-", message="row is not an object"))
             continue
         try:
-            valid.append(model.model_validate(rules.apply(raw), context={"shop_timezone": shop_timezone})
-                         .model_dump())
+            row = model.model_validate(rules.row(raw, model.model_fields), context=context).model_dump()
         except ValidationError as exc:
-            for err in exc.errors():
-                report.errors.append(RowError(row=number, field=".".join(str(p) for p in err["loc"]) or "-",
-                                              message=err["msg"]))
-    if not valid and not report.errors:
+            report.errors.extend(_row_errors(number, exc, rules))
+            continue
+        key = tuple(row[k] for k in keys)
+        if key in first_row:
+            report.duplicates.append(Duplicate(row=number, earlier_row=first_row[key],
+                                               key="/".join(str(k) for k in key)))
+        first_row.setdefault(key, number)
+        valid[key] = row
+    if not report.rows:
         report.errors.append(RowError(row=0, field="-", message="the file has no rows"))
     if report.errors:
         return report
     with engine.begin() as conn:
-        upsert(conn, table.__table__, valid)
+        upsert(conn, table.__table__, list(valid.values()))
+        if status_kind and rules.statuses:
+            upsert(conn, StatusLabel.__table__, [{"kind": status_kind, "status": s, "label": label.strip()}
+                                                 for s, label in rules.statuses.items()])
     report.written = len(valid)
     return report
 
@@ -224,10 +651,21 @@ DEMO_FILES: tuple[tuple[str, str, str | None], ...] = (
     ("promotions.json", "promotions", None))
 
 
-def import_demo_shop(engine: Engine, shop_timezone: str = "Asia/Shanghai") -> list[ImportReport]:
-    """Load the bundled demo shop (products, orders, shipments, FAQ, policies, promotions)."""
-    reports = [import_file(engine, DEMO_SHOP / name, kind, DEMO_SHOP / mapping if mapping else None, shop_timezone)
-               for name, kind, mapping in DEMO_FILES]
+def shop_files(directory: Path) -> list[tuple[str, str, str | None]]:
+    """(file, kind, mapping) of a shop directory: its ``shop.yaml`` manifest (``files: [{file, kind, mapping}]``),
+    or the demo shop's file names."""
+    manifest = directory / "shop.yaml"
+    if not manifest.exists():
+        return list(DEMO_FILES)
+    data = yaml.safe_load(manifest.read_text(encoding="utf-8")) or {}
+    return [(f["file"], f["kind"], f.get("mapping")) for f in data.get("files", [])]
+
+
+def import_demo_shop(engine: Engine, shop_timezone: str = "Asia/Shanghai",
+                     directory: Path = DEMO_SHOP) -> list[ImportReport]:
+    """Load a bundled shop (products, orders, shipments, FAQ, policies, promotions); default the demo shop."""
+    reports = [import_file(engine, directory / name, kind, directory / mapping if mapping else None, shop_timezone)
+               for name, kind, mapping in shop_files(directory)]
     bad = [r for r in reports if not r.ok]
     if bad:
         raise ImportFormatError(f"demo shop file {bad[0].path} is invalid: {bad[0].errors[:3]}")

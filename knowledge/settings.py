@@ -20,7 +20,10 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite in home.")
     channel: Literal["auto", "sandbox", "wecom"] = Field(
         default="auto", description="Outbound channel; auto = wecom when WeCom credentials are set, else sandbox.")
-    library_dir: Path | None = Field(default=None, description="SOP library; default the bundled one.")
+    library_dir: Path | None = Field(default=None, description="SOP library; default the shop's library/ or the "
+                                     "bundled one.")
+    shop_dir: Path | None = Field(default=None, description="Demo shop data (files + shop.yaml manifest) loaded "
+                                  "into an empty catalogue; default the bundled skincare shop.")
     shop_timezone: str = "Asia/Shanghai"
 
     daily_marketing_cap: int = Field(default=1, ge=1, description="Marketing pushes per customer per day.")
@@ -88,8 +91,16 @@ class Settings(BaseSettings):
         return self.home / "sandbox.sqlite"
 
     @property
+    def shop_path(self) -> Path:
+        return self.shop_dir or Path(__file__).resolve().parent / "demo_shop"
+
+    @property
     def library_path(self) -> Path:
-        return self.library_dir or Path(__file__).resolve().parent.parent / "sop_graphs" / "library"
+        if self.library_dir is not None:
+            return self.library_dir
+        if self.shop_dir is not None and (self.shop_dir / "library").is_dir():
+            return self.shop_dir / "library"  # a shop brings its own SOPs, taxonomy, intents and persona
+        return Path(__file__).resolve().parent.parent / "sop_graphs" / "library"
 
 
 @lru_cache

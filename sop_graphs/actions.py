@@ -16,12 +16,14 @@ from sqlalchemy.engine import Connection
 from knowledge.clock import as_utc
 from knowledge.db import insert_ignore
 from knowledge.tables import Customer
+from sop_graphs.customers import load_customer
 from sop_graphs.deps import Deps, Origin
 from sop_graphs.effects import Effects
 from sop_graphs.enrolment import change_tags, finish_run
-from sop_graphs.render import render_step
+from sop_graphs.render import fill, render_step
 from sop_graphs.spec import (
     AskStep,
+    Catalog,
     CouponStep,
     EndStep,
     GroupInviteStep,
@@ -54,9 +56,17 @@ def with_expiry(step: Any, payload: dict[str, Any], at: datetime) -> dict[str, A
     return payload
 
 
-def values_for(customer: dict[str, Any] | None) -> dict[str, Any]:
+def values_for(customer: dict[str, Any] | None, catalog: Catalog) -> dict[str, Any]:
+    """Variables every text may use: {name}, {owner}, {shop} (the persona's brand), {advisor}."""
     customer = customer or {}
-    return {"name": customer.get("name") or "亲", "owner": customer.get("owner") or "", "shop": "小禾家"}
+    persona = catalog.persona
+    return {"name": customer.get("name") or "亲", "owner": customer.get("owner") or "", "shop": persona.brand,
+            "advisor": persona.advisor_title}
+
+
+def render_question(deps: Deps, conn: Connection, customer_id: str, step: AskStep) -> str:
+    """An ask step's question with its variables filled for this customer."""
+    return fill(step.question, values_for(load_customer(conn, customer_id), deps.library.catalog))
 
 
 def perform(conn: Connection, deps: Deps, effects: Effects, *, spec: SopSpec, step: Any, run_id: str,
@@ -67,8 +77,9 @@ def perform(conn: Connection, deps: Deps, effects: Effects, *, spec: SopSpec, st
     touch = f"{run_id}@{as_utc(at).isoformat()}"
     catalog = deps.library.catalog
     if isinstance(step, MessageStep | GroupInviteStep | AskStep):
-        payload = (render_step(step, catalog, tags, values_for(customer)) if not isinstance(step, AskStep)
-                   else {"text": step.question, "question": step.slot})
+        values = values_for(customer, catalog)
+        payload = (render_step(step, catalog, tags, values) if not isinstance(step, AskStep)
+                   else {"text": fill(step.question, values), "question": step.slot})
         if prefix:
             payload["text"] = f"{prefix}{payload['text']}"
         effects.send(key=key, action=step.kind, customer_id=customer_id, at=at, payload=with_expiry(step, payload, at), run_id=run_id,
@@ -147,7 +158,7 @@ def _issue_coupon(conn: Connection, deps: Deps, effects: Effects, spec: SopSpec,
             effects.note(customer_id=customer_id, at=at, kind="coupon_skipped", run_id=run_id, key=f"dupcoupon/{key}",
                          summary=f"券「{campaign.name}」此前已发放给该客户，不重复发放")
             return
-    payload = render_step(step, deps.library.catalog, tags, values_for(customer))
+    payload = render_step(step, deps.library.catalog, tags, values_for(customer, deps.library.catalog))
     expires = at + timedelta(days=campaign.valid_days)
     payload |= {"code": code, "amount": campaign.amount, "threshold": campaign.threshold,
                 "expires_at": as_utc(expires).isoformat()}

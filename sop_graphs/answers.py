@@ -7,17 +7,19 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
-from sop_graphs.spec import Answer
+from knowledge.amounts import DECLINE, parse_amount, to_number
+from knowledge.text import normalise
+from sop_graphs.shop_data import FactValue, FactVocabulary
+from sop_graphs.spec import Answer, Choice
+from sop_graphs.vocabulary import value_matches
 
-SKIP_WORDS = ("跳过", "不想说", "不方便说", "保密", "算了", "下一题", "不想回答")
+SKIP_WORDS = ("跳过", "下一题", "不想回答", "skip", "pass")
 _DIGITS = {"零": 0, "〇": 0, "一": 1, "幺": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7,
            "八": 8, "九": 9}
-_UNITS = {"十": 10, "百": 100, "千": 1000, "万": 10000}
-_CN_NUMBER = re.compile(r"[零〇一幺二两三四五六七八九十百千万]+")
-_ARABIC = re.compile(r"\d+(?:\.\d+)?")
 _PHONE = re.compile(r"(?<!\d)(1[3-9]\d{9})(?!\d)")
 _WEEKDAY = {"一": 0, "二": 1, "三": 2, "四": 3, "五": 4, "六": 5, "日": 6, "天": 6}
-_ORDINAL = re.compile(r"^(?:第)?([1-9一二三四五六七八九]|[a-hA-H])(?:个|项|种|条)?[.、)]?$")
+_ORDINAL = re.compile(r"^(?:我)?(?:选|选择|是|要|就|答)?(?:第)?([1-9一二三四五六七八九]|[a-h])(?:个|项|种|条|号)?(?:吧|啊|呀|哈|呢|嗯|的)?[.、)!~。]*$")
+_ORDER_REF = re.compile(r"(?<![a-z0-9])([a-z]{0,4}\d{8,26}[a-z]{0,2})(?![a-z0-9])", re.I)
 
 
 @dataclass(frozen=True)
@@ -29,47 +31,6 @@ class Parsed:
     tags: list[str] = field(default_factory=list)
     skipped: bool = False
     reason: str = ""
-
-
-def chinese_to_int(text: str) -> int | None:
-    """'二十五' -> 25, '两百' -> 200, '三千五' -> 3500, '十' -> 10; None if not a Chinese number."""
-    if not text or any(ch not in _DIGITS and ch not in _UNITS for ch in text):
-        return None
-    total, section, digit = 0, 0, None
-    last_unit = 1
-    for ch in text:
-        if ch in _DIGITS:
-            digit = _DIGITS[ch]
-        else:
-            unit = _UNITS[ch]
-            if unit == 10000:
-                total += (section + (digit or 0)) * unit
-                section, digit, last_unit = 0, None, 10000
-                continue
-            section += (1 if digit is None else digit) * unit
-            digit, last_unit = None, unit
-    if digit is not None:
-        # "三千五" means 3500: a trailing digit after a unit scales to the next lower unit
-        section += digit * (last_unit // 10 if last_unit >= 100 and len(text) > 1 and text[-2] in _UNITS else 1)
-    return total + section
-
-
-def parse_number(text: str) -> float | None:
-    """First number in ``text``: arabic ('300元', '1.5k'), or Chinese ('二十五', '两百块')."""
-    arabic = _ARABIC.search(text)
-    if arabic:
-        value = float(arabic.group())
-        rest = text[arabic.end():arabic.end() + 1].lower()
-        if rest in ("k", "千"):
-            value *= 1000
-        elif rest in ("w", "万"):
-            value *= 10000
-        return value
-    chinese = _CN_NUMBER.search(text)
-    if chinese:
-        number = chinese_to_int(chinese.group())
-        return float(number) if number is not None else None
-    return None
 
 
 def parse_date(text: str, today: date) -> date | None:
@@ -106,7 +67,7 @@ def parse_date(text: str, today: date) -> date | None:
 
 
 def _num(text: str) -> int:
-    return int(text) if text.isdigit() else (chinese_to_int(text) or 0)
+    return int(text) if text.isdigit() else int(to_number(text) or 0)
 
 
 def _safe_date(year: int, month: int, day: int) -> date | None:
@@ -116,55 +77,102 @@ def _safe_date(year: int, month: int, day: int) -> date | None:
         return None
 
 
-def parse_answer(spec: Answer, text: str, today: date) -> Parsed:
-    """Parse ``text`` as an answer of type ``spec``."""
-    text = (text or "").strip()
-    if any(word in text for word in SKIP_WORDS):
+def parse_answer(spec: Answer, text: str, today: date, vocabulary: FactVocabulary | None = None) -> Parsed:
+    """Parse ``text`` as an answer of type ``spec``; ``vocabulary`` is the shop's profile vocabulary of the
+    slot, if it has one (so "T区油，两颊干" answers a skin-type choice)."""
+    raw = (text or "").strip()
+    text = normalise(raw)
+    if any(word in text for word in SKIP_WORDS) or DECLINE.search(text):
         return Parsed(ok=False, skipped=True, reason="skipped")
     if not text:
         return Parsed(ok=False, reason="empty answer")
     match spec.type:
         case "choice":
-            return _parse_choice(spec, text)
+            return _parse_choice(spec, text, vocabulary)
         case "number":
-            number = parse_number(text)
-            if number is None:
+            amount = parse_amount(text)
+            if amount is None:
                 return Parsed(ok=False, reason="no number found")
+            number = amount.value
             if (spec.min is not None and number < spec.min) or (spec.max is not None and number > spec.max):
                 return Parsed(ok=False, reason=f"{number:g} is outside {spec.min:g}–{spec.max:g}"
                               if spec.min is not None and spec.max is not None else "out of range")
-            return Parsed(ok=True, value=int(number) if number.is_integer() else number)
+            return Parsed(ok=True, value=int(number) if float(number).is_integer() else number)
         case "phone":
             digits = re.sub(r"[\s-]", "", text)
             phone = _PHONE.search(digits)
             return Parsed(ok=True, value=phone.group(1)) if phone else Parsed(ok=False, reason="not a mobile number")
+        case "order":
+            compact_text = re.sub(r"[\s-]", "", text)
+            phone = _PHONE.search(compact_text)
+            code = _ORDER_REF.search(compact_text)
+            if code:
+                return Parsed(ok=True, value=code.group(1).upper())
+            if phone:
+                return Parsed(ok=True, value=phone.group(1))
+            return Parsed(ok=False, reason="not an order number or phone number")
         case "date":
             parsed = parse_date(text, today)
             return Parsed(ok=True, value=parsed.isoformat()) if parsed else Parsed(ok=False, reason="no date found")
         case _:
-            if len(text) > 500:
+            if len(raw) > 500:
                 return Parsed(ok=False, reason="answer too long")
-            return Parsed(ok=True, value=text)
+            return Parsed(ok=True, value=raw)
 
 
-def _parse_choice(spec: Answer, text: str) -> Parsed:
-    lowered = text.lower()
-    chosen = []
-    ordinal = _ORDINAL.match(lowered.replace(" ", ""))
-    if ordinal:
-        token = ordinal.group(1)
-        position = (_DIGITS.get(token) or int(token)) if not token.isalpha() or token in _DIGITS else \
-            ord(token) - ord("a") + 1
-        if 1 <= position <= len(spec.options):
-            chosen = [spec.options[position - 1]]
-    if not chosen:
-        for option in spec.options:
-            words = [option.value, *option.synonyms]
-            if any(word.lower() in lowered for word in words):
-                chosen.append(option)
+def typed_answer(spec: Answer, text: str) -> Any:
+    """A stored fact's text as the answer type: numbers as numbers, multiple choices as a list."""
+    if spec.type == "number":
+        try:
+            number = float(text)
+        except ValueError:
+            return None
+        return int(number) if number.is_integer() else number
+    if spec.type == "choice":
+        values = [v for v in re.split(r"[、,]", text) if v in {o.value for o in spec.options}]
+        if not values:
+            return None
+        return values if spec.multiple else values[0]
+    return text
+
+
+def _ordinal(spec: Answer, text: str) -> Choice | None:
+    """'2', '我选4', '第二个', 'b', '选3吧': the option at that position."""
+    m = _ORDINAL.match(text.replace(" ", ""))
+    if not m:
+        return None
+    token = m.group(1)
+    position = int(token) if token.isdigit() else _DIGITS.get(token) or (ord(token) - ord("a") + 1)
+    return spec.options[position - 1] if 1 <= position <= len(spec.options) else None
+
+
+def option_evidence(option: Choice, text: str, vocabulary: FactVocabulary | None) -> int:
+    """How strongly ``text`` names ``option``: the longest word or description that matches (0: none)."""
+    words = [option.value, *option.synonyms]
+    best = max((len(w) for w in words if w and value_matches(FactValue(synonyms=[w]), text)), default=0)
+    if any(value_matches(FactValue(patterns=[p]), text) for p in option.patterns):
+        best = max(best, 10)
+    if vocabulary is not None and option.value in vocabulary.values:
+        value = vocabulary.values[option.value]
+        if value_matches(FactValue(patterns=value.patterns), text):
+            best = max(best, 10)
+        best = max(best, max((len(w) for w in value.synonyms if value_matches(FactValue(synonyms=[w]), text)),
+                             default=0))
+    return best
+
+
+def _parse_choice(spec: Answer, text: str, vocabulary: FactVocabulary | None) -> Parsed:
+    single = _ordinal(spec, text)
+    if single is not None:
+        return Parsed(ok=True, value=[single.value] if spec.multiple else single.value, tags=list(single.tags))
+    scored = [(option_evidence(o, text, vocabulary), i, o) for i, o in enumerate(spec.options)]
+    chosen = [o for score, _, o in scored if score > 0]
     if not chosen:
         return Parsed(ok=False, reason="no option matched")
     if len(chosen) > 1 and not spec.multiple:
-        return Parsed(ok=False, reason="several options matched: " + "、".join(o.value for o in chosen))
+        ranked = sorted(scored, key=lambda item: (-item[0], item[1]))
+        if ranked[0][0] == ranked[1][0]:
+            return Parsed(ok=False, reason="several options matched: " + "、".join(o.value for o in chosen))
+        chosen = [ranked[0][2]]
     value: Any = [o.value for o in chosen] if spec.multiple else chosen[0].value
     return Parsed(ok=True, value=value, tags=[t for o in chosen for t in o.tags])

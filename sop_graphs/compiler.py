@@ -38,11 +38,14 @@ def compile_sop(spec: SopSpec, checkpointer: BaseCheckpointSaver | None = None) 
             builder.add_conditional_edges(step_id, route_of, {step_id + AWAIT: step_id + AWAIT, END: END})
             possible = {resume_at} if resume_at else set()
             source = step_id + AWAIT
-        elif step.kind in ("ask", "wait", "chat"):
+        elif step.kind == "ask":
+            # the send node either waits for the answer or, if the answer is already known, goes on
+            builder.add_conditional_edges(step_id, route_of, {t: t for t in possible | {step_id + AWAIT}} | {END: END})
+            source = step_id + AWAIT
+            possible.add(step_id)  # re-ask after an invalid answer
+        elif step.kind in ("wait", "chat"):
             builder.add_edge(step_id, step_id + AWAIT)
             source = step_id + AWAIT
-            if step.kind == "ask":
-                possible.add(step_id)  # re-ask after an invalid answer
         path_map = {target: target for target in possible} | {END: END}
         builder.add_conditional_edges(source, route_of, path_map)
     return builder.compile(checkpointer=checkpointer, name=spec.id)

@@ -10,12 +10,16 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from sop_graphs.shop_data import IntentBook, Persona, ProfileVocabulary
 from sop_graphs.spec import Campaign, Catalog, Group, Material, SopSpec, TagGroup
 from sop_graphs.yaml_lines import YamlError, line_of, load_with_lines
 
 CATALOG_FILES = {"materials.yaml": "materials", "campaigns.yaml": "campaigns", "groups.yaml": "groups",
                  "tags.yaml": "tag_groups"}
 _CATALOG_TYPES = {"materials": Material, "campaigns": Campaign, "groups": Group, "tag_groups": TagGroup}
+# shop knowledge as data: each file is one document (not a mapping of id -> entry)
+SHOP_FILES: dict[str, tuple[str, Any]] = {"intents.yaml": ("intents", IntentBook), "profile.yaml": ("profile", ProfileVocabulary),
+                                          "persona.yaml": ("persona", Persona), "replies.yaml": ("replies", dict[str, str])}
 
 
 @dataclass(frozen=True, order=True)
@@ -111,7 +115,9 @@ def load_catalog(directory: Path) -> tuple[Catalog, list[Problem]]:
     """Read materials/campaigns/groups/tags YAML from ``directory`` (each optional)."""
     parts: dict[str, dict[str, Any]] = {}
     problems: list[Problem] = []
-    for filename, key in CATALOG_FILES.items():
+    files: dict[str, tuple[str, Any]] = {name: (key, dict[str, _CATALOG_TYPES[key]])  # type: ignore[misc]
+                                         for name, key in CATALOG_FILES.items()} | SHOP_FILES
+    for filename, (key, kind) in files.items():
         path = directory / filename
         if not path.exists():
             continue
@@ -121,9 +127,9 @@ def load_catalog(directory: Path) -> tuple[Catalog, list[Problem]]:
             problems.append(Problem(str(path), exc.line, key, f"malformed YAML: {exc.reason}"))
             continue
         if not isinstance(data, dict):
-            problems.append(Problem(str(path), 1, key, "expected a mapping of id -> entry"))
+            problems.append(Problem(str(path), 1, key, "expected a mapping"))
             continue
-        adapter = TypeAdapter(dict[str, _CATALOG_TYPES[key]])  # type: ignore[valid-type]
+        adapter = TypeAdapter(kind)
         try:
             parts[key] = adapter.validate_python(data)
         except ValidationError as exc:
@@ -137,7 +143,7 @@ def sop_files(paths: Iterable[Path]) -> list[Path]:
     for path in paths:
         if path.is_dir():
             base = path / "sops" if (path / "sops").is_dir() else path
-            found.extend(p for p in sorted(base.glob("*.y*ml")) if p.name not in CATALOG_FILES)
+            found.extend(p for p in sorted(base.glob("*.y*ml")) if p.name not in {*CATALOG_FILES, *SHOP_FILES})
         else:
             found.append(path)
     return found

@@ -13,18 +13,19 @@ from typing import Any
 from langgraph.graph import END
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
-from sqlalchemy import bindparam, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 
 from knowledge.clock import as_utc
 from knowledge.tables import Customer
 from sop_graphs.actions import end_without_step, perform
-from sop_graphs.answers import parse_answer
+from sop_graphs.answers import parse_answer, typed_answer
 from sop_graphs.customers import BROADCAST, load_customer, tags_of
 from sop_graphs.deps import Deps, RunContext
 from sop_graphs.effects import Effects
 from sop_graphs.enrolment import change_tags
 from sop_graphs.expr import parse_condition
+from sop_graphs.facts import current_fact, write_fact
 from sop_graphs.spec import AskStep, BranchStep, ChatStep, SopSpec, WaitStep, parse_duration
 from sop_graphs.state import RunState, bump
 from sop_graphs.tables import DueTouchpoint, SopRun
@@ -138,7 +139,7 @@ def make_nodes(spec: SopSpec, index: int) -> list[tuple[str, Node]]:
     step = spec.steps[index]
     follow = spec.successor(index)
     if isinstance(step, AskStep):
-        return [(step.id, _ask_send(spec, step)), (step.id + AWAIT, _ask_await(spec, step, follow))]
+        return [(step.id, _ask_send(spec, step, follow)), (step.id + AWAIT, _ask_await(spec, step, follow))]
     if isinstance(step, WaitStep) and step.timed:
         return [(step.id, _wait_plan(spec, step)), (step.id + AWAIT, _wait_await(spec, step))]
     if isinstance(step, WaitStep):
@@ -173,8 +174,9 @@ def _action_node(spec: SopSpec, step: Any, follow: str | None) -> Node:
     return node
 
 
-def _ask_send(spec: SopSpec, step: AskStep) -> Node:
+def _ask_send(spec: SopSpec, step: AskStep, follow: str | None) -> Node:
     timeout = parse_duration(step.timeout)
+    tails = tails_of(spec)
 
     def node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
         deps, origin = runtime.context.deps, runtime.context.origin
@@ -182,7 +184,24 @@ def _ask_send(spec: SopSpec, step: AskStep) -> Node:
         run_id, customer_id = state["run_id"], state["customer_id"]
         now = deps.clock.now()
         effects = Effects()
+        answers = dict(state.get("answers") or {})
         with deps.engine.begin() as conn:
+            known = None if state.get("attempts", {}).get(step.id) else known_answer(conn, deps, step, run_id,
+                                                                                       customer_id)
+            if known is not None or state.get("stopped"):
+                # already answered (several answers in one message, or stated in chat) or asked to stop asking
+                if known is not None:
+                    answers[step.slot] = known
+                effects.note(customer_id=customer_id, at=now, kind="answer", run_id=run_id,
+                             key=f"{run_id}/{step.id}/{visit}/known",
+                             summary=f"问题「{step.slot}」" + (f"已知答案 {known}，不再重复提问" if known is not None
+                                                             else "：客户不想继续回答，不再提问"))
+                route = _finish_or_follow(conn, deps, effects, run_id, follow, now)
+                if route != END:
+                    route = _onward(conn, deps, effects, spec, tails, route, run_id=run_id, customer_id=customer_id,
+                                    occurrence=f"{step.id}.{visit}", now=now, origin=origin)
+                effects.flush(conn)
+                return {"visits": visits, "answers": answers, "route": route}
             customer, tags = _subject(conn, customer_id)
             prefix = f"{step.reask}\n" if (state.get("attempts") or {}).get(step.id) and step.reask else ""
             perform(conn, deps, effects, spec=spec, step=step, run_id=run_id, customer=customer,
@@ -190,10 +209,24 @@ def _ask_send(spec: SopSpec, step: AskStep) -> Node:
             _arm_pause(conn, effects, spec, step.id, run_id=run_id, customer_id=customer_id, visit=visit,
                        token=f"ask:{step.id}:{visit}", waiting_kind="ask", timeout_at=now + timeout, now=now)
             effects.flush(conn)
-        return {"visits": visits}
+        return {"visits": visits, "route": step.id + AWAIT}
 
     node.__name__ = f"ask_{step.id}"
     return node
+
+
+def known_answer(conn: Connection, deps: Deps, step: AskStep, run_id: str, customer_id: str) -> Any:
+    """The slot's answer if the customer already gave it: a profile fact of the shop's vocabulary at any
+    time, any other slot since this run started. Typed like a parsed answer (numbers as numbers)."""
+    fact = current_fact(conn, customer_id, step.slot)
+    if fact is None:
+        return None
+    value, at = fact
+    if step.slot not in deps.library.catalog.profile.facts:
+        started = conn.execute(select(_R.started_at).where(_R.id == run_id)).scalar()
+        if started is None or at < as_utc(started):
+            return None
+    return typed_answer(step.answer, value)
 
 
 def _ask_await(spec: SopSpec, step: AskStep, follow: str | None) -> Node:
@@ -218,16 +251,24 @@ def _ask_await(spec: SopSpec, step: AskStep, follow: str | None) -> Node:
                                          origin=runtime.context.origin)
                 effects.flush(conn)
                 return {"answers": answers, "attempts": attempts, "route": route}
+            stopped = reply.get("kind") == "stop"
             _mark(conn, run_id, waiting=None, waiting_kind=None)
             # an answer retires the timer
             conn.execute(update(DueTouchpoint.__table__).where(
                 DueTouchpoint.__table__.c.key == f"{run_id}/{step.id}/{visit}/timeout",
                 DueTouchpoint.__table__.c.status == "pending",
             ).values(status="cancelled", done_at=as_utc(now)))
-            parsed = parse_answer(step.answer, str(reply.get("text", "")), deps.shop.local_date(now))
-            if parsed.ok:
+            parsed = parse_answer(step.answer, str(reply.get("text", "")), deps.shop.local_date(now),
+                                  deps.library.catalog.profile.facts.get(step.slot))
+            if stopped:
+                effects.note(customer_id=customer_id, at=now, kind="answer", run_id=run_id,
+                             key=f"{run_id}/{step.id}/{visit}/stop", summary="客户不想继续回答问卷，后续问题不再提问")
+                route = follow
+            elif parsed.ok:
                 answers[step.slot] = parsed.value
                 _store_profile(conn, customer_id, step.slot, parsed.value)
+                write_fact(conn, effects, customer_id, step.slot, parsed.value, source=f"{run_id}/{step.id}",
+                           method="answer", confidence=1.0, at=now)
                 effects.note(customer_id=customer_id, at=now, kind="answer", run_id=run_id,
                              key=f"{run_id}/{step.id}/{visit}/answer",
                              summary=f"回答「{step.slot}」= {parsed.value}", detail={"slot": step.slot})
@@ -249,7 +290,7 @@ def _ask_await(spec: SopSpec, step: AskStep, follow: str | None) -> Node:
             route = _onward(conn, deps, effects, spec, tails, route, run_id=run_id, customer_id=customer_id,
                             occurrence=f"{step.id}.{visit}", now=now, origin=runtime.context.origin)
             effects.flush(conn)
-        return {"answers": answers, "attempts": attempts, "route": route}
+        return {"answers": answers, "attempts": attempts, "route": route, "stopped": stopped or state.get("stopped")}
 
     node.__name__ = f"await_{step.id}"
     return node

@@ -15,13 +15,28 @@ from datetime import datetime, time, timedelta
 from knowledge.clock import ShopTime, as_utc
 from knowledge.settings import Settings
 
-UNSUBSCRIBE = re.compile(r"退订|取消订阅|别(再)?(给我)?发(了|广告|消息)|不要(再)?(给我)?发|不要再推|别(再)?推|别打扰|不要打扰|"
-                         r"拉黑|屏蔽|TD|^td$")
+_MESSAGES = r"(消息|信息|讯息|广告|推送|推广|活动|营销|短信|通知|这些|这种|这类|那些|文章)"
+_SEND = r"(发|推|推送|发送|群发|传|打扰|骚扰|联系)"
+# Precise on purpose: "不要发顺丰", "防晒能屏蔽紫外线吗" and an order number containing "TD" are not opt-outs.
+UNSUBSCRIBE = re.compile("|".join((
+    r"退订(?!单|金)", r"取消(订阅|关注|推送)", r"^(回复)?\s*t\s*d\s*[!.。~]*$", r"回复\s*td\b", r"\btd\s*退订",
+    r"(别|不要|不用|不必|无需|不需要|请勿|勿|停止|请停止|别再|不想再?)(再|在)?(给我)?(发|推|推送|群发|发送)(了)?[!.。~]*$",
+    r"(别|不要|不用|无需|不需要|请勿|勿|停止|别再|不想)(再|在)?(给我|每天|天天|老是)?" + _SEND + r"(我)?(了)?(任何)?" + _MESSAGES,
+    r"(别|不要|不用|请勿|勿)(再)?(来)?(打扰|骚扰)", r"(不想|不要|不愿意?)(再)?(收到|接收|看到)(你们的?)?.{0,4}" + _MESSAGES,
+    r"(天天|每天|老是|一直|总是)(都)?(发|推).{0,8}(烦|够了|受不了)", r"(烦|够了|受不了).{0,6}(天天|每天|老是|一直|总是)(都)?(发|推)",
+    r"(不需要|不用|不要|别)(再)?(这些|这种|你们的?)?(推送|广告|营销消息|营销|群发)", r"(把你们?|你们已经被我)?(拉黑|屏蔽)(你们|你了|了你们|了)",
+    r"\b(unsubscribe|opt[ -]?out)\b", r"\bstop (sending|messaging|texting)", r"^stop[!. ]*$",
+    r"(don'?t|do not) (send|message|text) me", r"no more (messages|ads|promotions)")))
 
 
 def is_unsubscribe(text: str) -> bool:
-    """Whether a customer message asks to stop marketing ("退订", "别发了", "不要再推了", …)."""
-    return bool(UNSUBSCRIBE.search(text.strip()))
+    """Whether a customer message asks to stop marketing ("退订", "别发了", "以后不要再推送了", …).
+
+    ``text`` is normalised here too (full-width, traditional, case), so callers may pass raw text.
+    """
+    from knowledge.text import normalise
+
+    return bool(UNSUBSCRIBE.search(normalise(text)))
 
 
 @dataclass

@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from sop_graphs.shop_data import IntentBook, Persona, ProfileVocabulary
+
 Family = Literal[
     "nurture", "tagging", "reactivation", "repurchase", "interest_followup", "behaviour",
     "complaint", "group_ops", "launch", "promotion", "livestream", "referral", "moments",
@@ -222,11 +224,13 @@ class MessageStep(_Outbound):
 class Choice(Strict):
     value: str
     synonyms: list[str] = Field(default_factory=list)
+    patterns: list[str] = Field(default_factory=list, description="regexes for descriptive answers (normalised text)")
+    description: str = ""
     tags: list[str] = Field(default_factory=list, description="tags added when this choice is answered")
 
 
 class Answer(Strict):
-    type: Literal["choice", "number", "text", "phone", "date"]
+    type: Literal["choice", "number", "text", "phone", "date", "order"]
     options: list[Choice] = Field(default_factory=list)
     multiple: bool = False
     min: float | None = None
@@ -456,6 +460,10 @@ class Catalog(Strict):
     campaigns: dict[str, Campaign] = Field(default_factory=dict)
     groups: dict[str, Group] = Field(default_factory=dict)
     tag_groups: dict[str, TagGroup] = Field(default_factory=dict)
+    intents: IntentBook = Field(default_factory=IntentBook)
+    profile: ProfileVocabulary = Field(default_factory=ProfileVocabulary)
+    persona: Persona = Field(default_factory=Persona)
+    replies: dict[str, str] = Field(default_factory=dict, description="话术 templates by name")
 
     @property
     def tags(self) -> set[str]:

@@ -12,6 +12,7 @@ class RunState(TypedDict, total=False):
     answers: dict[str, Any]  # questionnaire slot -> parsed answer
     attempts: dict[str, int]  # ask step id -> invalid answers so far
     route: str  # the step the last node chose; read by the conditional edges
+    stopped: bool  # the customer asked not to be asked any more questions in this run
 
 
 def bump(state: RunState, step_id: str) -> tuple[int, dict[str, int]]:

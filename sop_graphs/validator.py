@@ -5,6 +5,7 @@ Every problem is reported (not just the first) with file:line, the SOP/step and 
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterator
 
 from croniter import croniter
@@ -16,10 +17,12 @@ from sop_graphs.spec import (
     AskStep,
     BranchStep,
     Catalog,
+    ChatStep,
     CouponStep,
     CustomerAddedTrigger,
     EndStep,
     GroupInviteStep,
+    IntentTrigger,
     MessageStep,
     ScheduleTrigger,
     SopSpec,
@@ -58,7 +61,7 @@ def edges(spec: SopSpec) -> dict[str, list[tuple[str, str]]]:
 
 def validate(library: Library) -> list[Problem]:
     """All semantic problems of every SOP in ``library``."""
-    problems: list[Problem] = []
+    problems: list[Problem] = catalog_problems(library.catalog)
     for sop_id, spec in library.sops.items():
         problems.extend(_validate_sop(spec, library.sources[sop_id], library))
     return sorted(problems)
@@ -103,6 +106,17 @@ def _validate_sop(spec: SopSpec, src: SopSource, library: Library) -> Iterator[P
             yield problem(f"bad schedule expression {trigger.cron!r}", "triggers", index, "cron")
         if isinstance(trigger, TagTrigger) and trigger.tag not in catalog.tags:
             yield problem(f"unknown tag {trigger.tag!r}", "triggers", index, "tag")
+        if isinstance(trigger, IntentTrigger):
+            for i, intent in enumerate(trigger.intents):
+                if intent not in catalog.intents.names:
+                    yield problem(f"unknown intent {intent!r}{_did_you_mean(intent, catalog.intents.names)}",
+                                  "triggers", index, "intents", i)
+    for index, step in enumerate(spec.steps):
+        if isinstance(step, ChatStep):
+            for i, intent in enumerate(step.until_intents):
+                if intent not in catalog.intents.names:
+                    yield problem(f"unknown intent {intent!r}{_did_you_mean(intent, catalog.intents.names)}",
+                                  "steps", index, "until_intents", i, step=step.id)
 
     audience = spec.audience
     for key in ("tags_all", "tags_any", "tags_none"):
@@ -113,6 +127,24 @@ def _validate_sop(spec: SopSpec, src: SopSource, library: Library) -> Iterator[P
         if cond.tag and cond.tag not in catalog.tags:
             yield problem(f"unknown tag {cond.tag!r}", "exit", "when", i)
     yield from _check_outcome(spec.exit, ("exit",), catalog, library, problem)
+
+
+def _did_you_mean(word: str, known: set[str]) -> str:
+    close = difflib.get_close_matches(word, sorted(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def catalog_problems(catalog: Catalog) -> list[Problem]:
+    """Tag rules naming intents outside the vocabulary (reported against tags.yaml)."""
+    problems = []
+    for group_id, group in catalog.tag_groups.items():
+        for rule in group.rules:
+            for intent in rule.intents:
+                if intent not in catalog.intents.names:
+                    problems.append(Problem("tags.yaml", 1, group_id,
+                                            f"rule for {rule.tag!r} names unknown intent {intent!r}"
+                                            f"{_did_you_mean(intent, catalog.intents.names)}"))
+    return problems
 
 
 def _check_outcome(outcome, loc, catalog: Catalog, library: Library, problem, step=None) -> Iterator[Problem]:

@@ -19,7 +19,6 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select, update
 
-from agent.tables import ProfileFact
 from api.deps import OperatorDep, ServiceDep
 from api.service import Service
 from api.tables import AuditLog, KfSession, SopVersion
@@ -27,7 +26,7 @@ from api.wecom.client import WeComError
 from knowledge.clock import as_utc
 from knowledge.importer import ImportFormatError, import_file
 from knowledge.retriever import SEARCH_KINDS
-from knowledge.tables import Customer, CustomerTag, TimelineEntry
+from knowledge.tables import Customer, CustomerTag, ProfileFact, TimelineEntry
 from sop_graphs.actions import pause_bot_for, release_handoff
 from sop_graphs.effects import Effects
 from sop_graphs.enrolment import LIVE

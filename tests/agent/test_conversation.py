@@ -8,8 +8,8 @@ from datetime import timedelta
 from sqlalchemy import select, text
 
 from agent.runtime import Runtime
-from agent.tables import CustomerMemory, ProfileFact
-from knowledge.tables import Customer, CustomerTag
+from agent.tables import CustomerMemory
+from knowledge.tables import Customer, CustomerTag, ProfileFact
 from sop_graphs.actions import release_handoff
 from sop_graphs.effects import Effects
 from sop_graphs.tables import CouponLedger, EmployeeTask

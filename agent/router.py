@@ -1,0 +1,125 @@
+"""The router: one ``Understanding`` per message, read by SOP triggers, slot filling, incidents and the reply.
+
+Order: normalise → entities (ids, phones, links) → high-precision rule overrides (opt-out, an explicit
+request for a human, an id in the text) → the intent classifier trained on the shop's examples →
+profile facts from the shop's vocabulary and amounts. Nothing here reads customer data: ids are only
+candidates, resolved later by tools bound to the channel's customer.
+"""
+
+from __future__ import annotations
+
+import re
+
+from agent.classifier import UNKNOWN, IntentClassifier, classifier_for
+from agent.understanding import INCIDENT_INTENTS, QUESTION_INTENTS, Fact, Understanding
+from knowledge.amounts import DECLINE, parse_amount, to_number
+from knowledge.text import normalise
+from sop_graphs.policy import is_unsubscribe
+from sop_graphs.spec import Catalog
+from sop_graphs.vocabulary import match_values
+
+_LINK = re.compile(r"https?://[^\s,，。]+|(?:www\.|m\.)?[a-z0-9-]+\.(?:com|cn|net)/[^\s,，。]*")
+_PHONE = re.compile(r"(?<![0-9])(1[3-9]\d)[\s-]?(\d{4})[\s-]?(\d{4})(?![0-9])")
+# an id: optional letters then 6+ digits, spaces allowed between digit groups ("dd 2026 1100 07")
+_CODE = re.compile(r"(?<![a-z0-9])([a-z]{0,4}(?:[\s-]?\d){6,26}[a-z]{0,2})(?![a-z0-9])")
+_HUMAN = re.compile(r"转人工|转接人工|人工客服|人工服务|找人工|要人工|叫人工|接人工|^人工[!.~]*$|人工人工|真人|活人|"
+                    r"客服电话|找你们(领导|负责人|经理)|\b(real|live) (person|agent|human)\b|\bhuman agent\b|"
+                    r"talk to (a )?(human|person)")
+_NOT_HUMAN = re.compile(r"(不用|不需要|不要|别|无需)(转)?人工")
+_QUESTION = re.compile(r"[?？吗呢]|多少|怎么|什么|啥|哪|几|能不能|有没有|可不可以|是不是|请问|\b(how|what|when|where|which|can|do|is)\b")
+_BUDGET_CONTEXT = re.compile(r"预算|价位|以内|以下|之内|左右|上下|不超过|不到|出头|价格在|价钱在|块钱?以|元以|budget")
+_AGE = re.compile(r"(?:我|本人|今年|已经)[^\d岁]{0,3}(\d{2}|[一二三四五六七八九十]{1,3})\s*岁|(\d{2})\s*岁了")
+_SELF = re.compile(r"我|本人|自己|现在|目前|正在|刚|已经|宝妈")
+_WANTS = re.compile(r"想|要|需要|求|有没有|有啥|有什么|推荐|用什么|用啥|适合|怎么办|want|need|recommend")
+_SELF_STATED = re.compile(r"我|本人|自己|脸|皮肤|肤质|想要|需要|改善|解决|老是|总是|容易")
+_ABOUT_A_PRODUCT = {"product_question", "purchase_intent", "comparison", "order_status", "logistics", "promotion",
+                    "shipping_time", "return_exchange", "price_protection", "invoice", "shelf_life"}
+_NEGATIVE = re.compile(r"生气|失望|太慢|怎么回事|差劲|无语|垃圾|坑|气死|离谱|过分")
+# intents an id in the text makes about an order unless the classifier already said something order-like
+_KEEPS_ID = {"order_status", "logistics", "return_exchange", "price_protection", "invoice", "complaint", "human",
+             "product_question", "comparison", "purchase_intent", "shipping_time", *INCIDENT_INTENTS}
+
+
+def extract_ids(text: str) -> tuple[list[str], list[str], list[str]]:
+    """(codes, phones, links) written in normalised ``text``; phones are never codes."""
+    links = [m.group() for m in _LINK.finditer(text)]
+    rest = _LINK.sub(" ", text)
+    phones = ["".join(m.groups()) for m in _PHONE.finditer(rest)]
+    rest = _PHONE.sub(" ", rest)
+    codes = [re.sub(r"[\s-]", "", m.group(1)).upper() for m in _CODE.finditer(rest)]
+    for link in links:  # product links carry the product id
+        codes += [d for d in re.findall(r"\d{6,20}", link) if d not in codes]
+    return list(dict.fromkeys(codes)), list(dict.fromkeys(phones)), links
+
+
+def names_a_product(intent: str, text: str) -> bool:
+    """A question about a product or order, not about the customer: words in it are not profile answers."""
+    return intent in _ABOUT_A_PRODUCT and not _SELF_STATED.search(text)
+
+
+class Router:
+    """Turns a message into one ``Understanding`` using the shop's intent book and profile vocabulary."""
+
+    def __init__(self, catalog: Catalog, classifier: IntentClassifier | None = None) -> None:
+        self.catalog = catalog
+        self.classifier = classifier or classifier_for(catalog.intents)
+
+    def intent(self, text: str, codes: list[str]) -> tuple[str, float]:
+        if is_unsubscribe(text):
+            return "unsubscribe", 1.0
+        if _HUMAN.search(text) and not _NOT_HUMAN.search(text):
+            return "human", 1.0
+        if self.classifier is None:
+            return UNKNOWN, 0.0
+        prediction = self.classifier.predict(text)
+        intent, confidence = prediction.intent, prediction.confidence
+        if codes and intent not in _KEEPS_ID:
+            return "order_status", max(confidence, 0.6)
+        return intent, confidence
+
+    def understand(self, raw: str, *, taxonomy: set[str] | None = None) -> Understanding:
+        text = normalise(raw)
+        codes, phones, links = extract_ids(text)
+        intent, confidence = self.intent(text, codes) if text else ("unknown", 0.0)
+        facts, constraints = self.facts(text)
+        if intent == UNKNOWN and _WANTS.search(text) and any(f.key in self.catalog.profile.facts for f in facts):
+            intent = "recommendation"  # "我怀孕了想抗老": a need stated, asking what suits it
+        if names_a_product(intent, text):
+            # "玻尿酸水润保湿面霜多少钱" names a product, not the customer's concern
+            facts = [f for f in facts if f.key in ("budget", "age") or f.key not in self.catalog.profile.facts
+                     or self.catalog.profile.facts[f.key].requires_self]
+        allowed = taxonomy if taxonomy is not None else self.catalog.tags
+        tags = [f.value for f in facts if f.value in allowed]
+        negative = intent in INCIDENT_INTENTS | {"complaint", "abuse"} or bool(_NEGATIVE.search(text))
+        return Understanding(
+            intent=intent, confidence=round(confidence, 3), codes=codes, phones=phones, links=links,
+            order_no=codes[0] if codes else None, facts=facts, tags=tags, constraints=constraints,
+            sentiment="negative" if negative else "neutral",
+            needs_human=intent in ("human", "abuse", "adverse_reaction"),
+            is_question=intent in QUESTION_INTENTS or bool(_QUESTION.search(text)), normalised=text)
+
+    def facts(self, text: str) -> tuple[list[Fact], list[str]]:
+        """Profile facts the customer states (vocabulary, budget, age) and contraindication labels mentioned."""
+        facts: list[Fact] = []
+        constraints: list[str] = []
+        for key, vocabulary in self.catalog.profile.facts.items():
+            values = match_values(vocabulary, text)
+            if not values:
+                continue
+            for name in values:
+                label = vocabulary.values[name].contraindication
+                if label:
+                    constraints.append(label)
+            if vocabulary.requires_self and not _SELF.search(text):
+                continue
+            for name in values[:1] if vocabulary.exclusive else values:
+                facts.append(Fact(key=key, value=name, confidence=0.8))
+        if _BUDGET_CONTEXT.search(text) and not DECLINE.search(text):
+            amount = parse_amount(text)
+            if amount is not None and amount.value >= 1:
+                facts.append(Fact(key="budget", value=f"{amount.value:g}", confidence=0.9))
+        if m := _AGE.search(text):
+            age = to_number(m.group(1) or m.group(2))
+            if age is not None and 10 <= age <= 90:
+                facts.append(Fact(key="age", value=f"{age:g}", confidence=0.9))
+        return facts, list(dict.fromkeys(constraints))

@@ -1,0 +1,50 @@
+"""Profile facts with provenance: the one record of what a customer told us (chat or questionnaire).
+
+A questionnaire answer and a fact stated in chat write the same row kind, so the slot, the profile
+fact and the tags they imply never disagree; a newer fact for a key supersedes (history is kept).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.engine import Connection
+
+from knowledge.clock import as_utc
+from knowledge.tables import ProfileFact
+from sop_graphs.effects import Effects
+
+_F = ProfileFact.__table__.c
+
+
+def current_facts(conn: Connection, customer_id: str) -> dict[str, str]:
+    return dict(conn.execute(select(_F.key, _F.value).where(_F.customer_id == customer_id, _F.current)).all())
+
+
+def current_fact(conn: Connection, customer_id: str, key: str) -> tuple[str, datetime] | None:
+    """The current value of ``key`` and when it was stated, if any."""
+    row = conn.execute(select(_F.value, _F.at).where(_F.customer_id == customer_id, _F.key == key, _F.current)
+                       .order_by(_F.id.desc()).limit(1)).first()
+    return (row.value, as_utc(row.at)) if row else None
+
+
+def write_fact(conn: Connection, effects: Effects, customer_id: str, key: str, value: Any, *, source: str,
+               method: str, confidence: float, at: datetime) -> bool:
+    """Store one fact if it is new or changed; returns whether it was written."""
+    text = "、".join(map(str, value)) if isinstance(value, list) else f"{value:g}" if isinstance(value, float) \
+        else str(value)
+    have = current_fact(conn, customer_id, key)
+    if have is not None and have[0] == text:
+        return False
+    conn.execute(update(ProfileFact.__table__).where(_F.customer_id == customer_id, _F.key == key, _F.current)
+                 .values(current=False))
+    conn.execute(ProfileFact.__table__.insert().values(
+        customer_id=customer_id, key=key, value=text, source=source, method=method, confidence=confidence,
+        at=as_utc(at), current=True))
+    effects.note(customer_id=customer_id, at=at, kind="profile", key=f"fact/{source}/{key}",
+                 summary=f"画像：{key} = {text}（{method}，置信度 {confidence:.1f}）",
+                 detail={"key": key, "value": text, "source": source, "method": method, "confidence": confidence,
+                         "previous": have[0] if have else None})
+    return True
