@@ -72,7 +72,7 @@ class Conversation:
         self.fallback = fallback
         self.retriever = retriever
         self.embedder = embedder
-        self.router = Router(deps.library.catalog)
+        self.router = Router(deps.library.catalog, embedder=embedder, cache_dir=deps.settings.home / "models")
         self.stats: dict[str, int] = defaultdict(int)  # turns, llm_errors, handoffs (read by /metrics)
         self.durations: deque[float] = deque(maxlen=10_000)  # seconds per turn, drained by /metrics
         self._doc_index: tuple[str, dict[str, list[str]]] = ("", {})
@@ -102,8 +102,8 @@ class Conversation:
                          taxonomy=tuple(sorted(self.deps.library.catalog.tags)), memory=mem["summary"],
                          remembered_products=tuple(p["name"] for p in mem["products"]),
                          pending_question=pending_question, facts=current_facts(conn, customer_id))
-        routed = self.router.understand(text, taxonomy=set(turn.taxonomy))
-        vector = self.embedder.query(text) if self.embedder is not None and text.strip() else None
+        vector = self.router.vector(text)
+        routed = self.router.understand(text, taxonomy=set(turn.taxonomy), vector=vector)
         brain: Brain = self.brain
         try:
             understanding = brain.understand(turn, vector, routed)

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 from agent.conversation import Conversation
 from agent.router import Router, names_a_product
 from agent.tables import InboundEvent, Message
-from agent.understanding import QUESTION_INTENTS, Understanding
+from agent.understanding import INCIDENT_INTENTS, QUESTION_INTENTS, Understanding
 from knowledge.amounts import parse_amount
 from knowledge.clock import as_utc
 from knowledge.db import insert_ignore
@@ -30,7 +30,7 @@ from sop_graphs.customers import FROM_WECOM, load_customer, set_stage, tags_of
 from sop_graphs.deps import Deps
 from sop_graphs.effects import Effects
 from sop_graphs.enrolment import LIVE, CustomerEvent, change_tags, exit_runs, finish_run, fire
-from sop_graphs.facts import current_fact, write_fact
+from sop_graphs.facts import QUESTIONS_DECLINED_DAYS, current_fact, decline_questions, record_answer
 from sop_graphs.spec import AskStep, Outcome
 from sop_graphs.tables import SopRun
 
@@ -209,14 +209,16 @@ class InboundProcessor:
         if waiting is not None and asked is not None:
             if self._answer(conn, effects, cid, text, u, waiting, asked, at, key, turn):
                 return
-        elif waiting is None and u.intent not in QUESTION_INTENTS and self._late_answer(conn, effects, cid, text, at,
-                                                                                         key):
-            return
+        elif waiting is None:
+            asks = u.intent in QUESTION_INTENTS  # a late answer inside a question is recorded, the question answered
+            if self._late_answer(conn, effects, cid, text, at, key, acknowledge=not asks) and not asks:
+                return
         exit_runs(conn, deps, effects, cid, at=at, event="replied")
         groups = deps.library.catalog.intents.groups_of(u.intent)
         if "complaint" in groups or u.intent == "abuse":
             exit_runs(conn, deps, effects, cid, at=at, event="complained")
         if not self._open_incident(conn, cid) or "complaint" in groups:
+            self._prefill(conn, effects, cid, text, u, {u.intent, *groups}, at, key)
             for intent in [u.intent, *sorted(groups)]:
                 fire(conn, deps, effects, cid, CustomerEvent("message_intent", f"{intent}@{key}", at,
                                                              {"intent": intent}))
@@ -242,14 +244,17 @@ class InboundProcessor:
             return False
         send = self.conversation.send if self.conversation is not None else None
         question = render_question(self.deps, conn, cid, asked)
-        if not valid and u.intent == "stop_asking":
+        if not valid and (u.intent == "stop_asking" or "stop_asking" in u.also):
             effects.schedule(key=f"{run_id}/stop/{key}", kind="resume", due_at=at, run_id=run_id, customer_id=cid,
                              sop_id=sop_id, payload={"token": token, "kind": "stop", "event": key})
-            if send:
+            decline_questions(conn, cid, until=at + timedelta(days=QUESTIONS_DECLINED_DAYS))
+            if u.intent in QUESTION_INTENTS:  # "别问了，直接推荐个面霜": stop asking, and answer
+                turn()
+            elif send:
                 send(conn, effects, cid, self._t("questionnaire_stopped"), key=key, at=at, meta={"stop": token})
             return True
         for slot, (step, value, tags) in others.items():  # later questions this message already answers
-            write_fact(conn, effects, cid, slot, value, source=f"msg:{key}", method="answer", confidence=0.9, at=at)
+            record_answer(conn, effects, cid, slot, value, source=f"msg:{key}", method="answer", confidence=0.9, at=at)
             change_tags(conn, self.deps, effects, cid, tags, [], source=f"answer:{run_id}/{step.id}|msg:{key}", at=at)
         empty = not u.normalised.strip(" .!~,") or bool(_EMOJI_ONLY.match(u.normalised))
         if not valid and not others and (u.intent in HOLDING or empty):
@@ -294,7 +299,8 @@ class InboundProcessor:
                     found[step.slot] = (step, value, [])
         return found
 
-    def _late_answer(self, conn: Connection, effects: Effects, cid: str, text: str, at: datetime, key: str) -> bool:
+    def _late_answer(self, conn: Connection, effects: Effects, cid: str, text: str, at: datetime, key: str,
+                     acknowledge: bool = True) -> bool:
         """An answer to a question that already timed out: recorded (fact + tags) and acknowledged."""
         normalised = normalise(text)
         if _BARE_CHOICE.fullmatch(normalised):
@@ -320,14 +326,31 @@ class InboundProcessor:
                 parsed = parse_answer(step.answer, text, today, profile.get(step.slot))
                 if not parsed.ok:
                     continue
-                write_fact(conn, effects, cid, step.slot, parsed.value, source=f"{run_id}/{step.id}/late",
-                           method="answer", confidence=0.9, at=at)
+                record_answer(conn, effects, cid, step.slot, parsed.value, source=f"{run_id}/{step.id}/late",
+                              method="answer", confidence=0.9, at=at)
                 change_tags(conn, self.deps, effects, cid, parsed.tags, [], source=f"late:{run_id}/{step.id}", at=at)
                 label = profile[step.slot].label if step.slot in profile else step.slot
                 recorded.append(self._t("late_answer", label=label, value=parsed.value))
-        if recorded and self.conversation is not None:
+        if recorded and acknowledge and self.conversation is not None:
             self.conversation.send(conn, effects, cid, "\n".join(recorded), key=key, at=at, meta={"late": True})
         return bool(recorded)
+
+    def _prefill(self, conn: Connection, effects: Effects, cid: str, text: str, u: Understanding, intents: set[str],
+                 at: datetime, key: str) -> None:
+        """Questions of the SOPs this message starts that the message itself answers (``prefill``): the order
+        written in it, or the incident it describes — so the complaint flow does not ask for them again."""
+        for spec in self.deps.library.sops.values():
+            if not spec.enabled or not any(getattr(t, "intents", None) and intents & set(t.intents)
+                                           for t in spec.triggers):
+                continue
+            for step in spec.steps:
+                if not isinstance(step, AskStep) or step.prefill is None:
+                    continue
+                value = (u.codes or u.phones or [None])[0] if step.prefill == "order" else \
+                    (text if u.intent in INCIDENT_INTENTS else None)
+                if value:
+                    record_answer(conn, effects, cid, step.slot, value, source=f"msg:{key}", method="message",
+                                  confidence=0.9, at=at)
 
     def _open_incident(self, conn: Connection, cid: str) -> bool:
         """Whether a run of an SOP that suppresses marketing (complaint handling) is live for the customer."""

@@ -42,9 +42,9 @@ class OfflineBrain:
 
     name = "offline"
 
-    def __init__(self, catalog: Catalog, embedder: Embedder | None = None) -> None:
+    def __init__(self, catalog: Catalog, embedder: Embedder | None = None, router: Router | None = None) -> None:
         self.catalog = catalog
-        self.router = Router(catalog)
+        self.router = router or Router(catalog, embedder=embedder)
         self.embedder = embedder
 
     def t(self, template: str, /, **values: Any) -> str:
@@ -54,7 +54,7 @@ class OfflineBrain:
 
     def understand(self, turn: TurnInput, vector: np.ndarray | None = None,
                    routed: Understanding | None = None) -> Understanding:
-        return routed or self.router.understand(turn.text, taxonomy=set(turn.taxonomy))
+        return routed or self.router.understand(turn.text, taxonomy=set(turn.taxonomy), vector=vector)
 
     # ------------------------------------------------------------------ replies
 

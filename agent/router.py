@@ -9,10 +9,14 @@ candidates, resolved later by tools bound to the channel's customer.
 from __future__ import annotations
 
 import re
+from pathlib import Path
+
+import numpy as np
 
 from agent.classifier import UNKNOWN, IntentClassifier, classifier_for
-from agent.understanding import INCIDENT_INTENTS, QUESTION_INTENTS, Fact, Understanding
+from agent.understanding import INCIDENT_INTENTS, Fact, Understanding
 from knowledge.amounts import DECLINE, parse_amount, to_number
+from knowledge.embeddings import Embedder
 from knowledge.text import normalise
 from sop_graphs.policy import is_unsubscribe
 from sop_graphs.spec import Catalog
@@ -26,12 +30,20 @@ _HUMAN = re.compile(r"转人工|转接人工|人工客服|人工服务|找人工
                     r"客服电话|找你们(领导|负责人|经理)|\b(real|live) (person|agent|human)\b|\bhuman agent\b|"
                     r"talk to (a )?(human|person)")
 _NOT_HUMAN = re.compile(r"(不用|不需要|不要|别|无需)(转)?人工")
-_QUESTION = re.compile(r"[?？吗呢]|多少|怎么|什么|啥|哪|几|能不能|有没有|可不可以|是不是|请问|\b(how|what|when|where|which|can|do|is)\b")
+_QUESTION = re.compile(r"[?？吗呢]|多少|怎么|什么|啥|哪|几|能不能|有没有|可不可以|是不是|请问|帮我|麻烦|查一?下|看一?下|"
+                       r"告诉我|想问|问下|问一下|推荐|\b(how|what|when|where|which|can|do|is)\b")
 _BUDGET_CONTEXT = re.compile(r"预算|价位|以内|以下|之内|左右|上下|不超过|不到|出头|价格在|价钱在|块钱?以|元以|budget")
 _AGE = re.compile(r"(?:我|本人|今年|已经)[^\d岁]{0,3}(\d{2}|[一二三四五六七八九十]{1,3})\s*岁|(\d{2})\s*岁了")
-_SELF = re.compile(r"我|本人|自己|现在|目前|正在|刚|已经|宝妈")
+_SELF = re.compile(r"我|本人|自己|现在|目前|正在|刚|已经|宝妈|了")
+_CLAUSE = re.compile(r"[,.!?;~，。！？；、\s]+")
+CLAUSE_CONFIDENCE = 0.2
+CLAUSE_LEAD = 3.0
+_CONTROL_INTENTS = {"stop_asking", "hold_on", "unsubscribe", "human", "abuse"}
 _WANTS = re.compile(r"想|要|需要|求|有没有|有啥|有什么|推荐|用什么|用啥|适合|怎么办|want|need|recommend")
-_SELF_STATED = re.compile(r"我|本人|自己|脸|皮肤|肤质|想要|需要|改善|解决|老是|总是|容易")
+_SELF_STATED = re.compile(r"我|本人|自己|脸|皮肤|肤质|想要|需要|改善|解决|老是|总是|容易|预算|价位")
+# "我买的卸妆油怎么还没到": the customer's own purchase and its delivery, whatever product it names
+_MY_PARCEL = re.compile(r"(我买的|我的|我那个|我那瓶|我那套|我下单的|我订的|我拍的|买的那个).{0,12}"
+                        r"(到哪|还没到|没到|发了没|发货|发出|寄出|物流|快递|到了没|签收|派送|怎么还没)")
 _ABOUT_A_PRODUCT = {"product_question", "purchase_intent", "comparison", "order_status", "logistics", "promotion",
                     "shipping_time", "return_exchange", "price_protection", "invoice", "shelf_life"}
 _NEGATIVE = re.compile(r"生气|失望|太慢|怎么回事|差劲|无语|垃圾|坑|气死|离谱|过分")
@@ -60,27 +72,45 @@ def names_a_product(intent: str, text: str) -> bool:
 class Router:
     """Turns a message into one ``Understanding`` using the shop's intent book and profile vocabulary."""
 
-    def __init__(self, catalog: Catalog, classifier: IntentClassifier | None = None) -> None:
+    def __init__(self, catalog: Catalog, classifier: IntentClassifier | None = None,
+                 embedder: Embedder | None = None, cache_dir: Path | None = None) -> None:
         self.catalog = catalog
-        self.classifier = classifier or classifier_for(catalog.intents)
+        self.embedder = embedder
+        self.cache_dir = cache_dir
+        self._classifier = classifier
 
-    def intent(self, text: str, codes: list[str]) -> tuple[str, float]:
+    @property
+    def classifier(self) -> IntentClassifier | None:
+        """Trained on first use (a worker that only sends scheduled steps never pays for it)."""
+        if self._classifier is None:
+            self._classifier = classifier_for(self.catalog.intents, self.embedder, self.cache_dir)
+        return self._classifier
+
+    def vector(self, raw: str) -> np.ndarray | None:
+        """The message's sentence vector (normalised text), shared by the classifier and retrieval."""
+        text = normalise(raw)
+        return self.embedder.query(text) if self.embedder is not None and text else None
+
+    def intent(self, text: str, codes: list[str], vector: np.ndarray | None = None) -> tuple[str, float]:
         if is_unsubscribe(text):
             return "unsubscribe", 1.0
         if _HUMAN.search(text) and not _NOT_HUMAN.search(text):
             return "human", 1.0
         if self.classifier is None:
             return UNKNOWN, 0.0
-        prediction = self.classifier.predict(text)
+        prediction = self.classifier.predict(text, vector)
         intent, confidence = prediction.intent, prediction.confidence
         if codes and intent not in _KEEPS_ID:
             return "order_status", max(confidence, 0.6)
+        if intent in ("product_question", "purchase_intent", "unknown", "recommendation") and _MY_PARCEL.search(text):
+            return "logistics", max(confidence, 0.6)
         return intent, confidence
 
-    def understand(self, raw: str, *, taxonomy: set[str] | None = None) -> Understanding:
+    def understand(self, raw: str, *, taxonomy: set[str] | None = None,
+                   vector: np.ndarray | None = None) -> Understanding:
         text = normalise(raw)
         codes, phones, links = extract_ids(text)
-        intent, confidence = self.intent(text, codes) if text else ("unknown", 0.0)
+        intent, confidence = self.intent(text, codes, vector) if text else ("unknown", 0.0)
         facts, constraints = self.facts(text)
         if intent == UNKNOWN and _WANTS.search(text) and any(f.key in self.catalog.profile.facts for f in facts):
             intent = "recommendation"  # "我怀孕了想抗老": a need stated, asking what suits it
@@ -88,6 +118,7 @@ class Router:
             # "玻尿酸水润保湿面霜多少钱" names a product, not the customer's concern
             facts = [f for f in facts if f.key in ("budget", "age") or f.key not in self.catalog.profile.facts
                      or self.catalog.profile.facts[f.key].requires_self]
+        also = [i for i in self.clause_intents(text) if i != intent]
         allowed = taxonomy if taxonomy is not None else self.catalog.tags
         tags = [f.value for f in facts if f.value in allowed]
         negative = intent in INCIDENT_INTENTS | {"complaint", "abuse"} or bool(_NEGATIVE.search(text))
@@ -96,7 +127,27 @@ class Router:
             order_no=codes[0] if codes else None, facts=facts, tags=tags, constraints=constraints,
             sentiment="negative" if negative else "neutral",
             needs_human=intent in ("human", "abuse", "adverse_reaction"),
-            is_question=intent in QUESTION_INTENTS or bool(_QUESTION.search(text)), normalised=text)
+            is_question=bool(_QUESTION.search(text)), also=also, normalised=text)
+
+    def clause_intents(self, text: str) -> list[str]:
+        """Intents that single clauses of a compound message state with confidence."""
+        clauses = [c for c in _CLAUSE.split(text) if len(c) >= 2]
+        if len(clauses) < 2 or self.classifier is None:
+            return []
+        found = []
+        for clause in clauses:
+            # words only (one embedding per message keeps turns fast): their probabilities are flatter, so a
+            # clause counts when its intent clearly leads
+            prediction = self.classifier.predict(clause, embed=False)
+            (top, p1), (_, p2) = prediction.ranked[0], prediction.ranked[1]
+            if p1 < CLAUSE_CONFIDENCE or p1 < CLAUSE_LEAD * p2 or top in found:
+                continue
+            if top in _CONTROL_INTENTS:  # they change what happens next: confirm with the clause's embedding
+                confirmed = self.classifier.predict(clause)
+                if confirmed.intent != top or confirmed.confidence < 0.6:
+                    continue
+            found.append(top)
+        return found
 
     def facts(self, text: str) -> tuple[list[Fact], list[str]]:
         """Profile facts the customer states (vocabulary, budget, age) and contraindication labels mentioned."""

@@ -16,6 +16,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.engine import Connection
 
 from agent.understanding import INCIDENT_INTENTS, ORDER_INTENTS, Facts, Understanding
+from knowledge.lexical import expand
 from knowledge.retriever import Retriever
 from knowledge.tables import Document, Product, Promotion, Shipment, ShopOrder
 
@@ -30,6 +31,9 @@ PRODUCT_INTENTS = {"product_question", "recommendation", "comparison", "purchase
 DOC_INTENTS = {"return_exchange", "price_protection", "complaint", "invoice", "shelf_life", "usage_order",
                "live_schedule", "shipping_time", "promotion", "product_question", "recommendation", "unknown",
                "smalltalk", "greeting", "logistics", "order_status", "purchase_intent", "comparison", *INCIDENT_INTENTS}
+# questions a shop answers with one FAQ entry or policy clause about that topic
+TOPIC_INTENTS = {"invoice", "shelf_life", "usage_order", "live_schedule", "shipping_time", "return_exchange",
+                 "price_protection", *INCIDENT_INTENTS}
 # a model code: letters and digits mixed ("rw7", "kfr-35gw", "x20pro"), as shoppers type them
 _MODEL = re.compile(r"(?<![a-z0-9])([a-z]{1,6}-?\d{1,5}[a-z0-9-]{0,6}|\d{1,4}[a-z]{1,4}\d{0,3})(?![a-z0-9])")
 
@@ -142,15 +146,20 @@ class CustomerTools:
         return [{**by_id[i], "matched": "intent"} for i in ids if i in by_id]
 
     def rank_documents(self, intent: str, query: str, vector: np.ndarray | None) -> list[dict[str, Any]]:
-        """FAQ/policy entries for the question: those labelled with its intent first, in retrieval order
-        (so "退款多久到账" gets the refund-time clause among the return clauses), then other close matches."""
-        labelled = self.documents_for(intent)
+        """FAQ/policy entries for the question: for a question about a policy topic (invoice, shelf life…)
+        those labelled with its intent first, in retrieval order (so "退款多久到账" gets the refund-time clause
+        among the return clauses), then other close matches."""
+        labelled = self.documents_for(intent) if intent in TOPIC_INTENTS else []
         hits = sorted(self.search(query, "faq", k=6, vector=vector) + self.search(query, "policy", k=6, vector=vector),
                       key=lambda h: (not h.lexical, -h.score))
         order = {h.id: rank for rank, h in enumerate(hits)}
+        grounded = {h.id for h in hits if h.lexical}
         labelled.sort(key=lambda d: order.get(d["id"], len(order)))
         ids = {d["id"] for d in labelled}
-        return labelled + [h.__dict__ for h in hits if h.id not in ids]
+        # a labelled entry that shares words with the question, then any entry that does, then the rest
+        return ([d for d in labelled if d["id"] in grounded] + [h.__dict__ for h in hits if h.lexical and h.id not in ids]
+                + [d for d in labelled if d["id"] not in grounded] + [h.__dict__ for h in hits
+                                                                       if not h.lexical and h.id not in ids])
 
     # ------------------------------------------------------------------ one turn
 
@@ -216,6 +225,19 @@ class CustomerTools:
             return
         hits = self.search(" ".join([query, *u.products]), "products", k=5, vector=vector if not u.products else None)
         grounded = [h for h in hits if h.lexical]
+        missing = self._retriever.unknown_nouns(query, "products") if self._retriever is not None else []
+        if missing and u.intent in ("product_question", "purchase_intent", "comparison"):
+            facts.missing_product = missing[0]  # "美白牙膏多少钱": the shop sells no 牙膏, whatever shares 美白
+            return
+        # the product whose name shares the longest run of the question's words comes first ("控油凝霜")
+        expanded = expand(query)
+        rank = {h.id: i for i, h in enumerate(grounded)}
+
+        def by_name(h: Any) -> tuple[int, int, int]:
+            run = _common_run(expanded, h.title)
+            return (-run, len(h.title), rank[h.id]) if run >= 2 else (0, 0, rank[h.id])  # then the plainer name
+
+        grounded.sort(key=by_name)
         if not grounded and remembered and re.search(r"这款|这个|那款|那个|它|刚才|上次", query):
             grounded = self.search(" ".join(remembered[:1]), "products", k=1)
         facts.products = [p for h in grounded if (p := self.product(h.id))]
@@ -232,3 +254,16 @@ def _mentions_item(text: str, order: dict[str, Any]) -> bool:
         if words & {t for t in tokenize(name) if len(t) >= 2}:
             return True
     return False
+
+
+def _common_run(a: str, b: str) -> int:
+    """Length of the longest common substring of ``a`` and ``b`` (case-folded)."""
+    a, b = a.casefold(), b.casefold()
+    best = 0
+    for i in range(len(a)):
+        for j in range(i + best + 1, len(a) + 1):
+            if a[i:j] in b:
+                best = j - i
+            else:
+                break
+    return best

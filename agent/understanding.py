@@ -39,6 +39,8 @@ class Understanding(BaseModel):
     sentiment: Literal["positive", "neutral", "negative"] = "neutral"
     needs_human: bool = False
     is_question: bool = False
+    also: list[str] = Field(default_factory=list, description="other intents a clause of the message states "
+                            "(\"别问了，直接推荐\": stop_asking besides recommendation)")
     normalised: str = ""
 
 

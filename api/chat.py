@@ -56,11 +56,14 @@ class ChatSession:
         tags, runs, last = before
         new_tags, new_runs, _ = self._state()
         with self.runtime.deps.engine.connect() as conn:
-            sent = conn.execute(select(Outbox.payload, Outbox.sop_id, Outbox.step_id, Outbox.status).where(
-                Outbox.customer_id == self.customer_id, Outbox.id > last, Outbox.action != "tag")
-                .order_by(Outbox.id)).all()
+            sent = conn.execute(select(Outbox.payload, Outbox.sop_id, Outbox.step_id, Outbox.status, Outbox.action)
+                                .where(Outbox.customer_id == self.customer_id, Outbox.id > last,
+                                       Outbox.action != "tag").order_by(Outbox.id)).all()
         out = Text()
-        for payload, sop_id, step_id, status in sent:
+        for payload, sop_id, step_id, status, action in sent:
+            if action == "task":  # an employee's to-do, never shown to the customer: name it only
+                out.append(f"  员工任务: {payload.get('title', '')}\n", style="magenta")
+                continue
             who = f"[{sop_id}/{step_id}]" if sop_id else "[回复]"
             text = payload.get("text") or payload.get("title") or payload.get("campaign") or ""
             out.append(f"助手 {who}{'' if status == 'sent' else f'（{status}）'}: ", style="bold green")

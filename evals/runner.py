@@ -190,7 +190,7 @@ class CaseRun:
         self.runtime.run_until(self.clock.now() + timedelta(seconds=self.settings.burst_window_seconds + 3))
         with deps.engine.connect() as conn:
             rows = conn.execute(select(Outbox.payload).where(Outbox.customer_id == cid, Outbox.id > last_out,
-                                                             Outbox.action != "tag", Outbox.status != "cancelled")
+                                                             Outbox.action.not_in(("tag", "task")), Outbox.status != "cancelled")
                                 .order_by(Outbox.id)).scalars().all()
         self.ctx.customer = cid
         self.ctx.last_replies = [str(p.get("text") or p.get("title") or "") for p in rows]

@@ -30,6 +30,8 @@ class Embedder(Protocol):
 
     def query(self, text: str) -> np.ndarray: ...
 
+    def queries(self, texts: Sequence[str]) -> np.ndarray: ...
+
     def passages(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
@@ -56,6 +58,12 @@ class E5Embedder:
         if len(self._queries) > self._limit:
             self._queries.popitem(last=False)
         return vector
+
+    def queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Query vectors of many texts in one batch (training the intent classifier)."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.asarray(self._e5.query(list(texts)), dtype=np.float32).reshape(len(texts), self.dim)
 
     def clear_cache(self) -> None:
         """Forget cached query vectors (benchmarks measure cold queries)."""
@@ -87,6 +95,9 @@ class HashingEmbedder:
 
     def query(self, text: str) -> np.ndarray:
         return self._one(text)
+
+    def queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self.passages(texts)
 
     def passages(self, texts: Sequence[str]) -> np.ndarray:
         return np.stack([self._one(t) for t in texts]) if texts else np.zeros((0, self.dim), dtype=np.float32)

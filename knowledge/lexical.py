@@ -86,3 +86,19 @@ class LexicalIndex:
             return []
         docs, scores = self._bm25.retrieve([query], k=min(k, len(self.ids)), show_progress=False)
         return [(self.ids[int(d)], float(s)) for d, s in zip(docs[0], scores[0], strict=True) if s > 0]
+
+
+@cache
+def generic_nouns() -> frozenset[str]:
+    """Nouns of any shop's conversation that name no product (``generic_nouns.txt``, operator-extendable)."""
+    path = Path(__file__).parent / "generic_nouns.txt"
+    return frozenset(w for line in path.read_text(encoding="utf-8").splitlines() for w in line.split("#")[0].split())
+
+
+def nouns(text: str) -> list[str]:
+    """Chinese nouns (jieba part-of-speech n/nz/ng) of two or more characters, in order."""
+    import jieba.posseg
+
+    _vocabulary_loaded()
+    return [w for w, flag in jieba.posseg.cut(text)
+            if flag in ("n", "nz", "ng") and len(w) >= 2 and re.fullmatch(r"[\u4e00-\u9fff]+", w)]

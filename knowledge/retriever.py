@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from knowledge.embeddings import Embedder, cached_passages, digest
-from knowledge.lexical import LexicalIndex
+from knowledge.lexical import LexicalIndex, generic_nouns, nouns, synonyms
 from knowledge.tables import Document, Product, Promotion
 
 SEARCH_KINDS = ("products", "faq", "policy", "promotions")
@@ -48,13 +48,20 @@ def corpus(engine: Engine, kind: str) -> list[_Doc]:
     with engine.connect() as conn:
         if kind == "products":
             rows = conn.execute(select(Product.__table__).where(Product.__table__.c.status != "off_sale")).mappings()
-            return [_Doc(r["sku"], r["name"], f"{r['name']}｜{r['sku']}｜{r['category']}｜{r['description']}｜适合：{r['suitable_for']}"
-                                              f"｜用法：{r['usage']}") for r in rows]
+            return [_Doc(r["sku"], r["name"], _product_text(dict(r))) for r in rows]
         if kind == "promotions":
             rows = conn.execute(select(Promotion.__table__)).mappings()
             return [_Doc(r["id"], r["title"], f"{r['title']}：{r['description']}") for r in rows]
         rows = conn.execute(select(Document.__table__).where(Document.__table__.c.kind == kind)).mappings()
         return [_Doc(r["id"], r["title"], f"{r['title']}\n{r['text']}") for r in rows]
+
+
+def _product_text(r: dict[str, Any]) -> str:
+    """What a product is found by: name, codes, aliases, category, description, who it suits, usage, specs."""
+    specs = "｜".join(f"{k}：{v}" for k, v in (r.get("specs") or {}).items())
+    aliases = " ".join(r.get("aliases") or [])
+    return (f"{r['name']}｜{r['sku']}｜{r.get('model') or ''}｜{aliases}｜{r['category']}｜{r['description']}"
+            f"｜适合：{r['suitable_for']}｜用法：{r['usage']}｜{specs}")
 
 
 class Retriever:
@@ -69,6 +76,7 @@ class Retriever:
         self._collections: dict[str, Any] = {}
         self._docs: dict[str, dict[str, _Doc]] = {}
         self._lexical: dict[str, LexicalIndex] = {}
+        self._corpus_text: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def _collection(self, kind: str) -> Any:
@@ -103,10 +111,27 @@ class Retriever:
                     col.upsert(ids=[d.id for d in chunk], embeddings=vectors,
                                metadatas=[{"digest": wanted[d.id], "title": d.title} for d in chunk])
                 self._docs[kind] = {d.id: d for d in docs}
+                self._corpus_text[kind] = " ".join(f"{d.title} {d.text}" for d in docs).casefold()
                 # the title counts twice for BM25: a shopper naming a product means that product
                 self._lexical[kind] = LexicalIndex([d.id for d in docs], [f"{d.title} {d.text}" for d in docs])
                 counts[kind] = len(docs)
         return counts
+
+    def unknown_nouns(self, query: str, kind: str) -> list[str]:
+        """Chinese nouns of ``query`` that no document of ``kind`` contains: a product the shop does not carry
+        ("牙膏" in "美白牙膏多少钱"). Generic shopping nouns (``generic_nouns.txt``) never count."""
+        if kind not in self._docs:
+            self.sync([kind])
+        index = self._lexical.get(kind)
+        if index is None or not self._docs[kind]:
+            return []
+        corpus = self._corpus_text.get(kind, "")
+        known = synonyms()
+
+        def carried(word: str) -> bool:  # the word, or its stem ("精华液" → 精华), is in the catalogue
+            return word in known or word in corpus or (len(word) >= 3 and word[:-1] in corpus)
+
+        return [w for w in nouns(query) if w not in generic_nouns() and not carried(w)]
 
     def search(self, query: str, kind: str, k: int = 3, vector: np.ndarray | None = None) -> list[Hit]:
         """Top ``k`` documents of ``kind`` for ``query`` by RRF of dense and BM25 rankings."""

@@ -148,7 +148,7 @@ def _ordinal(spec: Answer, text: str) -> Choice | None:
 
 def option_evidence(option: Choice, text: str, vocabulary: FactVocabulary | None) -> int:
     """How strongly ``text`` names ``option``: the longest word or description that matches (0: none)."""
-    words = [option.value, *option.synonyms]
+    words = [*([option.value] if len(option.value) >= 2 else []), *option.synonyms]
     best = max((len(w) for w in words if w and value_matches(FactValue(synonyms=[w]), text)), default=0)
     if any(value_matches(FactValue(patterns=[p]), text) for p in option.patterns):
         best = max(best, 10)

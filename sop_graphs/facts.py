@@ -48,3 +48,35 @@ def write_fact(conn: Connection, effects: Effects, customer_id: str, key: str, v
                  detail={"key": key, "value": text, "source": source, "method": method, "confidence": confidence,
                          "previous": have[0] if have else None})
     return True
+
+
+def record_answer(conn: Connection, effects: Effects, customer_id: str, slot: str, value: Any, *, source: str,
+                  method: str, confidence: float, at: datetime) -> None:
+    """A slot's answer, wherever it came from: the profile attribute the SOP reads and the profile fact, together."""
+    from knowledge.tables import Customer
+
+    table = Customer.__table__
+    attributes = conn.execute(select(table.c.attributes).where(table.c.id == customer_id)).scalar()
+    if attributes is not None and attributes.get(slot) != value:
+        conn.execute(update(table).where(table.c.id == customer_id).values(attributes={**attributes, slot: value}))
+    write_fact(conn, effects, customer_id, slot, value, source=source, method=method, confidence=confidence, at=at)
+
+
+QUESTIONS_DECLINED_DAYS = 30
+_DECLINED = "questions_declined_until"
+
+
+def decline_questions(conn: Connection, customer_id: str, *, until: datetime) -> None:
+    """The customer asked not to be asked questions ("别问了"): no SOP asks them anything until ``until``."""
+    from knowledge.tables import Customer
+
+    table = Customer.__table__
+    attributes = conn.execute(select(table.c.attributes).where(table.c.id == customer_id)).scalar()
+    if attributes is not None:
+        conn.execute(update(table).where(table.c.id == customer_id)
+                     .values(attributes={**attributes, _DECLINED: as_utc(until).isoformat()}))
+
+
+def questions_declined(customer: dict[str, Any] | None, now: datetime) -> bool:
+    until = ((customer or {}).get("attributes") or {}).get(_DECLINED)
+    return bool(until) and datetime.fromisoformat(until) > as_utc(now)

@@ -7,7 +7,7 @@ after an interrupt, or replayed after a crash, writes nothing twice.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from langgraph.graph import END
@@ -17,7 +17,6 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 
 from knowledge.clock import as_utc
-from knowledge.tables import Customer
 from sop_graphs.actions import end_without_step, perform
 from sop_graphs.answers import parse_answer, typed_answer
 from sop_graphs.customers import BROADCAST, load_customer, tags_of
@@ -25,7 +24,7 @@ from sop_graphs.deps import Deps, RunContext
 from sop_graphs.effects import Effects
 from sop_graphs.enrolment import change_tags
 from sop_graphs.expr import parse_condition
-from sop_graphs.facts import current_fact, write_fact
+from sop_graphs.facts import current_fact, questions_declined, record_answer
 from sop_graphs.spec import AskStep, BranchStep, ChatStep, SopSpec, WaitStep, parse_duration
 from sop_graphs.state import RunState, bump
 from sop_graphs.tables import DueTouchpoint, SopRun
@@ -130,7 +129,8 @@ def pure_timeouts(spec: SopSpec, tails: dict[str, Segment]) -> dict[str, tuple[A
     return found
 
 
-AWAIT = "__await"  # suffix of the node that holds a pausing step's interrupt
+AWAIT = "__await"
+PREFILL_WINDOW = timedelta(minutes=10)  # suffix of the node that holds a pausing step's interrupt
 
 
 def make_nodes(spec: SopSpec, index: int) -> list[tuple[str, Node]]:
@@ -188,10 +188,13 @@ def _ask_send(spec: SopSpec, step: AskStep, follow: str | None) -> Node:
         with deps.engine.begin() as conn:
             known = None if state.get("attempts", {}).get(step.id) else known_answer(conn, deps, step, run_id,
                                                                                        customer_id)
-            if known is not None or state.get("stopped"):
+            stopped = state.get("stopped") or questions_declined(load_customer(conn, customer_id), now)
+            if known is not None or stopped:
                 # already answered (several answers in one message, or stated in chat) or asked to stop asking
                 if known is not None:
                     answers[step.slot] = known
+                    record_answer(conn, effects, customer_id, step.slot, known, source=f"{run_id}/{step.id}",
+                                  method="answer", confidence=0.9, at=now)
                 effects.note(customer_id=customer_id, at=now, kind="answer", run_id=run_id,
                              key=f"{run_id}/{step.id}/{visit}/known",
                              summary=f"问题「{step.slot}」" + (f"已知答案 {known}，不再重复提问" if known is not None
@@ -224,7 +227,8 @@ def known_answer(conn: Connection, deps: Deps, step: AskStep, run_id: str, custo
     value, at = fact
     if step.slot not in deps.library.catalog.profile.facts:
         started = conn.execute(select(_R.started_at).where(_R.id == run_id)).scalar()
-        if started is None or at < as_utc(started):
+        # the message that started the run may have answered it (prefill), minutes before the run began
+        if started is None or at < as_utc(started) - PREFILL_WINDOW:
             return None
     return typed_answer(step.answer, value)
 
@@ -266,9 +270,8 @@ def _ask_await(spec: SopSpec, step: AskStep, follow: str | None) -> Node:
                 route = follow
             elif parsed.ok:
                 answers[step.slot] = parsed.value
-                _store_profile(conn, customer_id, step.slot, parsed.value)
-                write_fact(conn, effects, customer_id, step.slot, parsed.value, source=f"{run_id}/{step.id}",
-                           method="answer", confidence=1.0, at=now)
+                record_answer(conn, effects, customer_id, step.slot, parsed.value, source=f"{run_id}/{step.id}",
+                              method="answer", confidence=1.0, at=now)
                 effects.note(customer_id=customer_id, at=now, kind="answer", run_id=run_id,
                              key=f"{run_id}/{step.id}/{visit}/answer",
                              summary=f"回答「{step.slot}」= {parsed.value}", detail={"slot": step.slot})
@@ -294,15 +297,6 @@ def _ask_await(spec: SopSpec, step: AskStep, follow: str | None) -> Node:
 
     node.__name__ = f"await_{step.id}"
     return node
-
-
-def _store_profile(conn: Connection, customer_id: str, slot: str, value: Any) -> None:
-    table = Customer.__table__
-    attributes = conn.execute(table.select().with_only_columns(table.c.attributes)
-                              .where(table.c.id == customer_id)).scalar()
-    if attributes is None:
-        return
-    conn.execute(update(table).where(table.c.id == customer_id).values(attributes={**attributes, slot: value}))
 
 
 def _wait_plan(spec: SopSpec, step: WaitStep) -> Node:

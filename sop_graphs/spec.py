@@ -256,6 +256,9 @@ class AskStep(_Outbound):
     timeout: Duration = "24h"
     on_timeout: str | None = Field(default=None, description="step after no answer; default next")
     on_invalid: str | None = Field(default=None, description="step after max attempts; default next")
+    prefill: Literal["message", "order"] | None = Field(
+        default=None, description="answered by the message that started the run: 'message' = an incident's own "
+        "description, 'order' = an order/tracking number or phone written in it")
 
     _timeout = field_validator("timeout")(_check_duration)
 

@@ -48,4 +48,6 @@ def value_matches(value: FactValue, text: str, extra: list[str] | None = None) -
 
 def match_values(vocabulary: FactVocabulary, text: str) -> list[str]:
     """Values of one fact stated in ``text``; longest evidence first for exclusive facts."""
-    return [name for name, value in vocabulary.values.items() if value_matches(value, text, [name])]
+    # a value's own name counts as a word for it unless it is a bare token like "是"
+    return [name for name, value in vocabulary.values.items()
+            if value_matches(value, text, [name] if len(name) >= 2 else [])]
