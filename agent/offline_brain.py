@@ -116,6 +116,9 @@ class OfflineBrain:
     def _product(self, turn: TurnInput, u: Understanding, facts: Facts) -> Reply:
         if facts.missing_product:
             return Reply(text=self.t("not_carried", name=facts.missing_product), grounded=True)
+        if not facts.products and facts.candidates:
+            names = "、".join(f"「{c['name']}」¥{c['price']:g}" for c in facts.candidates[:4])
+            return Reply(text=self.t("ambiguous_product", names=names), grounded=True)
         if not facts.products:
             return self._fallback(turn, u, facts)
         p = facts.products[0]

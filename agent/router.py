@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.classifier import UNKNOWN, IntentClassifier, classifier_for
+from agent.classifier import CONFIDENCE_FLOOR, UNKNOWN, IntentClassifier, classifier_for
 from agent.understanding import INCIDENT_INTENTS, Fact, Understanding
 from knowledge.amounts import DECLINE, parse_amount, to_number
 from knowledge.embeddings import Embedder
@@ -30,7 +30,7 @@ _HUMAN = re.compile(r"转人工|转接人工|人工客服|人工服务|找人工
                     r"客服电话|找你们(领导|负责人|经理)|\b(real|live) (person|agent|human)\b|\bhuman agent\b|"
                     r"talk to (a )?(human|person)")
 _NOT_HUMAN = re.compile(r"(不用|不需要|不要|别|无需)(转)?人工")
-_QUESTION = re.compile(r"[?？吗呢]|多少|怎么|什么|啥|哪|几|能不能|有没有|可不可以|是不是|请问|帮我|麻烦|查一?下|看一?下|"
+_QUESTION = re.compile(r"[?？吗呢]|[不没][?？!~]*$|多少|怎么|什么|啥|哪|几|能不能|有没有|可不可以|是不是|请问|帮我|麻烦|查一?下|看一?下|"
                        r"告诉我|想问|问下|问一下|推荐|\b(how|what|when|where|which|can|do|is)\b")
 _BUDGET_CONTEXT = re.compile(r"预算|价位|以内|以下|之内|左右|上下|不超过|不到|出头|价格在|价钱在|块钱?以|元以|budget")
 _AGE = re.compile(r"(?:我|本人|今年|已经)[^\d岁]{0,3}(\d{2}|[一二三四五六七八九十]{1,3})\s*岁|(\d{2})\s*岁了")
@@ -78,12 +78,13 @@ class Router:
         self.embedder = embedder
         self.cache_dir = cache_dir
         self._classifier = classifier
+        self._semantic = embedder if getattr(embedder, "semantic", False) else None
 
     @property
     def classifier(self) -> IntentClassifier | None:
         """Trained on first use (a worker that only sends scheduled steps never pays for it)."""
         if self._classifier is None:
-            self._classifier = classifier_for(self.catalog.intents, self.embedder, self.cache_dir)
+            self._classifier = classifier_for(self.catalog.intents, self._semantic, self.cache_dir)
         return self._classifier
 
     def vector(self, raw: str) -> np.ndarray | None:
@@ -100,6 +101,9 @@ class Router:
             return UNKNOWN, 0.0
         prediction = self.classifier.predict(text, vector)
         intent, confidence = prediction.intent, prediction.confidence
+        if intent == "human" and _NOT_HUMAN.search(text):  # "不用转人工": the next reading, if any
+            intent, confidence = next(((i, p) for i, p in prediction.ranked[1:] if p >= CONFIDENCE_FLOOR),
+                                      (UNKNOWN, 0.0))
         if codes and intent not in _KEEPS_ID:
             return "order_status", max(confidence, 0.6)
         if intent in ("product_question", "purchase_intent", "unknown", "recommendation") and _MY_PARCEL.search(text):

@@ -16,7 +16,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.engine import Connection
 
 from agent.understanding import INCIDENT_INTENTS, ORDER_INTENTS, Facts, Understanding
-from knowledge.lexical import expand
+from knowledge.lexical import expand, tokenize
 from knowledge.retriever import Retriever
 from knowledge.tables import Document, Product, Promotion, Shipment, ShopOrder
 
@@ -241,7 +241,11 @@ class CustomerTools:
         if not grounded and remembered and re.search(r"这款|这个|那款|那个|它|刚才|上次", query):
             grounded = self.search(" ".join(remembered[:1]), "products", k=1)
         facts.products = [p for h in grounded if (p := self.product(h.id))]
-        facts.candidates = [p for h in hits if (p := self.product(h.id))] if not grounded else []
+        if not grounded:  # "面霜多少钱": no one product named, but the kind of product is in its name
+            words = {t for t in tokenize(expanded) if len(t) >= 2}
+            named = [p for h in hits if (p := self.product(h.id)) and any(w in p["name"].casefold() for w in words)]
+            facts.candidates = named or ([] if u.intent != "recommendation" else
+                                         [p for h in hits if (p := self.product(h.id))])
 
 
 def _mentions_item(text: str, order: dict[str, Any]) -> bool:

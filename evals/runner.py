@@ -94,10 +94,12 @@ class _Process:
 
 
 def shop_dir(name: str | None) -> Path | None:
-    """A bundled shop by directory name under knowledge/ (None: the default demo shop)."""
+    """A shop directory with a ``shop.yaml`` manifest: a bundled one by name under knowledge/ (``tea_shop``),
+    or a path relative to the repository (``tests/knowledge/data/appliance_shop``). None: the demo shop."""
     if name is None:
         return None
-    path = Path(__file__).resolve().parent.parent / "knowledge" / name
+    root = Path(__file__).resolve().parent.parent
+    path = root / name if "/" in name else root / "knowledge" / name
     if not (path / "shop.yaml").exists():
         raise ValueError(f"unknown shop {name!r}: no knowledge/{name}/shop.yaml")
     return path

@@ -26,6 +26,7 @@ _UPPER_AFTER = re.compile(r"^\s*(以内|以下|之内|内|封顶|左右以内)")
 _LOWER = re.compile(r"(超过|至少|起码|不低于|高于|多于|最少)\s*$")
 _LOWER_AFTER = re.compile(r"^\s*(以上|起|往上|\+|多|出头|来块|来)")
 _APPROX_AFTER = re.compile(r"^\s*(左右|上下|的样子|差不多)")
+_CURRENCY = re.compile(r"^\s*(块钱|块|元|rmb|米|¥)")
 _PERCENT_AFTER = re.compile(r"^\s*(%|折)")
 
 
@@ -106,7 +107,7 @@ def parse_amount(text: str) -> Amount | None:
     if not found:
         return None
     value, start, end = found[0]
-    before, after = text[:start], text[end:]
+    before, after = text[:start], _CURRENCY.sub("", text[end:], count=1)
     if _PERCENT_AFTER.match(after):
         return None
     if _UPPER.search(before) or _UPPER_AFTER.match(after):

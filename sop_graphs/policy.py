@@ -15,18 +15,27 @@ from datetime import datetime, time, timedelta
 from knowledge.clock import ShopTime, as_utc
 from knowledge.settings import Settings
 
-_MESSAGES = r"(消息|信息|讯息|广告|推送|推广|活动|营销|短信|通知|这些|这种|这类|那些|文章)"
-_SEND = r"(发|推|推送|发送|群发|传|打扰|骚扰|联系)"
+_MESSAGES = r"(消息|信息|讯息|广告|推送|推广|活动|营销|短信|通知|这些|这种|这类|那些|文章|上新|优惠|直播)"
+_KIND = r"(这些|那些|这种|那种|这类|任何|什么|优惠|活动|营销|促销|直播|上新|我)?"
+_SEND = r"(发|推|推送|推播|发送|群发|传|通知|打扰|骚扰|联系|轰炸)"
+_END = r"(了|啦|吧|哈|呀|哦|喔|嘛|哈)*[!.。~ ]*$"
 # Precise on purpose: "不要发顺丰", "防晒能屏蔽紫外线吗" and an order number containing "TD" are not opt-outs.
 UNSUBSCRIBE = re.compile("|".join((
     r"退订(?!单|金)", r"取消(订阅|关注|推送)", r"^(回复)?\s*t\s*d\s*[!.。~]*$", r"回复\s*td\b", r"\btd\s*退订",
-    r"(别|不要|不用|不必|无需|不需要|请勿|勿|停止|请停止|别再|不想再?)(再|在)?(给我)?(发|推|推送|群发|发送)(了)?[!.。~]*$",
-    r"(别|不要|不用|无需|不需要|请勿|勿|停止|别再|不想)(再|在)?(给我|每天|天天|老是)?" + _SEND + r"(我)?(了)?(任何)?" + _MESSAGES,
-    r"(别|不要|不用|请勿|勿)(再)?(来)?(打扰|骚扰)", r"(不想|不要|不愿意?)(再)?(收到|接收|看到)(你们的?)?.{0,4}" + _MESSAGES,
-    r"(天天|每天|老是|一直|总是)(都)?(发|推).{0,8}(烦|够了|受不了)", r"(烦|够了|受不了).{0,6}(天天|每天|老是|一直|总是)(都)?(发|推)",
-    r"(不需要|不用|不要|别)(再)?(这些|这种|你们的?)?(推送|广告|营销消息|营销|群发)", r"(把你们?|你们已经被我)?(拉黑|屏蔽)(你们|你了|了你们|了)",
+    r"(别|不要|不用|不必|无需|不需要|请勿|勿|停止|请停止|别再|不想再?)(再|在)?(给我)?" + _SEND + r"(我)?" + _END,
+    r"(别|不要|不用|无需|不需要|请勿|勿|停止|别再|不想)(再|在)?(给我|每天|天天|老是)?" + _SEND + r"(我)?(了)?" + _KIND
+    + _MESSAGES,
+    _MESSAGES + r"[^\s,.!?]{0,3}(不用|不要|别|不想|不需要)(再)?(发|推|看|收)(给)?(我)?",
+    r"(别|不要|不用|请勿|勿)(再)?(来)?(打扰|骚扰)", r"(不想|不要|不愿意?)(再)?(收到|接收|看到|看)(你们的?)?.{0,4}" + _MESSAGES,
+    r"(天天|每天|老是|一直|总是)(都)?(发|推|轰炸).{0,8}(烦|够了|受不了|停)", r"(烦|够了|受不了).{0,6}(天天|每天|老是|一直|总是)(都)?(发|推)",
+    r"(不需要|不用|不要|别)(再)?(这些|这种|你们的?)?(推送|广告|营销消息|营销|群发)",
+    r"(把你们?|你们已经被我)?(拉黑|屏蔽)(你们|你了|了你们|了)", r"再(发|推).{0,3}(就)?(拉黑|投诉|举报)",
+    r"移出.{0,4}(名单|推送|列表|群发)", r"(关闭|关掉|取消)(消息|营销|活动)?(推送|通知|订阅)", r"^免打扰",
     r"\b(unsubscribe|opt[ -]?out)\b", r"\bstop (sending|messaging|texting)", r"^stop[!. ]*$",
-    r"(don'?t|do not) (send|message|text) me", r"no more (messages|ads|promotions)")))
+    r"(don'?t|do not) (send|message|text) me", r"no more (\w+ )?(messages|ads|promotions)", r"remove me from")))
+# a message about how an invoice or a parcel is sent ("发票发邮箱，不要发短信") is not about marketing
+_LOGISTICS_TALK = re.compile(r"发票|快递|顺丰|京东|中通|圆通|韵达|申通|邮政|极兔|地址|私发|私聊|链接")
+_EXPLICIT = re.compile(r"退订(?!单|金)|取消订阅|^(回复)?\s*t\s*d\s*[!.。~]*$|unsubscribe")
 
 
 def is_unsubscribe(text: str) -> bool:
@@ -36,7 +45,10 @@ def is_unsubscribe(text: str) -> bool:
     """
     from knowledge.text import normalise
 
-    return bool(UNSUBSCRIBE.search(normalise(text)))
+    text = normalise(text)
+    if _LOGISTICS_TALK.search(text) and not _EXPLICIT.search(text):
+        return False
+    return bool(UNSUBSCRIBE.search(text))
 
 
 @dataclass

@@ -117,12 +117,12 @@ def test_marketing_never_sent_in_quiet_hours(runtime):
 def test_complaint_opens_a_handoff_and_pauses_marketing(runtime):
     _add(runtime)
     _say(runtime, "面霜瓶子破损了，我要投诉")
-    _say(runtime, "XH001")
+    _say(runtime, "XH20261100001")
     _say(runtime, "瓶口裂了")
     tasks = [r for r in runtime.deps.channel.records("c1") if r["action"] == "task"]
     customer = _rows(runtime, Customer)[0]
-    assert tasks and tasks[0]["payload"]["assignee"] == "售后主管" and customer["bot_paused"]
-    assert customer["attributes"]["complaint_order"] == "XH001"
+    assert any(t["payload"]["assignee"] == "售后主管" for t in tasks) and customer["bot_paused"]
+    assert customer["attributes"]["complaint_order"] == "XH20261100001"
 
 
 def test_prompt_injection_in_a_message_grants_no_coupon(runtime):

@@ -132,14 +132,14 @@ def test_model_tags_outside_the_taxonomy_are_dropped(make_shop) -> None:
     assert "关注新品" in tags and "VIP至尊" not in tags
 
 
-def test_model_named_order_of_another_customer_is_refused(make_shop) -> None:
-    endpoint = FakeEndpoint(understanding(intent="order_status", order_no="DD20261100002"), text("不该被调用"))
+def test_model_named_order_of_another_customer_is_never_read(make_shop) -> None:
+    endpoint = FakeEndpoint(understanding(intent="order_status", order_no="DD20261100002"), text("您的订单在处理中"))
     runtime = make_shop(endpoint)
     with runtime.deps.engine.connect() as conn:
         owner = conn.exec_driver_sql("SELECT customer_id FROM shoporder WHERE order_no='DD20261100002'").scalar()
     assert owner != "c_demo_wang"
-    (reply,) = say(runtime, "查一下这个订单")
-    assert "不在您的账户下" in reply and len(endpoint.requests) == 1
+    say(runtime, "查一下这个订单")
+    assert "DD20261100002" not in json.dumps(endpoint.requests[-1], ensure_ascii=False)
 
 
 def test_reply_inventing_a_price_is_replaced_by_the_offline_answer(make_shop) -> None:

@@ -85,11 +85,20 @@ def test_takeover_pauses_the_bot_until_release(client, service, operator_headers
     client.post("/api/conversations/c1/takeover", json={"by": "lisi"}, headers=operator_headers)
     submit(service.runtime.deps, key="q1", customer_id="c1", kind="message", payload={"text": "面霜多少钱"})
     service.pump_once()
-    assert not _replied(service, "reply/q1")
+    assert "¥" not in _reply_text(service, "reply/q1")  # acknowledged for the human, never answered by the bot
     client.post("/api/conversations/c1/release", json={"by": "lisi"}, headers=operator_headers)
     submit(service.runtime.deps, key="q2", customer_id="c1", kind="message", payload={"text": "面霜多少钱"})
     service.pump_once()
     assert _replied(service, "reply/q2")
+
+
+def _reply_text(service, key):
+    from sqlalchemy import select
+
+    from sop_graphs.tables import Outbox
+    with service.runtime.deps.engine.connect() as conn:
+        payload = conn.execute(select(Outbox.payload).where(Outbox.key == key)).scalar()
+    return (payload or {}).get("text", "")
 
 
 def _replied(service, key):

@@ -71,3 +71,29 @@ def test_malformed_yaml_names_the_line(tmp_path):
 def test_type_errors_point_at_the_field(tmp_path):
     text = BROKEN.replace("kind: tag\n    add: [不存在的标签]", "kind: wait\n    for: soon")
     assert any("broken.yaml:15:" in p and "duration" in p for p in _problems(tmp_path, text))
+
+
+TYPO_INTENT = """\
+id: typo
+name: 投诉
+family: complaint
+goal: test
+triggers:
+  - on: message_intent
+    intents: [complian]
+steps:
+  - id: done
+    kind: end
+"""
+
+
+def test_trigger_naming_an_unknown_intent_is_an_error_with_its_line(tmp_path: Path) -> None:
+    problems = _problems(tmp_path, TYPO_INTENT)
+    assert any(":7:" in p and "unknown intent 'complian'" in p and "complaint" in p for p in problems)
+
+
+def test_a_shop_of_another_category_loads_as_data_only() -> None:
+    tea = Path(__file__).resolve().parents[2] / "knowledge" / "tea_shop" / "library"
+    library, problems = load_library([tea], tea)
+    assert not problems + validate(library)
+    assert library.catalog.persona.advisor_title != "护肤顾问" and "skin_type" not in library.catalog.profile.facts
