@@ -24,7 +24,7 @@ from agent.profile import apply_turn, current_facts
 from agent.router import Router
 from agent.tables import Message
 from agent.tools import CustomerTools
-from agent.understanding import Facts, Reply, TurnInput, Understanding
+from agent.understanding import QUESTION_INTENTS, Facts, Reply, TurnInput, Understanding
 from knowledge.db import insert_ignore
 from knowledge.embeddings import Embedder
 from knowledge.retriever import Retriever
@@ -104,6 +104,7 @@ class Conversation:
                          pending_question=pending_question, facts=current_facts(conn, customer_id))
         vector = self.router.vector(text)
         routed = self.router.understand(text, taxonomy=set(turn.taxonomy), vector=vector)
+        routed = CustomerTools(conn, self.retriever, customer_id).resolve(routed)
         brain: Brain = self.brain
         try:
             understanding = brain.understand(turn, vector, routed)
@@ -136,6 +137,7 @@ class Conversation:
         except BrainUnavailable as exc:
             brain, failed = self.fallback, failed or str(exc)
             reply = brain.reply(turn, understanding, facts)
+        reply = self._more_questions(turn, understanding, reply, tools, prepared, brain, at)
         mem = memory.remember(conn, memory.load(conn, customer_id), understanding, facts, reply, at)
         handoff, pause, due = self._handoff(understanding, reply, mem, failed)
         if handoff:
@@ -150,6 +152,23 @@ class Conversation:
                   meta={"intent": understanding.intent, "confidence": understanding.confidence,
                         "grounded": reply.grounded, "brain": brain.name, "tools": tools.calls})
         return TurnResult(understanding, reply, facts, handoff, brain.name)
+
+    def _more_questions(self, turn: TurnInput, u: Understanding, reply: Reply, tools: CustomerTools,
+                        prepared: Prepared, brain: Brain, at: datetime) -> Reply:
+        """"玻尿酸面霜多少钱 还有周五直播几点": every question a clause asks gets its answer, in order."""
+        extra = [i for i in u.also if i in QUESTION_INTENTS and i != u.intent][:2]
+        if not extra or not isinstance(brain, type(self.fallback)):
+            return reply  # the LLM brain answers the whole message itself
+        texts = [reply.text]
+        for intent in extra:
+            clause = u.clauses[intent]
+            part = u.model_copy(update={"intent": intent, "normalised": clause, "codes": [], "also": [], "clauses": {}})
+            facts = tools.gather(clause, part, None, turn.remembered_products,
+                                 today=self.deps.shop.local_date(at).isoformat())
+            answer = brain.reply(turn, part, facts)
+            if answer.grounded and answer.text not in texts:
+                texts.append(answer.text)
+        return reply.model_copy(update={"text": "\n".join(texts)})
 
     @staticmethod
     def _handoff(u: Understanding, reply: Reply, mem: dict, failed: str | None) -> tuple[str | None, bool, str]:

@@ -88,6 +88,8 @@ class OfflineBrain:
         return Reply(text=text, grounded=True)
 
     def _stock(self, p: dict[str, Any]) -> str:
+        if p.get("status") == "presale":
+            return self.t("presale")
         stock = p.get("stock")
         if stock is None:
             return self.t("stock_unknown")
@@ -101,17 +103,16 @@ class OfflineBrain:
         return [self.t("contraindicated", name=p["name"], label=bad[0])] if bad else []
 
     def _specs(self, p: dict[str, Any], q: str) -> list[str]:
+        """Spec fields the question asks about: a label named ("尺寸"), else the words for it ("多大")."""
         specs: dict[str, str] = p.get("specs") or {}
-        lines = []
-        for label, value in specs.items():
-            words = _SPEC_WORDS.get(label, ()) + (label.lower(),)
-            if any(w in q for w in words):
-                lines.append(self.t("spec_line", label=label, value=value))
-        if not lines:
-            for label, words in _SPEC_WORDS.items():
-                if any(w in q for w in words[:1]) and label not in specs:
-                    return [self.t("spec_none", name=p["name"], label=label)]
-        return lines
+        named = [label for label in _SPEC_WORDS if label in q] + [label for label in specs if _names(label, q)]
+        if named:
+            found = [label for label in specs if label in named or any(n in label or label in n for n in named)]
+            if not found:
+                return [self.t("spec_none", name=p["name"], label=named[0])]
+            return [self.t("spec_line", label=label, value=specs[label]) for label in dict.fromkeys(found)]
+        return [self.t("spec_line", label=label, value=value) for label, value in specs.items()
+                if any(w in q for w in _SPEC_WORDS.get(label, ()))]
 
     def _product(self, turn: TurnInput, u: Understanding, facts: Facts) -> Reply:
         if facts.missing_product:
@@ -122,6 +123,8 @@ class OfflineBrain:
         if not facts.products:
             return self._fallback(turn, u, facts)
         p = facts.products[0]
+        if p.get("status") == "off_sale":
+            return Reply(text=self.t("off_sale", name=p["name"]), grounded=True)
         q = u.normalised or turn.text
         specs = self._specs(p, q)
         asks_price, asks_stock = bool(_ASKS_PRICE.search(q)), bool(_ASKS_STOCK.search(q))
@@ -217,6 +220,9 @@ class OfflineBrain:
                 parts.append(self.t("ship_eta", eta=ship["eta"]))
         if not facts.shipments and not facts.shipment and order["status"] == "paid":
             parts.append(self.t("ship_none"))
+        doc = self._doc(Facts(documents=[d for d in facts.documents if d.get("lexical")]))
+        if doc is not None:  # "DD… 地址写错了能改吗": the order, and the clause that answers the rest
+            parts.append(doc.text)
         return Reply(text="\n".join(parts), grounded=True, offer_human=follow_up is not None, follow_up=follow_up)
 
     def _promotion(self, turn: TurnInput, u: Understanding, facts: Facts) -> Reply:
@@ -255,6 +261,12 @@ class OfflineBrain:
         if u.intent in ("product_question", "purchase_intent", "comparison") and not facts.products:
             return Reply(text=self.t("not_found_product"), grounded=True)
         return Reply(text=self.t("unknown"), grounded=False, offer_human=True)
+
+
+def _names(label: str, question: str) -> bool:
+    """Whether the question names a spec label, whole or by three characters of it ("更换周期" → 建议更换周期)."""
+    label = label.casefold()
+    return label in question or any(label[i:i + 3] in question for i in range(max(len(label) - 2, 0)))
 
 
 def _items(order: dict[str, Any]) -> str:

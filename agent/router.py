@@ -122,7 +122,8 @@ class Router:
             # "玻尿酸水润保湿面霜多少钱" names a product, not the customer's concern
             facts = [f for f in facts if f.key in ("budget", "age") or f.key not in self.catalog.profile.facts
                      or self.catalog.profile.facts[f.key].requires_self]
-        also = [i for i in self.clause_intents(text) if i != intent]
+        clauses = {i: c for i, c in self.clause_intents(text).items() if i != intent}
+        also = list(clauses)
         allowed = taxonomy if taxonomy is not None else self.catalog.tags
         tags = [f.value for f in facts if f.value in allowed]
         negative = intent in INCIDENT_INTENTS | {"complaint", "abuse"} or bool(_NEGATIVE.search(text))
@@ -131,14 +132,14 @@ class Router:
             order_no=codes[0] if codes else None, facts=facts, tags=tags, constraints=constraints,
             sentiment="negative" if negative else "neutral",
             needs_human=intent in ("human", "abuse", "adverse_reaction"),
-            is_question=bool(_QUESTION.search(text)), also=also, normalised=text)
+            is_question=bool(_QUESTION.search(text)), also=also, clauses=clauses, normalised=text)
 
-    def clause_intents(self, text: str) -> list[str]:
-        """Intents that single clauses of a compound message state with confidence."""
+    def clause_intents(self, text: str) -> dict[str, str]:
+        """Intents that single clauses of a compound message state with confidence, with their clause."""
         clauses = [c for c in _CLAUSE.split(text) if len(c) >= 2]
         if len(clauses) < 2 or self.classifier is None:
-            return []
-        found = []
+            return {}
+        found: dict[str, str] = {}
         for clause in clauses:
             # words only (one embedding per message keeps turns fast): their probabilities are flatter, so a
             # clause counts when its intent clearly leads
@@ -150,7 +151,7 @@ class Router:
                 confirmed = self.classifier.predict(clause)
                 if confirmed.intent != top or confirmed.confidence < 0.6:
                     continue
-            found.append(top)
+            found[top] = clause
         return found
 
     def facts(self, text: str) -> tuple[list[Fact], list[str]]:

@@ -34,6 +34,17 @@ DOC_INTENTS = {"return_exchange", "price_protection", "complaint", "invoice", "s
 # questions a shop answers with one FAQ entry or policy clause about that topic
 TOPIC_INTENTS = {"invoice", "shelf_life", "usage_order", "live_schedule", "shipping_time", "return_exchange",
                  "price_protection", *INCIDENT_INTENTS}
+# intents a named product does not override (a broken kettle is an incident, not a price question)
+_KEEP_FOR_PRODUCTS = {"product_question", "comparison", "purchase_intent", "recommendation", "complaint", "human",
+                      "abuse", "unsubscribe", "return_exchange", "price_protection", "stop_asking", "hold_on",
+                      *INCIDENT_INTENTS}
+_KEEP_FOR_PARCELS = {"order_status", "logistics", "complaint", "human", "abuse", "unsubscribe", "invoice",
+                     *INCIDENT_INTENTS}
+_VERSUS = re.compile(r"\s+vs\.?\s+|vs|和|跟|与|还是|对比|相比|比起")
+_VAGUE = {"unknown", "promotion", "shelf_life", "shipping_time", "live_schedule", "usage_order", "smalltalk"}
+_ASKS_ABOUT_PRODUCT = re.compile(r"多少钱|价格|价钱|到手|几块|有货|现货|库存|功率|尺寸|容量|质保|保修|多大|多重|参数|规格|"
+                                 r"how much|price")
+_EDITION = re.compile(r"\s*(pro|max|plus|mini|ultra|lite|se|air)(?![a-z0-9])")
 # a model code: letters and digits mixed ("rw7", "kfr-35gw", "x20pro"), as shoppers type them
 _MODEL = re.compile(r"(?<![a-z0-9])([a-z]{1,6}-?\d{1,5}[a-z0-9-]{0,6}|\d{1,4}[a-z]{1,4}\d{0,3})(?![a-z0-9])")
 
@@ -73,11 +84,16 @@ class CustomerTools:
 
     def order_by_tracking(self, tracking_no: str) -> dict[str, Any] | None:
         """This customer's order that a tracking number of theirs belongs to."""
+        orders = self.orders_by_tracking(tracking_no)
+        return orders[0] if orders else None
+
+    def orders_by_tracking(self, tracking_no: str) -> list[dict[str, Any]]:
+        """This customer's orders a tracking number of theirs carries (a parcel may carry several)."""
         self._called("tracking", tracking_no=tracking_no, customer_id=self.customer_id)
-        row = self._conn.execute(select(ShopOrder.__table__).join(Shipment.__table__, _S.order_no == _O.order_no)
-                                 .where(func.upper(_S.tracking_no) == _upper(tracking_no),
-                                        _O.customer_id == self.customer_id)).mappings().first()
-        return dict(row) if row else None
+        rows = self._conn.execute(select(ShopOrder.__table__).join(Shipment.__table__, _S.order_no == _O.order_no)
+                                  .where(func.upper(_S.tracking_no) == _upper(tracking_no),
+                                         _O.customer_id == self.customer_id).order_by(_O.order_no)).mappings().all()
+        return [dict(r) for r in rows]
 
     def exists_elsewhere(self, code: str) -> bool:
         """Whether ``code`` is an order or tracking number at all (someone else's, given the checks before)."""
@@ -103,26 +119,75 @@ class CustomerTools:
         code = _upper(code)
         conditions = [func.upper(_P.sku) == code]
         if "model" in _P:
-            conditions.append(func.upper(func.replace(_P.model, "-", "")) == code)
+            conditions.append(func.upper(func.replace(func.replace(_P.model, "-", ""), " ", "")) == code)
         if "url" in _P and code.isdigit() and len(code) >= 6:
             conditions.append(_P.url.contains(code))
         row = self._conn.execute(select(Product.__table__).where(or_(*conditions)).limit(1)).mappings().first()
         return dict(row) if row else None
 
     def models_in(self, text: str) -> tuple[list[dict[str, Any]], list[str]]:
-        """Products whose model code the text names exactly, and model-like codes no product has."""
-        found, unknown = [], []
-        for m in _MODEL.finditer(text):
+        """Products whose model code the text names exactly (best first), and model-like codes no product has.
+
+        "rw7 f1" names the model RW7-F1; "rw7的ro膜" names RW7 and, among RW7's family (RW7-F1, RW7-F2…),
+        the one whose name or aliases share the rest of the question."""
+        tokens = [m for m in _MODEL.finditer(text)
+                  if not re.fullmatch(r"\d+(\.\d+)?(ml|g|kg|l|w|cm|mm|v|mah|h|m|片|支|岁|元|块|%)?", m.group(1))]
+        found: list[dict[str, Any]] = []
+        unknown: list[str] = []
+        skip = -1
+        for i, m in enumerate(tokens):
+            if i <= skip:
+                continue
             token = m.group(1)
-            if re.fullmatch(r"\d+(ml|g|kg|l|w|cm|mm|片|支|岁|元|块|%)?", token) or re.fullmatch(
-                    r"\d+(ml|g|kg|l|w|cm|mm|v|mah|h|m|x\d+)", token):
-                continue  # a quantity, not a model
-            product = self.product_by_code(token)
+            joined = token + tokens[i + 1].group(1) if i + 1 < len(tokens) and \
+                text[m.end():tokens[i + 1].start()].strip(" -") == "" else None
+            if joined is None and (suffix := _EDITION.match(text, m.end())):
+                joined = token + suffix.group(1)  # "s10 pro"
+            product = self.product_by_code(joined) if joined else None
             if product is not None:
-                found.append(product)
+                skip = i + 1
+            else:
+                product = self.product_by_code(token)
+            if product is not None:
+                found.extend(self._family_pick(product, text))
             elif re.search(r"[a-z]", token) and re.search(r"\d", token) and not re.fullmatch(r"spf\d+|pa\d*", token):
                 unknown.append(token.upper())
-        return found, unknown
+        return list({p["sku"]: p for p in found}.values()), unknown
+
+    def _family_pick(self, product: dict[str, Any], text: str) -> list[dict[str, Any]]:
+        """The named model, or a member of its family (model "RW7-…") that the rest of the question names."""
+        model = str(product.get("model") or "")
+        if not model or "model" not in _P:
+            return [product]
+        rows = self._conn.execute(select(Product.__table__).where(
+            func.upper(_P.model).like(f"{model.upper()}-%"))).mappings().all()
+        rest = text.replace(model.casefold(), " ")
+        words = {t for t in tokenize(rest) if len(t) >= 2}
+        scored = [(len(words & {t for t in tokenize(f"{r['name']} {' '.join(r.get('aliases') or [])}")
+                                if len(t) >= 2}), dict(r)) for r in rows]
+        best = max(scored, key=lambda item: item[0], default=(0, product))
+        return [best[1]] if best[0] > len(words & {t for t in tokenize(product["name"]) if len(t) >= 2}) else [product]
+
+    def resolve(self, u: Understanding) -> Understanding:
+        """Ids and model codes resolved against this customer's orders and the catalogue, and the intent
+        corrected by what they are: a product named exactly makes a price/spec/stock question about it
+        ("100012345683 这个多少钱", "rw7保修几年"), whatever words the classifier leaned on."""
+        products = [p for code in u.codes if not self.order(code) and not self.order_by_tracking(code)
+                    and (p := self.product_by_code(code))]
+        orders = [c for c in u.codes if self.order(c) or self.order_by_tracking(c)]
+        parcels = [c for c in orders if not self.order(c)]
+        if parcels and u.intent not in _KEEP_FOR_PARCELS:
+            # the customer's own tracking number: the question is about that parcel ("这个怎么退回去了")
+            return u.model_copy(update={"intent": "logistics", "confidence": max(u.confidence, 0.6)})
+        if not products:
+            products = self.models_in(u.normalised)[0]
+        if products and not orders and u.intent not in _KEEP_FOR_PRODUCTS:
+            return u.model_copy(update={"intent": "product_question", "confidence": max(u.confidence, 0.6)})
+        if u.intent in _VAGUE and not orders and _ASKS_ABOUT_PRODUCT.search(u.normalised) and any(
+                h.lexical for h in self.search(u.normalised, "products", k=3)):
+            # "双篮那个空气炸锅多少钱": a price/spec/stock question naming something the catalogue has
+            return u.model_copy(update={"intent": "product_question", "confidence": max(u.confidence, 0.5)})
+        return u
 
     def search(self, query: str, kind: str, k: int = 3, vector: np.ndarray | None = None) -> list[Any]:
         self._called("search", kind=kind, query=query)
@@ -156,10 +221,14 @@ class CustomerTools:
         grounded = {h.id for h in hits if h.lexical}
         labelled.sort(key=lambda d: order.get(d["id"], len(order)))
         ids = {d["id"] for d in labelled}
-        # a labelled entry that shares words with the question, then any entry that does, then the rest
-        return ([d for d in labelled if d["id"] in grounded] + [h.__dict__ for h in hits if h.lexical and h.id not in ids]
-                + [d for d in labelled if d["id"] not in grounded] + [h.__dict__ for h in hits
-                                                                       if not h.lexical and h.id not in ids])
+        words = {t for t in tokenize(query) if len(t) >= 2}
+        titled = [h.__dict__ for h in hits if h.lexical and h.id not in ids
+                  and words & {t for t in tokenize(h.title) if len(t) >= 2}]
+        titled_ids = {d["id"] for d in titled}
+        # a labelled entry sharing words with the question; an entry whose title names what it asks about;
+        # the other labelled entries; then any entry sharing words
+        return ([d for d in labelled if d["id"] in grounded] + titled + [d for d in labelled if d["id"] not in grounded]
+                + [h.__dict__ for h in hits if h.id not in ids and h.id not in titled_ids])
 
     # ------------------------------------------------------------------ one turn
 
@@ -170,7 +239,12 @@ class CustomerTools:
         intent = understanding.intent
         query = understanding.normalised or text
         for code in understanding.codes:
-            order = self.order(code) or self.order_by_tracking(code)
+            order = self.order(code)
+            parcel = [] if order else self.orders_by_tracking(code)
+            if len(parcel) > 1:  # one parcel carrying several of this customer's orders
+                facts.orders = parcel
+                continue
+            order = order or (parcel[0] if parcel else None)
             if order is not None:
                 facts.order = facts.order or order
                 continue
@@ -184,8 +258,10 @@ class CustomerTools:
             facts.unknown_codes.append(code)
         if intent in ORDER_INTENTS or intent in INCIDENT_INTENTS or intent in ("return_exchange", "complaint",
                                                                               "shipping_time", "price_protection",
-                                                                              "invoice") or facts.order:
+                                                                              "invoice") or facts.order or facts.orders:
             self._orders(facts, understanding, query, include_all=intent in ORDER_INTENTS)
+        if intent == "comparison" and not facts.products:
+            facts.products = self._compared(query)
         if intent in PRODUCT_INTENTS and not facts.products:
             self._products(facts, understanding, query, vector, remembered)
         if intent in DOC_INTENTS:
@@ -214,6 +290,20 @@ class CustomerTools:
         for order in facts.orders:
             order["shipments"] = self.shipments(order["order_no"])
 
+    def _compared(self, query: str) -> list[dict[str, Any]]:
+        """"A 和 B 哪个好": each side resolved on its own, so two different products come back."""
+        sides = [s for s in _VERSUS.split(query) if s.strip()]
+        if len(sides) < 2:
+            return []
+        found: dict[str, dict[str, Any]] = {}
+        for side in sides[:2]:
+            side_facts = Facts()
+            self._products(side_facts, Understanding(intent="product_question", normalised=side), side, None, ())
+            best = next((p for p in side_facts.products if p["sku"] not in found), None)
+            if best is not None:
+                found[best["sku"]] = best
+        return list(found.values()) if len(found) == 2 else []
+
     def _products(self, facts: Facts, u: Understanding, query: str, vector: np.ndarray | None,
                   remembered: tuple[str, ...]) -> None:
         exact, unknown_models = self.models_in(query)
@@ -233,9 +323,13 @@ class CustomerTools:
         expanded = expand(query)
         rank = {h.id: i for i, h in enumerate(grounded)}
 
-        def by_name(h: Any) -> tuple[int, int, int]:
+        words = {t for t in tokenize(expanded) if len(t) >= 2}
+
+        def by_name(h: Any) -> tuple[int, int, int, int]:
+            """Most of the question's words in the name, the longest shared run, then the plainer name."""
             run = _common_run(expanded, h.title)
-            return (-run, len(h.title), rank[h.id]) if run >= 2 else (0, 0, rank[h.id])  # then the plainer name
+            shared = len(words & {t for t in tokenize(h.title) if len(t) >= 2})
+            return (-shared, -run, len(h.title), rank[h.id]) if run >= 2 else (0, 0, 0, rank[h.id])
 
         grounded.sort(key=by_name)
         if not grounded and remembered and re.search(r"这款|这个|那款|那个|它|刚才|上次", query):

@@ -41,6 +41,7 @@ class Understanding(BaseModel):
     is_question: bool = False
     also: list[str] = Field(default_factory=list, description="other intents a clause of the message states "
                             "(\"别问了，直接推荐\": stop_asking besides recommendation)")
+    clauses: dict[str, str] = Field(default_factory=dict, description="the clause that states each of ``also``")
     normalised: str = ""
 
 
