@@ -30,7 +30,7 @@ UNKNOWN = "unknown"
 CONFIDENCE_FLOOR = 0.30  # below this the top intent is a guess; see bench/intents.py
 # intents that open tasks, hand off or stop a questionnaire need more certainty than a reply does
 STRICT_FLOOR = {"abuse": 0.5, "adverse_reaction": 0.38, "damaged": 0.38, "missing_item": 0.38, "quality_issue": 0.38,
-                "human": 0.5, "stop_asking": 0.45, "unsubscribe": 0.6}
+                "human": 0.5, "stop_asking": 0.55, "unsubscribe": 0.6, "repeat_question": 0.6}
 VECTOR_WEIGHT = 3.0  # how much the sentence embedding counts against the n-grams (bench/intents.py)
 
 

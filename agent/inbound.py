@@ -45,9 +45,10 @@ _PENDING_MESSAGES = (select(_I.customer_id, _I.kind, _I.received_at).where(_I.st
 _DUE_EVENTS = (select(InboundEvent.__table__).where(_I.status == "pending", _I.received_at <= bindparam("now"))
                .order_by(_I.received_at, _I.id))
 ESCAPES = {"complaint", "adverse_reaction", "damaged", "missing_item", "quality_issue", "abuse", "human"}
-HOLDING = {"hold_on", "greeting", "thanks", "smalltalk"}
+HOLDING = {"hold_on", "greeting", "thanks", "smalltalk", "repeat_question"}
 _EMOJI_ONLY = re.compile(r"^[\W\s\u2600-\u27bf\U0001f000-\U0001faff]*$")
 _AMOUNT_CONTEXT = re.compile(r"预算|价位|以内|以下|之内|左右|上下|不超过|不到|出头|块|元|budget")
+_ASKS = re.compile(r"[?？吗呢]|多少|怎么|什么|啥|哪|几|能不能|有没有|帮我|麻烦|查|推荐|还有|另外|顺便")
 _BARE_CHOICE = re.compile(r"\W*(?:选|第)?[0-9a-h一二三四五六七八九]\W*")
 _ORDINAL_ONLY = re.compile(r"^\W*(?:我)?选\s*[0-9a-h]")
 
@@ -185,8 +186,12 @@ class InboundProcessor:
         waiting = self._waiting(conn, cid)
         asked = self._asked_step(waiting) if waiting is not None and waiting[3] == "ask" else None
         conv = self.conversation
-        prepared = conv.prepare(conn, cid, text, pending_question=asked.question if asked else None) if conv else None
-        u = prepared.understanding if prepared else self.router.understand(text)
+        if asked is not None and self._plain_answer(asked, text, at):
+            prepared, u = None, self.router.understand(text, classify=False)  # "2", "干皮": no model needed
+        else:
+            prepared = conv.prepare(conn, cid, text, pending_question=asked.question if asked else None) \
+                if conv else None
+            u = prepared.understanding if prepared else self.router.understand(text)
         if u.intent == "unsubscribe":
             self._unsubscribe(conn, effects, cid, customer, at, key)
             return
@@ -259,8 +264,9 @@ class InboundProcessor:
         empty = not u.normalised.strip(" .!~,") or bool(_EMOJI_ONLY.match(u.normalised))
         if not valid and not others and (u.intent in HOLDING or empty):
             if send:
-                text_out = self._t("hold_on") if u.intent == "hold_on" else \
-                    f"{self._t('greeting_in_questionnaire')}{question}"
+                lead = {"hold_on": "hold_on", "repeat_question": "repeat_question"}.get(u.intent,
+                                                                                     "greeting_in_questionnaire")
+                text_out = self._t(lead) if u.intent == "hold_on" else f"{self._t(lead)}{question}"
                 send(conn, effects, cid, text_out, key=key, at=at, meta={"holding": token})
             return True
         asks_too = u.intent in QUESTION_INTENTS and u.is_question
@@ -276,6 +282,14 @@ class InboundProcessor:
         if valid and asks_too and not parsed.skipped:
             turn()
         return True
+
+    def _plain_answer(self, asked: AskStep, text: str, at: datetime) -> bool:
+        """A valid answer to the waiting question and nothing more (no question, short)."""
+        normalised = normalise(text)
+        if len(normalised) > 12 or _ASKS.search(normalised):
+            return False
+        return parse_answer(asked.answer, text, self.deps.shop.local_date(at),
+                            self.deps.library.catalog.profile.facts.get(asked.slot)).ok
 
     def _other_answers(self, spec: Any, asked: AskStep, text: str,
                        today: date) -> dict[str, tuple[AskStep, Any, list[str]]]:

@@ -26,7 +26,7 @@ INCIDENT_REPLY = {"adverse_reaction": "incident_reaction", "damaged": "incident_
                   "missing_item": "incident_missing", "quality_issue": "incident_quality"}
 DOC_ONLY = {"invoice", "shelf_life", "usage_order", "live_schedule", "shipping_time", "return_exchange",
             "price_protection"}
-SIMPLE = {"thanks", "bye", "human", "complaint", "abuse", "hold_on", "stop_asking", "smalltalk"}
+SIMPLE = {"thanks", "bye", "human", "complaint", "abuse", "hold_on", "stop_asking", "smalltalk", "repeat_question"}
 _SPEC_WORDS = {"尺寸": ("尺寸", "多大", "大小", "长宽高", "size"), "容量": ("容量", "多大", "几升", "多少升", "多少毫升"),
                "功率": ("功率", "多少瓦", "几瓦", "耗电"), "质保": ("质保", "保修", "几年保", "包修", "warranty"),
                "重量": ("重量", "多重", "几斤", "多少斤", "几公斤"), "颜色": ("颜色", "什么色", "几个色"),
@@ -74,7 +74,7 @@ class OfflineBrain:
         if intent in DOC_ONLY:
             return self._document(turn, understanding, facts)
         if intent in SIMPLE:
-            key = {"complaint": "complaint", "abuse": "abuse"}.get(intent, intent)
+            key = {"repeat_question": "smalltalk"}.get(intent, intent)
             # small talk that asks something we cannot know ("你们老板叫什么") is not an answer
             grounded = not (intent == "smalltalk" and understanding.is_question)
             return Reply(text=self.t(key) if grounded else self.t("unknown"), grounded=grounded,

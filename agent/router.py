@@ -92,11 +92,19 @@ class Router:
         text = normalise(raw)
         return self.embedder.query(text) if self.embedder is not None and text else None
 
-    def intent(self, text: str, codes: list[str], vector: np.ndarray | None = None) -> tuple[str, float]:
+    @staticmethod
+    def rule_intent(text: str) -> tuple[str, float]:
+        """The high-precision overrides alone: an opt-out, an explicit request for a human."""
         if is_unsubscribe(text):
             return "unsubscribe", 1.0
         if _HUMAN.search(text) and not _NOT_HUMAN.search(text):
             return "human", 1.0
+        return UNKNOWN, 0.0
+
+    def intent(self, text: str, codes: list[str], vector: np.ndarray | None = None) -> tuple[str, float]:
+        rule = self.rule_intent(text)
+        if rule[0] != UNKNOWN:
+            return rule
         if self.classifier is None:
             return UNKNOWN, 0.0
         prediction = self.classifier.predict(text, vector)
@@ -110,11 +118,17 @@ class Router:
             return "logistics", max(confidence, 0.6)
         return intent, confidence
 
-    def understand(self, raw: str, *, taxonomy: set[str] | None = None,
-                   vector: np.ndarray | None = None) -> Understanding:
+    def understand(self, raw: str, *, taxonomy: set[str] | None = None, vector: np.ndarray | None = None,
+                   classify: bool = True) -> Understanding:
+        """``classify=False``: rules only (a plain answer to a waiting question needs no classifier)."""
         text = normalise(raw)
         codes, phones, links = extract_ids(text)
-        intent, confidence = self.intent(text, codes, vector) if text else ("unknown", 0.0)
+        if not text:
+            intent, confidence = UNKNOWN, 0.0
+        elif classify:
+            intent, confidence = self.intent(text, codes, vector)
+        else:
+            intent, confidence = self.rule_intent(text)
         facts, constraints = self.facts(text)
         if intent == UNKNOWN and _WANTS.search(text) and any(f.key in self.catalog.profile.facts for f in facts):
             intent = "recommendation"  # "我怀孕了想抗老": a need stated, asking what suits it
@@ -122,8 +136,10 @@ class Router:
             # "玻尿酸水润保湿面霜多少钱" names a product, not the customer's concern
             facts = [f for f in facts if f.key in ("budget", "age") or f.key not in self.catalog.profile.facts
                      or self.catalog.profile.facts[f.key].requires_self]
-        clauses = {i: c for i, c in self.clause_intents(text).items() if i != intent}
+        clauses = {i: c for i, c in self.clause_intents(text).items() if i != intent} if classify else {}
         also = list(clauses)
+        if not classify:
+            clauses, also = {}, []
         allowed = taxonomy if taxonomy is not None else self.catalog.tags
         tags = [f.value for f in facts if f.value in allowed]
         negative = intent in INCIDENT_INTENTS | {"complaint", "abuse"} or bool(_NEGATIVE.search(text))

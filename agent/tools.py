@@ -185,8 +185,11 @@ class CustomerTools:
             return u.model_copy(update={"intent": "product_question", "confidence": max(u.confidence, 0.6)})
         if u.intent in _VAGUE and not orders and _ASKS_ABOUT_PRODUCT.search(u.normalised) and any(
                 h.lexical for h in self.search(u.normalised, "products", k=3)):
-            # "双篮那个空气炸锅多少钱": a price/spec/stock question naming something the catalogue has
-            return u.model_copy(update={"intent": "product_question", "confidence": max(u.confidence, 0.5)})
+            # "双篮那个空气炸锅多少钱": a price/spec/stock question naming something the catalogue has; what the
+            # classifier read stays a second question ("…多少钱 还有周五直播几点")
+            also = [u.intent, *[a for a in u.also if a not in (u.intent, "product_question")]]
+            return u.model_copy(update={"intent": "product_question", "confidence": max(u.confidence, 0.5),
+                                        "also": also, "clauses": {u.intent: u.normalised, **u.clauses}})
         return u
 
     def search(self, query: str, kind: str, k: int = 3, vector: np.ndarray | None = None) -> list[Any]:

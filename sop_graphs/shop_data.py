@@ -17,7 +17,7 @@ SYSTEM_INTENTS: tuple[str, ...] = (
     "purchase_intent", "promotion", "live_schedule", "order_status", "logistics", "shipping_time",
     "return_exchange", "price_protection", "invoice", "shelf_life", "usage_order", "complaint",
     "adverse_reaction", "damaged", "missing_item", "quality_issue", "abuse", "human", "unsubscribe",
-    "stop_asking", "hold_on", "unknown")
+    "stop_asking", "hold_on", "repeat_question", "unknown")
 DEFAULT_GROUPS: dict[str, tuple[str, ...]] = {
     "product_interest": ("product_question", "recommendation", "comparison", "purchase_intent"),
     "complaint": ("complaint", "adverse_reaction", "damaged", "missing_item", "quality_issue"),
