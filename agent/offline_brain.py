@@ -27,10 +27,6 @@ INCIDENT_REPLY = {"adverse_reaction": "incident_reaction", "damaged": "incident_
 DOC_ONLY = {"invoice", "shelf_life", "usage_order", "live_schedule", "shipping_time", "return_exchange",
             "price_protection"}
 SIMPLE = {"thanks", "bye", "human", "complaint", "abuse", "hold_on", "stop_asking", "smalltalk", "repeat_question"}
-_SPEC_WORDS = {"尺寸": ("尺寸", "多大", "大小", "长宽高", "size"), "容量": ("容量", "多大", "几升", "多少升", "多少毫升"),
-               "功率": ("功率", "多少瓦", "几瓦", "耗电"), "质保": ("质保", "保修", "几年保", "包修", "warranty"),
-               "重量": ("重量", "多重", "几斤", "多少斤", "几公斤"), "颜色": ("颜色", "什么色", "几个色"),
-               "赠品": ("赠品", "送什么", "送啥", "有赠"), "规格": ("规格", "多少ml", "多少g", "净含量")}
 _ASKS_PRICE = re.compile(r"多少钱|价格|价钱|怎么卖|贵|到手|几块|多少米|售价|price|how much")
 _ASKS_STOCK = re.compile(r"有货|库存|还有吗|缺货|断货|现货|有没有货|卖完|in stock")
 _ASKS_FIT = re.compile(r"适合|能用|可以用|敏感|孕|哺乳|干皮|油皮|混合|痘|宝宝|儿童|老人")
@@ -105,14 +101,15 @@ class OfflineBrain:
     def _specs(self, p: dict[str, Any], q: str) -> list[str]:
         """Spec fields the question asks about: a label named ("尺寸"), else the words for it ("多大")."""
         specs: dict[str, str] = p.get("specs") or {}
-        named = [label for label in _SPEC_WORDS if label in q] + [label for label in specs if _names(label, q)]
+        words_for = self.catalog.spec_words
+        named = [label for label in words_for if label in q] + [label for label in specs if _names(label, q)]
         if named:
             found = [label for label in specs if label in named or any(n in label or label in n for n in named)]
             if not found:
                 return [self.t("spec_none", name=p["name"], label=named[0])]
             return [self.t("spec_line", label=label, value=specs[label]) for label in dict.fromkeys(found)]
         return [self.t("spec_line", label=label, value=value) for label, value in specs.items()
-                if any(w in q for w in _SPEC_WORDS.get(label, ()))]
+                if any(w in q for w in words_for.get(label, ()))]
 
     def _product(self, turn: TurnInput, u: Understanding, facts: Facts) -> Reply:
         if facts.missing_product:

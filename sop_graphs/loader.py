@@ -19,7 +19,8 @@ CATALOG_FILES = {"materials.yaml": "materials", "campaigns.yaml": "campaigns", "
 _CATALOG_TYPES = {"materials": Material, "campaigns": Campaign, "groups": Group, "tag_groups": TagGroup}
 # shop knowledge as data: each file is one document (not a mapping of id -> entry)
 SHOP_FILES: dict[str, tuple[str, Any]] = {"intents.yaml": ("intents", IntentBook), "profile.yaml": ("profile", ProfileVocabulary),
-                                          "persona.yaml": ("persona", Persona), "replies.yaml": ("replies", dict[str, str])}
+                                          "persona.yaml": ("persona", Persona), "replies.yaml": ("replies", dict[str, str]),
+                                          "spec_words.yaml": ("spec_words", dict[str, list[str]])}
 
 
 @dataclass(frozen=True, order=True)

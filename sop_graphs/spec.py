@@ -467,6 +467,7 @@ class Catalog(Strict):
     profile: ProfileVocabulary = Field(default_factory=ProfileVocabulary)
     persona: Persona = Field(default_factory=Persona)
     replies: dict[str, str] = Field(default_factory=dict, description="话术 templates by name")
+    spec_words: dict[str, list[str]] = Field(default_factory=dict, description="spec label -> words asking for it")
 
     @property
     def tags(self) -> set[str]:

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select, update
 
+from agent import memory
 from api.deps import OperatorDep, ServiceDep
 from api.service import Service
 from api.tables import AuditLog, KfSession, SopVersion
@@ -416,6 +417,7 @@ def release(customer_id: str, body: TakeoverIn, service: ServiceDep, actor: Oper
         _customer_or_404(conn, customer_id)
         effects = Effects()
         release_handoff(conn, effects, customer_id, at=now, by=body.by)
+        memory.reset_streak(conn, customer_id)  # the bot starts afresh: earlier unanswered turns were the human's
         effects.flush(conn)
         _audit(conn, service, actor, "conversation.release", customer_id, {"by": body.by})
     return ConversationOut(customer_id=customer_id, bot_paused=False)

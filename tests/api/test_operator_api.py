@@ -141,3 +141,21 @@ def test_openapi_documents_every_operator_route(client):
     for path in ("/api/sops/{sop_id}/publish", "/api/customers/{customer_id}/timeline", "/api/tasks/{task_id}/complete",
                  "/api/knowledge/{kind}", "/api/audit", "/wecom/callback", "/chat", "/chat/stream", "/metrics"):
         assert path in paths
+
+
+def test_release_resets_the_unanswered_counter(client, service, operator_headers):
+    from sqlalchemy import update
+
+    from agent.tables import CustomerMemory
+
+    _add(service)
+    with service.runtime.deps.engine.begin() as conn:
+        conn.execute(CustomerMemory.__table__.insert().values(customer_id="c1", summary="", products=[],
+                                                              open_issues=[], unanswered_streak=1, turns=3))
+        conn.execute(update(CustomerMemory.__table__).values(unanswered_streak=1))
+    client.post("/api/conversations/c1/takeover", json={"by": "lisi"}, headers=operator_headers)
+    client.post("/api/conversations/c1/release", json={"by": "lisi"}, headers=operator_headers)
+    with service.runtime.deps.engine.connect() as conn:
+        from sqlalchemy import select
+
+        assert conn.execute(select(CustomerMemory.unanswered_streak)).scalar() == 0
