@@ -26,6 +26,7 @@ INCIDENT_REPLY = {"adverse_reaction": "incident_reaction", "damaged": "incident_
                   "missing_item": "incident_missing", "quality_issue": "incident_quality"}
 DOC_ONLY = {"invoice", "shelf_life", "usage_order", "live_schedule", "shipping_time", "return_exchange",
             "price_protection"}
+_REFERS_BACK = re.compile(r"这款|这个|那款|那个|它|这瓶|那瓶")
 SIMPLE = {"thanks", "bye", "human", "complaint", "abuse", "hold_on", "stop_asking", "smalltalk", "repeat_question"}
 _ASKS_PRICE = re.compile(r"多少钱|价格|价钱|怎么卖|贵|到手|几块|多少米|售价|price|how much")
 _ASKS_STOCK = re.compile(r"有货|库存|还有吗|缺货|断货|现货|有没有货|卖完|in stock")
@@ -58,8 +59,14 @@ class OfflineBrain:
         intent = understanding.intent
         if facts.refused:
             return Reply(text=facts.refused, grounded=True)
-        if intent in INCIDENT_REPLY:
-            return Reply(text=self.t(INCIDENT_REPLY[intent]), grounded=True, offer_human=True)
+        if intent in INCIDENT_REPLY:  # the apology and next steps, then the policy clause that applies
+            clause = self._matched(facts, kinds=("policy",))
+            text = self.t(INCIDENT_REPLY[intent]) + (f"\n{clause.text}" if clause else "")
+            return Reply(text=text, grounded=True, offer_human=True)
+        matched = self._matched(facts)
+        if matched is not None and intent == "unknown" and not facts.products and not _REFERS_BACK.search(
+                understanding.normalised):
+            return matched
         handler = {
             "greeting": self._greeting, "product_question": self._product, "purchase_intent": self._purchase,
             "recommendation": self._recommend, "comparison": self._compare, "order_status": self._order,
@@ -227,6 +234,15 @@ class OfflineBrain:
             return self._fallback(turn, u, facts)
         lines = [self.t("promotion_line", **p) for p in facts.promotions[:3]]
         return Reply(text="\n".join([self.t("promotion_head"), *lines]), grounded=True)
+
+    def _matched(self, facts: Facts, kinds: tuple[str, ...] = ("faq", "policy")) -> Reply | None:
+        """The FAQ entry or policy clause closest in meaning, when it clears the calibrated bar."""
+        doc = facts.faq_match
+        if doc is None or doc["kind"] not in kinds:
+            return None
+        body = doc["text"].split("\n", 1)[-1].strip() if doc["text"].startswith(doc["title"]) else doc["text"]
+        key = "policy" if doc["kind"] == "policy" else "faq"
+        return Reply(text=self.t(key, title=doc["title"], text=body), grounded=True)
 
     def _doc(self, facts: Facts) -> Reply | None:
         """The first FAQ/policy entry for the intent (or sharing real words with the question)."""

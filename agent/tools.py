@@ -31,6 +31,11 @@ PRODUCT_INTENTS = {"product_question", "recommendation", "comparison", "purchase
 DOC_INTENTS = {"return_exchange", "price_protection", "complaint", "invoice", "shelf_life", "usage_order",
                "live_schedule", "shipping_time", "promotion", "product_question", "recommendation", "unknown",
                "smalltalk", "greeting", "logistics", "order_status", "purchase_intent", "comparison", *INCIDENT_INTENTS}
+# An FAQ entry or policy clause answers a question whose e5 similarity to it reaches this bar: calibrated with
+# bench/faq.py on the demo shop (right entries 0.866–0.94, questions no entry answers ≤ 0.865)
+FAQ_SIMILARITY = 0.87
+FAQ_MATCH_INTENTS = {"invoice", "shelf_life", "usage_order", "live_schedule", "shipping_time", "return_exchange",
+                     "price_protection", "unknown", *INCIDENT_INTENTS}
 # questions a shop answers with one FAQ entry or policy clause about that topic
 TOPIC_INTENTS = {"invoice", "shelf_life", "usage_order", "live_schedule", "shipping_time", "return_exchange",
                  "price_protection", *INCIDENT_INTENTS}
@@ -230,7 +235,8 @@ class CustomerTools:
         titled_ids = {d["id"] for d in titled}
         # a labelled entry sharing words with the question; an entry whose title names what it asks about;
         # the other labelled entries; then any entry sharing words
-        return ([d for d in labelled if d["id"] in grounded] + titled + [d for d in labelled if d["id"] not in grounded]
+        return ([{**d, "grounded": True} for d in labelled if d["id"] in grounded] + titled
+                + [d for d in labelled if d["id"] not in grounded]
                 + [h.__dict__ for h in hits if h.id not in ids and h.id not in titled_ids])
 
     # ------------------------------------------------------------------ one turn
@@ -269,6 +275,10 @@ class CustomerTools:
             self._products(facts, understanding, query, vector, remembered)
         if intent in DOC_INTENTS:
             facts.documents = self.rank_documents(intent, query, vector)
+        if intent in FAQ_MATCH_INTENTS and self._retriever is not None:
+            closest = self._retriever.closest(query, ("faq", "policy"), vector)
+            if closest is not None and closest[1] >= FAQ_SIMILARITY:
+                facts.faq_match = {**closest[0].__dict__, "similarity": round(closest[1], 3)}
         if intent == "promotion":
             running = {r["id"]: r for r in self.promotions(today)}
             ranked = [h.id for h in self.search(query, "promotions", k=len(running) or 1, vector=vector)]

@@ -61,6 +61,7 @@ class Facts:
     missing_product: str | None = None  # a model code or product the shop does not carry
     candidates: list[dict[str, Any]] = field(default_factory=list)  # near products when none was named
     excluded: list[dict[str, Any]] = field(default_factory=list)  # left out for a contraindication
+    faq_match: dict[str, Any] | None = None  # the FAQ entry / policy clause whose meaning is closest, above the bar
 
     def as_prompt(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v}

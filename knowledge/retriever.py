@@ -133,6 +133,27 @@ class Retriever:
 
         return [w for w in nouns(query) if w not in generic_nouns() and not carried(w)]
 
+    def closest(self, query: str, kinds: tuple[str, ...], vector: np.ndarray | None = None) -> tuple[Hit, float] | None:
+        """The single nearest document of ``kinds`` by cosine similarity of the sentence vectors, with the
+        similarity; None with a non-semantic embedder (its scores mean nothing)."""
+        if not getattr(self.embedder, "semantic", False) or not query.strip():
+            return None
+        vector = self.embedder.query(query) if vector is None else vector
+        best: tuple[Hit, float] | None = None
+        for kind in kinds:
+            if kind not in self._docs:
+                self.sync([kind])
+            docs = self._docs[kind]
+            if not docs:
+                continue
+            result = self._collection(kind).query(query_embeddings=[vector], n_results=1, include=["distances"])
+            doc_id, distance = result["ids"][0][0], result["distances"][0][0]
+            similarity = 1.0 - float(distance)
+            if doc_id in docs and (best is None or similarity > best[1]):
+                doc = docs[doc_id]
+                best = (Hit(kind, doc_id, doc.title, doc.text, similarity), similarity)
+        return best
+
     def search(self, query: str, kind: str, k: int = 3, vector: np.ndarray | None = None) -> list[Hit]:
         """Top ``k`` documents of ``kind`` for ``query`` by RRF of dense and BM25 rankings."""
         if kind not in self._docs:
