@@ -194,6 +194,7 @@ class OfflineBrain:
     def _order(self, turn: TurnInput, u: Understanding, facts: Facts) -> Reply:
         if facts.unknown_codes and facts.order is None:
             return Reply(text=self.t("code_unknown", code=facts.unknown_codes[0]), grounded=True)
+        lead = [self.t("item_not_in_orders", item=facts.unmatched_item)] if facts.unmatched_item else []
         if facts.orders:
             lines = [self.t("orders_line", order_no=o["order_no"], items=_items(o),
                             status=STATUS_CN.get(o["status"], o["status"]),
@@ -201,7 +202,7 @@ class OfflineBrain:
                      for o in facts.orders]
             exception = any(s["status"] == "exception" for o in facts.orders for s in o.get("shipments") or [])
             tail = [self.t("ship_exception")] if exception else []
-            return Reply(text="\n".join([self.t("orders_head", count=len(facts.orders)), *lines, *tail]),
+            return Reply(text="\n".join([*lead, self.t("orders_head", count=len(facts.orders)), *lines, *tail]),
                          grounded=True, follow_up=self.t("ship_exception_task") if exception else None)
         order = facts.order
         if order is None:
@@ -209,7 +210,7 @@ class OfflineBrain:
             if doc is not None and not re.search(r"我的|我买的|我的单|订单号|单号", u.normalised):
                 return doc
             return Reply(text=self.t("order_none"), grounded=True)
-        parts = [self.t("order_line", order_no=order["order_no"], items=_items(order),
+        parts = lead + [self.t("order_line", order_no=order["order_no"], items=_items(order),
                         status=STATUS_CN.get(order["status"], order["status"]), amount=order["amount"])]
         follow_up = None
         for ship in facts.shipments or ([facts.shipment] if facts.shipment else []):

@@ -16,7 +16,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.engine import Connection
 
 from agent.understanding import INCIDENT_INTENTS, ORDER_INTENTS, Facts, Understanding
-from knowledge.lexical import expand, tokenize
+from knowledge.lexical import expand, generic_nouns, nouns, tokenize
 from knowledge.retriever import Retriever
 from knowledge.tables import Document, Product, Promotion, Shipment, ShopOrder
 
@@ -293,6 +293,11 @@ class CustomerTools:
             open_orders = [o for o in recent if o["status"] not in CLOSED] or recent
             named = [o for o in open_orders if _mentions_item(query, o)] or [o for o in recent if _mentions_item(query, o)]
             candidates = named or open_orders
+            if not named and self._retriever is not None:
+                # "我买的口红怎么还没到" when no order of theirs holds a 口红: say so, never report another order as it
+                asked = [w for w in nouns(query) if w not in generic_nouns() and not _in_catalogue_orders(w, recent)]
+                if asked and self.search(asked[0], "products", k=1):
+                    facts.unmatched_item = asked[0]
             if len(candidates) == 1 or (candidates and not include_all):
                 facts.order = candidates[0]
             facts.orders = candidates if len(candidates) > 1 and include_all else []
@@ -378,3 +383,7 @@ def _common_run(a: str, b: str) -> int:
             else:
                 break
     return best
+
+
+def _in_catalogue_orders(word: str, orders: list[dict[str, Any]]) -> bool:
+    return any(word in str(item.get("name") or "") for o in orders for item in o.get("items") or [])

@@ -61,6 +61,7 @@ class Facts:
     missing_product: str | None = None  # a model code or product the shop does not carry
     candidates: list[dict[str, Any]] = field(default_factory=list)  # near products when none was named
     excluded: list[dict[str, Any]] = field(default_factory=list)  # left out for a contraindication
+    unmatched_item: str | None = None  # a product the customer says they bought that none of their orders holds
     faq_match: dict[str, Any] | None = None  # the FAQ entry / policy clause whose meaning is closest, above the bar
 
     def as_prompt(self) -> dict[str, Any]:

@@ -55,3 +55,9 @@ def test_expired_promotion_is_not_offered(shop: Runtime) -> None:
 def test_faq_answers_an_invoice_question(shop: Runtime) -> None:
     (reply,) = say(shop, "能开发票吗 公司报销要用")
     assert "电子发票" in reply
+
+
+def test_product_named_that_no_order_holds_is_said_so_not_reported_as_another_order(shop: Runtime) -> None:
+    _customer(shop, "c_demo_zhou")
+    (reply,) = say(shop, "我买的口红怎么还没到", cid="c_demo_zhou")
+    assert reply.startswith("没有查到包含「口红」的订单")
