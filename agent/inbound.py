@@ -25,12 +25,13 @@ from knowledge.db import insert_ignore
 from knowledge.tables import Customer, TimelineEntry
 from knowledge.text import normalise
 from sop_graphs.actions import render_question
-from sop_graphs.answers import parse_answer
+from sop_graphs.answers import Parsed, parse_answer
 from sop_graphs.customers import FROM_WECOM, load_customer, set_stage, tags_of
 from sop_graphs.deps import Deps
 from sop_graphs.effects import Effects
 from sop_graphs.enrolment import LIVE, CustomerEvent, change_tags, exit_runs, finish_run, fire
 from sop_graphs.facts import QUESTIONS_DECLINED_DAYS, current_fact, decline_questions, record_answer
+from sop_graphs.render import reply_text
 from sop_graphs.spec import AskStep, Outcome
 from sop_graphs.tables import SopRun
 
@@ -186,7 +187,9 @@ class InboundProcessor:
         waiting = self._waiting(conn, cid)
         asked = self._asked_step(waiting) if waiting is not None and waiting[3] == "ask" else None
         conv = self.conversation
-        if asked is not None and self._plain_answer(asked, text, at):
+        parsed = parse_answer(asked.answer, text, deps.shop.local_date(at),
+                              deps.library.catalog.profile.facts.get(asked.slot)) if asked is not None else None
+        if parsed is not None and parsed.ok and self._plain_answer(text):
             prepared, u = None, self.router.understand(text, classify=False)  # "2", "干皮": no model needed
         else:
             prepared = conv.prepare(conn, cid, text, pending_question=asked.question if asked else None) \
@@ -196,13 +199,8 @@ class InboundProcessor:
             self._unsubscribe(conn, effects, cid, customer, at, key)
             return
         if customer.get("bot_paused"):  # a human has the conversation: only the SOP's own question is answered
-            if waiting is not None and asked is not None and parse_answer(
-                    asked.answer, text, self.deps.shop.local_date(at),
-                    deps.library.catalog.profile.facts.get(asked.slot)).ok:
-                run_id, sop_id, token, _ = waiting
-                effects.schedule(key=f"{run_id}/answer/{key}", kind="resume", due_at=at, run_id=run_id,
-                                 customer_id=cid, sop_id=sop_id,
-                                 payload={"token": token, "kind": "answer", "text": text, "event": key})
+            if waiting is not None and parsed is not None and parsed.ok:
+                self._resume(effects, waiting, cid, "answer", text, at, key)
             else:
                 self._acknowledge_paused(conn, effects, cid, at, key)
             return
@@ -211,8 +209,8 @@ class InboundProcessor:
             if conv is not None:
                 conv.turn(conn, effects, cid, text, key=key, at=at, prepared=prepared)
 
-        if waiting is not None and asked is not None:
-            if self._answer(conn, effects, cid, text, u, waiting, asked, at, key, turn):
+        if waiting is not None and asked is not None and parsed is not None:
+            if self._answer(conn, effects, cid, text, u, waiting, asked, parsed, at, key, turn):
                 return
         elif waiting is None:
             asks = u.intent in QUESTION_INTENTS  # a late answer inside a question is recorded, the question answered
@@ -234,15 +232,13 @@ class InboundProcessor:
         turn()
 
     def _answer(self, conn: Connection, effects: Effects, cid: str, text: str, u: Understanding,
-                waiting: tuple[str, str, str, str], asked: AskStep, at: datetime, key: str,
+                waiting: tuple[str, str, str, str], asked: AskStep, parsed: Parsed, at: datetime, key: str,
                 turn: Callable[[], None]) -> bool:
         """A message while a question waits. True when handled here; False lets it through as free chat
         (a complaint or a request for a human leaves the question waiting)."""
         run_id, sop_id, token, _ = waiting
         spec = self.deps.library.sops[sop_id]
-        profile = self.deps.library.catalog.profile.facts
         today = self.deps.shop.local_date(at)
-        parsed = parse_answer(asked.answer, text, today, profile.get(asked.slot))
         others = {} if names_a_product(u.intent, u.normalised) else self._other_answers(spec, asked, text, today)
         valid = parsed.ok or parsed.skipped
         if not valid and u.intent in ESCAPES:
@@ -250,8 +246,7 @@ class InboundProcessor:
         send = self.conversation.send if self.conversation is not None else None
         question = render_question(self.deps, conn, cid, asked)
         if not valid and (u.intent == "stop_asking" or "stop_asking" in u.also):
-            effects.schedule(key=f"{run_id}/stop/{key}", kind="resume", due_at=at, run_id=run_id, customer_id=cid,
-                             sop_id=sop_id, payload={"token": token, "kind": "stop", "event": key})
+            self._resume(effects, waiting, cid, "stop", text, at, key)
             decline_questions(conn, cid, until=at + timedelta(days=QUESTIONS_DECLINED_DAYS))
             if u.intent in QUESTION_INTENTS:  # "别问了，直接推荐个面霜": stop asking, and answer
                 turn()
@@ -277,19 +272,25 @@ class InboundProcessor:
                 send(conn, effects, cid, self._t("digression_reask", question=question), key=f"{key}/reask", at=at,
                      meta={"reask": token})
             return True
-        effects.schedule(key=f"{run_id}/answer/{key}", kind="resume", due_at=at, run_id=run_id, customer_id=cid,
-                         sop_id=sop_id, payload={"token": token, "kind": "answer", "text": text, "event": key})
+        self._resume(effects, waiting, cid, "answer", text, at, key)
         if valid and asks_too and not parsed.skipped:
             turn()
         return True
 
-    def _plain_answer(self, asked: AskStep, text: str, at: datetime) -> bool:
-        """A valid answer to the waiting question and nothing more (no question, short)."""
+    @staticmethod
+    def _resume(effects: Effects, waiting: tuple[str, str, str, str], cid: str, kind: str, text: str, at: datetime,
+                key: str) -> None:
+        """Resume the waiting question's run with the customer's answer (``kind`` answer) or "stop asking"."""
+        run_id, sop_id, token, _ = waiting
+        payload = {"token": token, "kind": kind, "event": key} | ({"text": text} if kind == "answer" else {})
+        effects.schedule(key=f"{run_id}/{kind}/{key}", kind="resume", due_at=at, run_id=run_id, customer_id=cid,
+                         sop_id=sop_id, payload=payload)
+
+    @staticmethod
+    def _plain_answer(text: str) -> bool:
+        """A short message that asks nothing besides the (valid) answer it gives: no classifier is needed."""
         normalised = normalise(text)
-        if len(normalised) > 12 or _ASKS.search(normalised):
-            return False
-        return parse_answer(asked.answer, text, self.deps.shop.local_date(at),
-                            self.deps.library.catalog.profile.facts.get(asked.slot)).ok
+        return len(normalised) <= 12 and not _ASKS.search(normalised)
 
     def _other_answers(self, spec: Any, asked: AskStep, text: str,
                        today: date) -> dict[str, tuple[AskStep, Any, list[str]]]:
@@ -398,9 +399,7 @@ class InboundProcessor:
         effects.note(customer_id=cid, at=at, kind="paused_ack", key=f"paused-ack/{key}", summary="已告知客户人工稍后回复")
 
     def _t(self, name: str, **values: Any) -> str:
-        persona = self.deps.library.catalog.persona
-        return self.deps.library.catalog.replies[name].format(brand=persona.brand, advisor=persona.advisor_title,
-                                                             **values)
+        return reply_text(self.deps.library.catalog, name, **values)
 
     def _asked_step(self, waiting: tuple[str, str, str, str]) -> AskStep | None:
         spec = self.deps.library.sops.get(waiting[1])

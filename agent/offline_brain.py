@@ -13,19 +13,14 @@ from typing import Any
 import numpy as np
 
 from agent.router import Router
-from agent.understanding import Facts, Reply, TurnInput, Understanding
+from agent.understanding import TOPIC_INTENTS, Facts, Reply, TurnInput, Understanding
 from knowledge.embeddings import Embedder
+from sop_graphs.render import reply_text
 from sop_graphs.spec import Catalog
 
-STATUS_CN = {"pending_payment": "待付款", "paid": "已付款，待发货", "shipped": "已发货", "delivered": "已签收",
-             "completed": "已完成", "returning": "退货处理中", "refunding": "退款处理中", "refunded": "已退款",
-             "cancelled": "已取消", "processing": "处理中", "returned": "已退货"}
-SHIP_CN = {"created": "已创建运单", "picked_up": "已揽收", "in_transit": "运输中", "out_for_delivery": "派送中",
-           "delivered": "已签收", "exception": "派送异常", "returned": "已退回"}
 INCIDENT_REPLY = {"adverse_reaction": "incident_reaction", "damaged": "incident_damaged",
                   "missing_item": "incident_missing", "quality_issue": "incident_quality"}
-DOC_ONLY = {"invoice", "shelf_life", "usage_order", "live_schedule", "shipping_time", "return_exchange",
-            "price_protection"}
+DOC_ONLY = TOPIC_INTENTS
 _REFERS_BACK = re.compile(r"这款|这个|那款|那个|它|这瓶|那瓶")
 SIMPLE = {"thanks", "bye", "human", "complaint", "abuse", "hold_on", "stop_asking", "smalltalk", "repeat_question"}
 _ASKS_PRICE = re.compile(r"多少钱|价格|价钱|怎么卖|贵|到手|几块|多少米|售价|price|how much")
@@ -45,9 +40,7 @@ class OfflineBrain:
         self.embedder = embedder
 
     def t(self, template: str, /, **values: Any) -> str:
-        persona = self.catalog.persona
-        return self.catalog.replies[template].format(**{"brand": persona.brand, "advisor": persona.advisor_title,
-                                                        **values})
+        return reply_text(self.catalog, template, **values)
 
     def understand(self, turn: TurnInput, vector: np.ndarray | None = None,
                    routed: Understanding | None = None) -> Understanding:
@@ -186,10 +179,13 @@ class OfflineBrain:
     def _ship_text(self, ship: dict[str, Any] | None) -> str:
         if ship is None:
             return ""
-        latest = ship["events"][-1] if ship.get("events") else {"text": SHIP_CN.get(ship["status"], ship["status"]),
-                                                                "at": ""}
-        return "，" + self.t("ship_line", carrier=ship["carrier"], tracking_no=ship["tracking_no"], latest=latest["text"],
-                            latest_at=latest.get("at", ""))
+        return "，" + self._ship_line(ship)
+
+    def _ship_line(self, ship: dict[str, Any]) -> str:
+        """Carrier, tracking number and the latest trace event (or the parcel's status when it has none)."""
+        latest = ship["events"][-1] if ship.get("events") else {"text": ship["status_label"], "at": ""}
+        return self.t("ship_line", carrier=ship["carrier"], tracking_no=ship["tracking_no"], latest=latest["text"],
+                      latest_at=latest.get("at", ""))
 
     def _order(self, turn: TurnInput, u: Understanding, facts: Facts) -> Reply:
         if facts.unknown_codes and facts.order is None:
@@ -197,7 +193,7 @@ class OfflineBrain:
         lead = [self.t("item_not_in_orders", item=facts.unmatched_item)] if facts.unmatched_item else []
         if facts.orders:
             lines = [self.t("orders_line", order_no=o["order_no"], items=_items(o),
-                            status=STATUS_CN.get(o["status"], o["status"]),
+                            status=o["status_label"],
                             ship=self._ship_text(o["shipments"][-1] if o.get("shipments") else None))
                      for o in facts.orders]
             exception = any(s["status"] == "exception" for o in facts.orders for s in o.get("shipments") or [])
@@ -211,13 +207,10 @@ class OfflineBrain:
                 return doc
             return Reply(text=self.t("order_none"), grounded=True)
         parts = lead + [self.t("order_line", order_no=order["order_no"], items=_items(order),
-                        status=STATUS_CN.get(order["status"], order["status"]), amount=order["amount"])]
+                        status=order["status_label"], amount=order["amount"])]
         follow_up = None
         for ship in facts.shipments or ([facts.shipment] if facts.shipment else []):
-            latest = ship["events"][-1] if ship.get("events") else {"text": SHIP_CN.get(ship["status"], "已创建运单"),
-                                                                    "at": ""}
-            parts.append(self.t("ship_line", carrier=ship["carrier"], tracking_no=ship["tracking_no"],
-                                latest=latest["text"], latest_at=latest.get("at", "")))
+            parts.append(self._ship_line(ship))
             if ship["status"] == "exception":
                 parts.append(self.t("ship_exception"))
                 follow_up = self.t("ship_exception_task")

@@ -15,9 +15,10 @@ import numpy as np
 from sqlalchemy import func, or_, select
 from sqlalchemy.engine import Connection
 
-from agent.understanding import INCIDENT_INTENTS, ORDER_INTENTS, Facts, Understanding
+from agent.understanding import INCIDENT_INTENTS, ORDER_INTENTS, TOPIC_INTENTS, Facts, Understanding
 from knowledge.lexical import expand, generic_nouns, nouns, tokenize
 from knowledge.retriever import Retriever
+from knowledge.statuses import status_label
 from knowledge.tables import Document, Product, Promotion, Shipment, ShopOrder
 
 _P = Product.__table__.c
@@ -34,11 +35,9 @@ DOC_INTENTS = {"return_exchange", "price_protection", "complaint", "invoice", "s
 # An FAQ entry or policy clause answers a question whose e5 similarity to it reaches this bar: calibrated with
 # bench/faq.py on the demo shop (right entries 0.866–0.94, questions no entry answers ≤ 0.865)
 FAQ_SIMILARITY = 0.87
-FAQ_MATCH_INTENTS = {"invoice", "shelf_life", "usage_order", "live_schedule", "shipping_time", "return_exchange",
-                     "price_protection", "unknown", *INCIDENT_INTENTS}
-# questions a shop answers with one FAQ entry or policy clause about that topic
-TOPIC_INTENTS = {"invoice", "shelf_life", "usage_order", "live_schedule", "shipping_time", "return_exchange",
-                 "price_protection", *INCIDENT_INTENTS}
+FAQ_MATCH_INTENTS = TOPIC_INTENTS | INCIDENT_INTENTS | {"unknown"}
+# FAQ/policy entries are chosen by their topic label for these (an incident's clause too)
+LABELLED_DOC_INTENTS = TOPIC_INTENTS | INCIDENT_INTENTS
 # intents a named product does not override (a broken kettle is an incident, not a price question)
 _KEEP_FOR_PRODUCTS = {"product_question", "comparison", "purchase_intent", "recommendation", "complaint", "human",
                       "abuse", "unsubscribe", "return_exchange", "price_protection", "stop_asking", "hold_on",
@@ -78,14 +77,18 @@ class CustomerTools:
         self._called("orders", customer_id=self.customer_id)
         rows = self._conn.execute(select(ShopOrder.__table__).where(_O.customer_id == self.customer_id)
                                   .order_by(_O.created_at.desc()).limit(limit)).mappings().all()
-        return [dict(r) for r in rows]
+        return [self._labelled("order", r) for r in rows]
+
+    def _labelled(self, kind: str, row: Any) -> dict[str, Any]:
+        """The row with its status in the shop's words (its declared labels, else the canonical ones)."""
+        return {**row, "status_label": status_label(self._conn, kind, row["status"])}
 
     def order(self, order_no: str) -> dict[str, Any] | None:
         """This customer's order, or None — also when the number exists under another customer."""
         self._called("order", order_no=order_no, customer_id=self.customer_id)
         row = self._conn.execute(select(ShopOrder.__table__).where(
             func.upper(_O.order_no) == _upper(order_no), _O.customer_id == self.customer_id)).mappings().first()
-        return dict(row) if row else None
+        return self._labelled("order", row) if row else None
 
     def order_by_tracking(self, tracking_no: str) -> dict[str, Any] | None:
         """This customer's order that a tracking number of theirs belongs to."""
@@ -98,7 +101,7 @@ class CustomerTools:
         rows = self._conn.execute(select(ShopOrder.__table__).join(Shipment.__table__, _S.order_no == _O.order_no)
                                   .where(func.upper(_S.tracking_no) == _upper(tracking_no),
                                          _O.customer_id == self.customer_id).order_by(_O.order_no)).mappings().all()
-        return [dict(r) for r in rows]
+        return [self._labelled("order", r) for r in rows]
 
     def exists_elsewhere(self, code: str) -> bool:
         """Whether ``code`` is an order or tracking number at all (someone else's, given the checks before)."""
@@ -111,7 +114,7 @@ class CustomerTools:
         if self.order(order_no) is None:
             return []
         rows = self._conn.execute(select(Shipment.__table__).where(_S.order_no == order_no)).mappings().all()
-        return [dict(r) for r in rows]
+        return [self._labelled("shipment", r) for r in rows]
 
     # ------------------------------------------------------------------ catalogue
 
@@ -222,7 +225,7 @@ class CustomerTools:
         """FAQ/policy entries for the question: for a question about a policy topic (invoice, shelf life…)
         those labelled with its intent first, in retrieval order (so "退款多久到账" gets the refund-time clause
         among the return clauses), then other close matches."""
-        labelled = self.documents_for(intent) if intent in TOPIC_INTENTS else []
+        labelled = self.documents_for(intent) if intent in LABELLED_DOC_INTENTS else []
         hits = sorted(self.search(query, "faq", k=6, vector=vector) + self.search(query, "policy", k=6, vector=vector),
                       key=lambda h: (not h.lexical, -h.score))
         order = {h.id: rank for rank, h in enumerate(hits)}

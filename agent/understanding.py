@@ -13,6 +13,9 @@ QUESTION_INTENTS = {"product_question", "recommendation", "comparison", "purchas
                     "shelf_life", "usage_order"}
 INCIDENT_INTENTS = {"adverse_reaction", "damaged", "missing_item", "quality_issue"}
 ORDER_INTENTS = {"order_status", "logistics"}
+# questions a shop answers with an FAQ entry or policy clause about that topic
+TOPIC_INTENTS = {"invoice", "shelf_life", "usage_order", "live_schedule", "shipping_time", "return_exchange",
+                 "price_protection"}
 
 
 class Fact(BaseModel):

@@ -73,3 +73,9 @@ def render_step(step: Any, catalog: Catalog, tags: set[str], values: Mapping[str
         text = material.text
     payload["text"] = fill(text or "", merged)
     return payload
+
+
+def reply_text(catalog: Catalog, template: str, /, **values: Any) -> str:
+    """A 话术 template of the library's ``replies.yaml`` with the persona's brand and advisor title filled."""
+    persona = catalog.persona
+    return catalog.replies[template].format(**{"brand": persona.brand, "advisor": persona.advisor_title, **values})

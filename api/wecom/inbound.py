@@ -26,7 +26,7 @@ from knowledge.clock import Clock, as_utc
 from knowledge.db import insert_ignore, upsert
 from knowledge.tables import Customer
 from sop_graphs.deps import Deps
-from sop_graphs.spec import Catalog
+from sop_graphs.render import reply_text
 from sop_graphs.tables import Outbox, WorkerState
 
 log = logging.getLogger("sopagent.wecom")
@@ -34,12 +34,6 @@ MAX_ATTEMPTS = 5
 _CB = WecomCallback.__table__.c
 KF_CUSTOMER, KF_EVENT, KF_SERVICER = 3, 4, 5
 HUMAN_STATES = {1: 3, 2: 3, 4: 3}  # session_status_change change_type → service state (3 = human)
-
-
-def welcome_text(catalog: Catalog) -> str:
-    """The 微信客服 session welcome, in the shop's persona."""
-    persona = catalog.persona
-    return catalog.replies["kf_welcome"].format(brand=persona.brand, advisor=persona.advisor_title)
 
 
 class CallbackProcessor:
@@ -220,7 +214,7 @@ class CallbackProcessor:
             if conn.execute(select(WecomDelivery.__table__.c.key).where(WecomDelivery.__table__.c.key == key)).first():
                 return
         assert self.client is not None
-        self.client.kf_send_on_event(code=code, msgid=kf_msgid(key), content=welcome_text(self.deps.library.catalog))
+        self.client.kf_send_on_event(code=code, msgid=kf_msgid(key), content=reply_text(self.deps.library.catalog, "kf_welcome"))
         with self.engine.begin() as conn:
             insert_ignore(conn, WecomDelivery.__table__, [{
                 "key": key, "customer_id": customer_id, "mode": "kf", "result": "sent", "wecom_id": kf_msgid(key),
