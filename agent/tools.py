@@ -180,10 +180,15 @@ class CustomerTools:
         """Ids and model codes resolved against this customer's orders and the catalogue, and the intent
         corrected by what they are: a product named exactly makes a price/spec/stock question about it
         ("100012345683 这个多少钱", "rw7保修几年"), whatever words the classifier leaned on."""
-        products = [p for code in u.codes if not self.order(code) and not self.order_by_tracking(code)
-                    and (p := self.product_by_code(code))]
-        orders = [c for c in u.codes if self.order(c) or self.order_by_tracking(c)]
-        parcels = [c for c in orders if not self.order(c)]
+        orders, parcels, products = [], [], []
+        for code in u.codes:  # each looked up once: own order, own parcel, product
+            if self.order(code):
+                orders.append(code)
+            elif self.order_by_tracking(code):
+                orders.append(code)
+                parcels.append(code)
+            elif product := self.product_by_code(code):
+                products.append(product)
         if parcels and u.intent not in _KEEP_FOR_PARCELS:
             # the customer's own tracking number: the question is about that parcel ("这个怎么退回去了")
             return u.model_copy(update={"intent": "logistics", "confidence": max(u.confidence, 0.6)})
@@ -365,8 +370,6 @@ class CustomerTools:
 
 def _mentions_item(text: str, order: dict[str, Any]) -> bool:
     """Whether the customer names something in this order ("我买的口红")."""
-    from knowledge.lexical import tokenize
-
     words = {t for t in tokenize(text) if len(t) >= 2}
     for item in order.get("items") or []:
         name = str(item.get("name") or item.get("sku") or "")
