@@ -39,6 +39,7 @@ def main() -> None:
         bodies = {title: text.split("\n", 1)[-1].strip()[:20] for title, text in
                   conn.execute(select(Document.title, Document.text)).all()}
     right = wrong = missed = false_answers = 0
+    nearest_right, right_scores, unanswerable_scores = 0, [], []
     answerable = sum(1 for _, title in yaml.safe_load(QUESTIONS.read_text("utf-8")) if title)
     for question, title in yaml.safe_load(QUESTIONS.read_text("utf-8")):
         with runtime.deps.engine.begin() as conn:
@@ -49,6 +50,11 @@ def main() -> None:
             facts = tools.gather(question, prepared.understanding, prepared.vector, today="2026-11-23")
             reply = conversation.fallback.reply(prepared.turn, prepared.understanding, facts).text
         quoted = [t for t, body in bodies.items() if body and body in reply]
+        closest = conversation.retriever.closest(question, ("faq", "policy"), prepared.vector)
+        if closest is not None:  # the entry nearest in meaning, whatever the intent (the calibration of the bar)
+            nearest_right += closest[0].title == title
+            (right_scores if closest[0].title == title else unanswerable_scores if title is None else []).append(
+                closest[1])
         if title is None:
             false_answers += bool(quoted)
             status = "ok (no entry)" if not quoted else f"ANSWERED WITH {quoted[0]}"
@@ -64,6 +70,10 @@ def main() -> None:
         print(f"{status:<28} {prepared.understanding.intent:<16} {question}")
     print(f"answerable questions: {answerable}; right entry {right} ({right / answerable:.0%}), wrong entry {wrong}, "
           f"no entry {missed}; unanswerable questions given an entry anyway: {false_answers}")
+    if right_scores:
+        print(f"nearest entry by meaning: right for {nearest_right}/{answerable}; similarity when right "
+              f"{min(right_scores):.3f}–{max(right_scores):.3f}, for unanswerable questions "
+              f"{max(unanswerable_scores, default=0):.3f} at most (bar in agent/tools.py: FAQ_SIMILARITY)")
     shutil.rmtree(home, ignore_errors=True)
 
 
