@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +40,21 @@ def _words(text: str) -> list[str]:
     return [w for w in jieba.lcut(text) if w.strip()]
 
 
+NEUTRAL_ITEM = "东西"  # what a product word reads as to the classifier: "昨晚拍的空气炸锅咋还没发" → "昨晚拍的东西咋还没发"
+
+
+class Masker:
+    """Replaces any of ``product_words`` in normalised text by a neutral word, so which product a message names
+    never decides what it asks (the examples name skincare; a kettle shop's customers do not). Picklable."""
+
+    def __init__(self, product_words: Sequence[str]) -> None:
+        words = sorted({normalise(w) for w in product_words if w.strip()}, key=len, reverse=True)
+        self.pattern = re.compile("|".join(map(re.escape, words))) if words else None
+
+    def __call__(self, text: str) -> str:
+        return self.pattern.sub(NEUTRAL_ITEM, text) if self.pattern is not None else text
+
+
 @dataclass(frozen=True)
 class Prediction:
     intent: str
@@ -49,16 +66,17 @@ class IntentClassifier:
     """Multinomial logistic regression on TF-IDF n-grams, plus sentence vectors when an embedder is given."""
 
     def __init__(self, texts: list[str], labels: list[str], embedder: Embedder | None = None,
-                 floor: float = CONFIDENCE_FLOOR) -> None:
+                 floor: float = CONFIDENCE_FLOOR, product_words: Sequence[str] = ()) -> None:
         if len(set(labels)) < 2:
             raise ValueError("an intent classifier needs examples of at least two intents")
+        self.mask = Masker(product_words)
         self.embedder = embedder
         self.floor = floor
         self.features = FeatureUnion([
             ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 3), sublinear_tf=True, lowercase=False)),
             ("words", TfidfVectorizer(tokenizer=_words, token_pattern=None, lowercase=False, sublinear_tf=True)),
         ])
-        normalised = [normalise(t) for t in texts]
+        normalised = [self.mask(normalise(t)) for t in texts]
         grams = self.features.fit_transform(normalised)
         vectors = embedder.queries(normalised) if embedder is not None else None
         self.model = LogisticRegression(C=12.0, max_iter=3000, class_weight="balanced")
@@ -74,6 +92,9 @@ class IntentClassifier:
     def predict(self, text: str, vector: np.ndarray | None = None, *, embed: bool = True) -> Prediction:
         """``text`` must already be normalised; ``vector`` is its query embedding (computed if missing,
         unless ``embed`` is False: then the words alone decide)."""
+        masked = self.mask(text)
+        if masked != text:
+            text, vector = masked, None  # the given vector is of the words before masking
         if self.embedder is not None and vector is None and text and embed:
             vector = self.embedder.query(text)
         features = self._join(self.features.transform([text]), None if vector is None else vector.reshape(1, -1))
@@ -107,7 +128,7 @@ def _trained(digest: str, payload: str, embedder_name: str, cache_dir: Path | No
     book = IntentBook.model_validate_json(payload)
     texts = [e for entry in book.intents.values() for e in entry.examples]
     labels = [name for name, entry in book.intents.items() for _ in entry.examples]
-    model = IntentClassifier(texts, labels, _EMBEDDERS.get(embedder_name))
+    model = IntentClassifier(texts, labels, _EMBEDDERS.get(embedder_name), product_words=book.product_words)
     if cached is not None:
         embedder, model.embedder = model.embedder, None  # the embedder is the process's, never pickled
         try:

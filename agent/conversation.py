@@ -177,6 +177,8 @@ class Conversation:
             return f"模型服务不可用（{failed[:80]}），已用离线应答，请人工复核", False, "30m"
         if u.intent in INCIDENT_TASKS:
             return INCIDENT_TASKS[u.intent]
+        if "abuse" in u.also:  # a complaint thrown with abuse ("什么垃圾店 tmd…"): a person calms it down
+            return INCIDENT_TASKS["abuse"]
         if u.intent == "human" or u.needs_human:
             return "客户要求人工服务", True, "30m"
         if reply.follow_up:

@@ -46,6 +46,7 @@ _PENDING_MESSAGES = (select(_I.customer_id, _I.kind, _I.received_at).where(_I.st
 _DUE_EVENTS = (select(InboundEvent.__table__).where(_I.status == "pending", _I.received_at <= bindparam("now"))
                .order_by(_I.received_at, _I.id))
 ESCAPES = {"complaint", "adverse_reaction", "damaged", "missing_item", "quality_issue", "abuse", "human"}
+_OURS = re.compile(r"你家|你们家|你们的|你们店|你这|在你们|收到|到货|快递|这次买|刚买|买的|订单")
 HOLDING = {"hold_on", "greeting", "thanks", "smalltalk", "repeat_question"}
 _EMOJI_ONLY = re.compile(r"^[\W\s\u2600-\u27bf\U0001f000-\U0001faff]*$")
 _AMOUNT_CONTEXT = re.compile(r"预算|价位|以内|以下|之内|左右|上下|不超过|不到|出头|块|元|budget")
@@ -241,7 +242,10 @@ class InboundProcessor:
         today = self.deps.shop.local_date(at)
         others = {} if names_a_product(u.intent, u.normalised) else self._other_answers(spec, asked, text, today)
         valid = parsed.ok or parsed.skipped
-        if not valid and u.intent in ESCAPES:
+        if u.intent in ESCAPES and (not valid or (u.intent != "human" and (u.codes or _OURS.search(u.normalised)))):
+            # a complaint about what we sold is never a questionnaire answer, even one that reads like one ("用了你家
+            # 修护霜脸泛红刺痛" is no 敏感肌 answer): the question waits, the incident is handled. A story about
+            # the skin ("之前用网红精华烂脸了") still answers it
             return False
         send = self.conversation.send if self.conversation is not None else None
         question = render_question(self.deps, conn, cid, asked)

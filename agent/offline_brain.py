@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 
 from agent.router import Router
-from agent.understanding import TOPIC_INTENTS, Facts, Reply, TurnInput, Understanding
+from agent.understanding import ASKS_STATUS, TOPIC_INTENTS, Facts, Reply, TurnInput, Understanding
 from knowledge.embeddings import Embedder
+from knowledge.text import normalise
 from sop_graphs.render import reply_text
 from sop_graphs.spec import Catalog
 
@@ -23,10 +24,13 @@ INCIDENT_REPLY = {"adverse_reaction": "incident_reaction", "damaged": "incident_
 DOC_ONLY = TOPIC_INTENTS
 _REFERS_BACK = re.compile(r"这款|这个|那款|那个|它|这瓶|那瓶")
 SIMPLE = {"thanks", "bye", "human", "complaint", "abuse", "hold_on", "stop_asking", "smalltalk", "repeat_question"}
+STRONG_MEANING = 0.9  # an FAQ entry this close in meaning answers even a question about a product we lack
+_APOLOGISES = re.compile(r"抱歉|对不起|不好意思|歉意|sorry")
 _ASKS_PRICE = re.compile(r"多少钱|价格|价钱|怎么卖|贵|到手|几块|多少米|售价|price|how much")
 _ASKS_STOCK = re.compile(r"有货|库存|还有吗|缺货|断货|现货|有没有货|卖完|in stock")
 _ASKS_FIT = re.compile(r"适合|能用|可以用|敏感|孕|哺乳|干皮|油皮|混合|痘|宝宝|儿童|老人")
-_ASKS_USE = re.compile(r"怎么用|用法|早上|晚上|几次|步骤|使用方法|how to use")
+_ASKS_USE = re.compile(r"怎么用|用法|早上|晚上|白天|几次|步骤|使用方法|顺序|先用|后用|再用|[涂擦抹]|多久用一次|"
+                       r"how to use|when to use")
 
 
 class OfflineBrain:
@@ -49,14 +53,24 @@ class OfflineBrain:
     # ------------------------------------------------------------------ replies
 
     def reply(self, turn: TurnInput, understanding: Understanding, facts: Facts) -> Reply:
+        reply = self._reply(turn, understanding, facts)
+        if understanding.sentiment == "negative" and not _APOLOGISES.search(reply.text):
+            # an upset customer hears that first, whatever the answer ("退款一个礼拜还没到账 想吞我钱？")
+            return reply.model_copy(update={"text": f"{self.t('apology_lead')}{reply.text}"})
+        return reply
+
+    def _reply(self, turn: TurnInput, understanding: Understanding, facts: Facts) -> Reply:
         intent = understanding.intent
         if facts.refused:
             return Reply(text=facts.refused, grounded=True)
         if intent in INCIDENT_REPLY:  # the apology and next steps, then the policy clause that applies
-            clause = self._matched(facts, kinds=("policy",))
+            clause = self._doc(facts, kinds=("policy",), strength=("intent", "meaning"))
             text = self.t(INCIDENT_REPLY[intent]) + (f"\n{clause.text}" if clause else "")
             return Reply(text=text, grounded=True, offer_human=True)
-        matched = self._matched(facts)
+        entry = self.catalog.intents.intents.get(intent)
+        if entry is not None and entry.reply:  # an intent the shop answers with one 话术 of its own
+            return Reply(text=self.t(entry.reply), grounded=True)
+        matched = self._doc(facts, strength=("meaning",))
         if matched is not None and intent == "unknown" and not facts.products and not _REFERS_BACK.search(
                 understanding.normalised):
             return matched
@@ -67,6 +81,12 @@ class OfflineBrain:
         }.get(intent)
         if handler is not None:
             return handler(turn, understanding, facts)
+        if intent == "usage_order" and facts.products and facts.products[0].get("usage") and _names_product(
+                understanding.normalised, facts.products[0]):
+            return self._product(turn, understanding, facts)  # "睡眠面膜是涂完面霜再涂吗": that product's usage
+        if intent in DOC_ONLY and facts.order is not None and ASKS_STATUS.search(understanding.normalised):
+            # "泡脚盆申请退款了 现在啥情况": where their own order stands, then the clause that applies
+            return self._order(turn, understanding, facts)
         if intent in DOC_ONLY:
             return self._document(turn, understanding, facts)
         if intent in SIMPLE:
@@ -95,23 +115,32 @@ class OfflineBrain:
 
     def _warnings(self, turn: TurnInput, u: Understanding, p: dict[str, Any]) -> list[str]:
         labels = set(u.constraints) | set(_constraints_of(turn, self.catalog))
-        bad = [label for label in p.get("contraindications") or [] if label in labels]
+        q = u.normalised or normalise(turn.text)
+        # a label the profile vocabulary implies ("怀孕了" → 孕期), or one the question states ("他有糖尿病足")
+        bad = [label for label in p.get("contraindications") or [] if label in labels or normalise(label) in q]
         return [self.t("contraindicated", name=p["name"], label=bad[0])] if bad else []
 
     def _specs(self, p: dict[str, Any], q: str) -> list[str]:
-        """Spec fields the question asks about: a label named ("尺寸"), else the words for it ("多大")."""
+        """Spec fields the question asks about, by label ("尺寸") or the words for it ("多大"); a field asked
+        about that this product's data does not have is said to be missing, never guessed."""
         specs: dict[str, str] = p.get("specs") or {}
         words_for = self.catalog.spec_words
         named = [label for label in words_for if label in q] + [label for label in specs if _names(label, q)]
-        if named:
-            found = [label for label in specs if label in named or any(n in label or label in n for n in named)]
-            if not found:
-                return [self.t("spec_none", name=p["name"], label=named[0])]
-            return [self.t("spec_line", label=label, value=specs[label]) for label in dict.fromkeys(found)]
-        return [self.t("spec_line", label=label, value=value) for label, value in specs.items()
-                if any(w in q for w in words_for.get(label, ()))]
+        asked = named or [label for label, words in words_for.items() if any(w in q for w in words)]
+        if not asked:
+            return []
+        found = [label for label in specs if label in asked or any(n in label or label in n for n in asked)]
+        if not found:
+            return [self.t("spec_none", name=p["name"], label=asked[0])]
+        return [self.t("spec_line", label=label, value=specs[label]) for label in dict.fromkeys(found)]
 
     def _product(self, turn: TurnInput, u: Understanding, facts: Facts) -> Reply:
+        # "哺乳期能用你们的东西吗", "有没有福利群": the shop's own answer, unless it asks for a thing we don't sell
+        # a product question the shop's FAQ answers outright ("哺乳期可以用你们的东西吗": no product named); the
+        # bar is higher than for an unclassified question: product words pull any entry close
+        doc = self._doc(facts, strength=("meaning",), floor=STRONG_MEANING)
+        if doc is not None and (not facts.products or not _names_product(u.normalised, facts.products[0])):
+            return doc
         if facts.missing_product:
             return Reply(text=self.t("not_carried", name=facts.missing_product), grounded=True)
         if not facts.products and facts.candidates:
@@ -173,8 +202,12 @@ class OfflineBrain:
         distinct = list({p["sku"]: p for p in facts.products}.values())
         if len(distinct) < 2:
             return self._product(turn, u, facts) if distinct else self._fallback(turn, u, facts)
-        lines = [self.t("compare_line", **p) for p in distinct[:2]]
-        return Reply(text="\n".join([self.t("compare_head"), *lines]), grounded=True)
+        q = u.normalised or turn.text
+        # each side with the spec fields the question asks about ("吸力差多少"), side by side
+        lines = [self.t("compare_line", **p) + "".join(f"；{s.rstrip('。')}" for s in self._specs(p, q))
+                 for p in distinct[:2]]
+        warnings = [w for p in distinct[:2] for w in self._warnings(turn, u, p)]
+        return Reply(text="\n".join([self.t("compare_head"), *lines, *warnings]), grounded=True)
 
     def _ship_text(self, ship: dict[str, Any] | None) -> str:
         if ship is None:
@@ -184,7 +217,8 @@ class OfflineBrain:
     def _ship_line(self, ship: dict[str, Any]) -> str:
         """Carrier, tracking number and the latest trace event (or the parcel's status when it has none)."""
         latest = ship["events"][-1] if ship.get("events") else {"text": ship["status_label"], "at": ""}
-        return self.t("ship_line", carrier=ship["carrier"], tracking_no=ship["tracking_no"], latest=latest["text"],
+        return self.t("ship_line", carrier=ship["carrier"], tracking_no=ship["tracking_no"],
+                      status_label=ship["status_label"], latest=latest["text"],
                       latest_at=latest.get("at", ""))
 
     def _order(self, turn: TurnInput, u: Understanding, facts: Facts) -> Reply:
@@ -198,6 +232,12 @@ class OfflineBrain:
                      for o in facts.orders]
             exception = any(s["status"] == "exception" for o in facts.orders for s in o.get("shipments") or [])
             tail = [self.t("ship_exception")] if exception else []
+            parcels: dict[str, list[str]] = {}
+            for o in facts.orders:
+                for ship in o.get("shipments") or []:
+                    parcels.setdefault(ship["tracking_no"], []).append(o["order_no"])
+            tail += [self.t("orders_one_parcel", tracking_no=no, count=len(set(nos)))
+                     for no, nos in parcels.items() if len(set(nos)) > 1]
             return Reply(text="\n".join([*lead, self.t("orders_head", count=len(facts.orders)), *lines, *tail]),
                          grounded=True, follow_up=self.t("ship_exception_task") if exception else None)
         order = facts.order
@@ -218,35 +258,29 @@ class OfflineBrain:
                 parts.append(self.t("ship_eta", eta=ship["eta"]))
         if not facts.shipments and not facts.shipment and order["status"] == "paid":
             parts.append(self.t("ship_none"))
-        doc = self._doc(Facts(documents=[d for d in facts.documents if d.get("lexical")]))
+        doc = self._doc(facts, strength=("meaning", "words"))
         if doc is not None:  # "DD… 地址写错了能改吗": the order, and the clause that answers the rest
             parts.append(doc.text)
         return Reply(text="\n".join(parts), grounded=True, offer_human=follow_up is not None, follow_up=follow_up)
 
     def _promotion(self, turn: TurnInput, u: Understanding, facts: Facts) -> Reply:
+        doc = self._doc(facts, strength=("meaning",))  # "积分能抵钱吗" is the membership FAQ, not a sale
         if not facts.promotions:
-            return self._fallback(turn, u, facts)
+            return doc or self._fallback(turn, u, facts)
         lines = [self.t("promotion_line", **p) for p in facts.promotions[:3]]
-        return Reply(text="\n".join([self.t("promotion_head"), *lines]), grounded=True)
+        return Reply(text="\n".join([*([doc.text] if doc else []), self.t("promotion_head"), *lines]), grounded=True)
 
-    def _matched(self, facts: Facts, kinds: tuple[str, ...] = ("faq", "policy")) -> Reply | None:
-        """The FAQ entry or policy clause closest in meaning, when it clears the calibrated bar."""
-        doc = facts.faq_match
-        if doc is None or doc["kind"] not in kinds:
-            return None
-        body = doc["text"].split("\n", 1)[-1].strip() if doc["text"].startswith(doc["title"]) else doc["text"]
-        key = "policy" if doc["kind"] == "policy" else "faq"
-        return Reply(text=self.t(key, title=doc["title"], text=body), grounded=True)
-
-    def _doc(self, facts: Facts) -> Reply | None:
-        """The first FAQ/policy entry for the intent (or sharing real words with the question)."""
-        docs = [d for d in facts.documents if d.get("matched") == "intent" or d.get("lexical")]
-        if not docs:
-            return None
-        doc = docs[0]
-        body = doc["text"].split("\n", 1)[-1].strip() if doc["text"].startswith(doc["title"]) else doc["text"]
-        key = "policy" if doc.get("kind") == "policy" else "faq"
-        return Reply(text=self.t(key, title=doc["title"], text=body), grounded=True)
+    def _doc(self, facts: Facts, kinds: tuple[str, ...] = ("faq", "policy"),
+             strength: tuple[str, ...] = ("intent", "meaning", "title", "words"), floor: float = 0.0) -> Reply | None:
+        """The best FAQ entry / policy clause of ``kinds`` that answers the question by one of ``strength``:
+        labelled with its topic (intent), close in meaning, its title names what is asked, or it shares words."""
+        for doc in facts.documents:
+            how = {doc.get("matched"), "words" if doc.get("lexical") else None}
+            if doc.get("kind") in kinds and how & set(strength) and doc.get("similarity", 1.0) >= floor:
+                body = doc["text"].split("\n", 1)[-1].strip() if doc["text"].startswith(doc["title"]) else doc["text"]
+                key = "policy" if doc["kind"] == "policy" else "faq"
+                return Reply(text=self.t(key, title=doc["title"], text=body), grounded=True)
+        return None
 
     def _document(self, turn: TurnInput, u: Understanding, facts: Facts) -> Reply:
         doc = self._doc(facts)
@@ -257,8 +291,11 @@ class OfflineBrain:
         return self._fallback(turn, u, facts)
 
     def _fallback(self, turn: TurnInput, u: Understanding, facts: Facts) -> Reply:
-        """An FAQ that answers it; a product named; otherwise admit it and offer a human."""
-        doc = self._doc(facts)
+        """An FAQ that answers it; a product named; otherwise admit it and offer a human. Closeness in meaning is
+        calibrated on unclassified questions; a question read as about a product must be closer (product words
+        pull every entry near)."""
+        doc = self._doc(facts, strength=("intent", "title", "words")) or self._doc(
+            facts, strength=("meaning",), floor=0.0 if u.intent == "unknown" else STRONG_MEANING)
         if doc is not None:
             return doc
         if facts.missing_product:
@@ -268,6 +305,13 @@ class OfflineBrain:
         if u.intent in ("product_question", "purchase_intent", "comparison") and not facts.products:
             return Reply(text=self.t("not_found_product"), grounded=True)
         return Reply(text=self.t("unknown"), grounded=False, offer_human=True)
+
+
+def _names_product(question: str, product: dict[str, Any]) -> bool:
+    """The question names this product by three characters of its name in a row ("睡眠面膜"), not a kind
+    ("精华和面霜先用哪个" is about two kinds, not 人参焕活精华霜)."""
+    name = re.sub(r"\s+", "", str(product.get("name", "")).casefold())
+    return any(question[i:i + 3] in name for i in range(len(question) - 2) if not re.search(r"\W", question[i:i + 3]))
 
 
 def _names(label: str, question: str) -> bool:

@@ -18,7 +18,7 @@ from agent.understanding import INCIDENT_INTENTS, Fact, Understanding
 from knowledge.amounts import DECLINE, parse_amount, to_number
 from knowledge.embeddings import Embedder
 from knowledge.text import normalise
-from sop_graphs.policy import is_unsubscribe
+from sop_graphs.policy import is_unsubscribe, opt_out_vetoed
 from sop_graphs.spec import Catalog
 from sop_graphs.vocabulary import match_values
 
@@ -29,7 +29,9 @@ _CODE = re.compile(r"(?<![a-z0-9])([a-z]{0,4}(?:[\s-]?\d){6,26}[a-z]{0,2})(?![a-
 _HUMAN = re.compile(r"转人工|转接人工|人工客服|人工服务|找人工|要人工|叫人工|接人工|^人工[!.~]*$|人工人工|真人|活人|"
                     r"客服电话|找你们(领导|负责人|经理)|\b(real|live) (person|agent|human)\b|\bhuman agent\b|"
                     r"talk to (a )?(human|person)")
-_NOT_HUMAN = re.compile(r"(不用|不需要|不要|别|无需)(转)?人工")
+# "不用转人工" declines one; "你是机器人还是真人" asks what we are (the classifier's bot_identity), not for one
+_NOT_HUMAN = re.compile(r"(不用|不需要|不要|别|无需)(转)?人工|(你|对面|这)(是|到底是).{0,6}(真人|活人|人工|机器|ai|人是)|"
+                        r"是不是(真人|机器人)|\bare you (a )?(bot|human|real)")
 _QUESTION = re.compile(r"[?？吗呢]|[不没][?？!~]*$|多少|怎么|什么|啥|哪|几|能不能|有没有|可不可以|是不是|请问|帮我|麻烦|查一?下|看一?下|"
                        r"告诉我|想问|问下|问一下|推荐|\b(how|what|when|where|which|can|do|is)\b")
 _BUDGET_CONTEXT = re.compile(r"预算|价位|以内|以下|之内|左右|上下|不超过|不到|出头|价格在|价钱在|块钱?以|元以|budget")
@@ -46,7 +48,8 @@ _MY_PARCEL = re.compile(r"(我买的|我的|我那个|我那瓶|我那套|我下
                         r"(到哪|还没到|没到|发了没|发货|发出|寄出|物流|快递|到了没|签收|派送|怎么还没)")
 _ABOUT_A_PRODUCT = {"product_question", "purchase_intent", "comparison", "order_status", "logistics", "promotion",
                     "shipping_time", "return_exchange", "price_protection", "invoice", "shelf_life"}
-_NEGATIVE = re.compile(r"生气|失望|太慢|怎么回事|差劲|无语|垃圾|坑|气死|离谱|过分")
+_NEGATIVE = re.compile(r"生气|失望|太慢|怎么回事|差劲|无语|垃圾|坑|气死|离谱|过分|骗|吞|黑店|破店|什么破|烦死|受不了|"
+                       r"服了|搞什么|催了|多少次|都多久了|等了.{0,4}[天周月]|一个礼拜|半个月|[?!]{2,}")
 # intents an id in the text makes about an order unless the classifier already said something order-like
 _KEEPS_ID = {"order_status", "logistics", "return_exchange", "price_protection", "invoice", "complaint", "human",
              "product_question", "comparison", "purchase_intent", "shipping_time", *INCIDENT_INTENTS}
@@ -64,6 +67,17 @@ def extract_ids(text: str) -> tuple[list[str], list[str], list[str]]:
     return list(dict.fromkeys(codes)), list(dict.fromkeys(phones)), links
 
 
+_ID_LABEL = re.compile(r"(订单编号|订单号?|运单号?|快递单号?|物流单号?|单号|手机号|电话)\s*(是|为)?\s*[:：]?\s*\x00")
+
+
+def without_ids(text: str) -> str:
+    """``text`` with its links, phone numbers and ids taken out: what the classifier reads, so a 16-digit order
+    number does not outweigh "不发热了" (the id is resolved on its own)."""
+    rest = _CODE.sub(" \x00 ", _PHONE.sub(" \x00 ", _LINK.sub(" ", text)))
+    rest = _ID_LABEL.sub(" ", rest).replace("\x00", " ")  # "订单3521…": the label goes with its id
+    return re.sub(r"\s+", " ", rest).strip()
+
+
 def names_a_product(intent: str, text: str) -> bool:
     """A question about a product or order, not about the customer: words in it are not profile answers."""
     return intent in _ABOUT_A_PRODUCT and not _SELF_STATED.search(text)
@@ -79,6 +93,9 @@ class Router:
         self.cache_dir = cache_dir
         self._classifier = classifier
         self._semantic = embedder if getattr(embedder, "semantic", False) else None
+        self._typo_map = {normalise(k): normalise(v) for k, v in catalog.typos.items() if normalise(k)}
+        self._typos = re.compile("|".join(map(re.escape, sorted(self._typo_map, key=len, reverse=True)))) \
+            if self._typo_map else None
 
     @property
     def classifier(self) -> IntentClassifier | None:
@@ -87,9 +104,14 @@ class Router:
             self._classifier = classifier_for(self.catalog.intents, self._semantic, self.cache_dir)
         return self._classifier
 
+    def normalise(self, raw: str) -> str:
+        """Normalised text with the shop's known misspellings corrected ("补水面摸" → 补水面膜, typos.yaml)."""
+        text = normalise(raw)
+        return self._typos.sub(lambda m: self._typo_map[m.group()], text) if self._typos is not None else text
+
     def vector(self, raw: str) -> np.ndarray | None:
         """The message's sentence vector (normalised text), shared by the classifier and retrieval."""
-        text = normalise(raw)
+        text = self.normalise(raw)
         return self.embedder.query(text) if self.embedder is not None and text else None
 
     @staticmethod
@@ -107,9 +129,11 @@ class Router:
             return rule
         if self.classifier is None:
             return UNKNOWN, 0.0
-        prediction = self.classifier.predict(text, vector)
+        words = without_ids(text)
+        prediction = self.classifier.predict(words, vector if words == text else None)
         intent, confidence = prediction.intent, prediction.confidence
-        if intent == "human" and _NOT_HUMAN.search(text):  # "不用转人工": the next reading, if any
+        if intent == "unsubscribe" and opt_out_vetoed(text) or intent == "human" and _NOT_HUMAN.search(text):
+            # "群消息太多我先屏蔽了 有活动私聊我" is no opt-out, "不用转人工" no request: the next reading, if any
             intent, confidence = next(((i, p) for i, p in prediction.ranked[1:] if p >= CONFIDENCE_FLOOR),
                                       (UNKNOWN, 0.0))
         if codes and intent not in _KEEPS_ID:
@@ -121,7 +145,7 @@ class Router:
     def understand(self, raw: str, *, taxonomy: set[str] | None = None, vector: np.ndarray | None = None,
                    classify: bool = True) -> Understanding:
         """``classify=False``: rules only (a plain answer to a waiting question needs no classifier)."""
-        text = normalise(raw)
+        text = self.normalise(raw)
         codes, phones, links = extract_ids(text)
         if not text:
             intent, confidence = UNKNOWN, 0.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -13,6 +14,10 @@ QUESTION_INTENTS = {"product_question", "recommendation", "comparison", "purchas
                     "shelf_life", "usage_order"}
 INCIDENT_INTENTS = {"adverse_reaction", "damaged", "missing_item", "quality_issue"}
 ORDER_INTENTS = {"order_status", "logistics"}
+# a question about the state of something bought: not shipped, not delivered, refunded yet, received yet
+ASKS_STATUS = re.compile(r"了没|了吗|[到了]没|没[发到退收]|还没[到发收退处动有好]|还不[到发退]|咋还|怎么还|啥情况|什么情况|"
+                         r"进度|到哪|怎么样了|状态|"
+                         r"单号|物流|快递|签收|发货|寄出|到账|取消")
 # questions a shop answers with an FAQ entry or policy clause about that topic
 TOPIC_INTENTS = {"invoice", "shelf_life", "usage_order", "live_schedule", "shipping_time", "return_exchange",
                  "price_protection"}
@@ -65,7 +70,6 @@ class Facts:
     candidates: list[dict[str, Any]] = field(default_factory=list)  # near products when none was named
     excluded: list[dict[str, Any]] = field(default_factory=list)  # left out for a contraindication
     unmatched_item: str | None = None  # a product the customer says they bought that none of their orders holds
-    faq_match: dict[str, Any] | None = None  # the FAQ entry / policy clause whose meaning is closest, above the bar
 
     def as_prompt(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v}

@@ -46,7 +46,7 @@ def main() -> None:
         x_train, x_test, y_train, y_test = train_test_split(texts, labels, test_size=args.test_size,
                                                             stratify=labels, random_state=seed)
         t0 = time.perf_counter()
-        model = IntentClassifier(x_train, y_train, embedder)
+        model = IntentClassifier(x_train, y_train, embedder, product_words=catalog.intents.product_words)
         train_times.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         predicted = [model.predict(normalise(x)) for x in x_test]

@@ -96,9 +96,9 @@ def generic_nouns() -> frozenset[str]:
 
 
 def nouns(text: str) -> list[str]:
-    """Chinese nouns (jieba part-of-speech n/nz/ng) of two or more characters, in order."""
+    """Chinese nouns (jieba part-of-speech n/nz/ng, and ns: jieba reads 香水 as a place) of two or more characters."""
     import jieba.posseg
 
     _vocabulary_loaded()
     return [w for w, flag in jieba.posseg.cut(text)
-            if flag in ("n", "nz", "ng") and len(w) >= 2 and re.fullmatch(r"[\u4e00-\u9fff]+", w)]
+            if flag in ("n", "nz", "ng", "ns") and len(w) >= 2 and re.fullmatch(r"[\u4e00-\u9fff]+", w)]

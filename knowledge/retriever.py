@@ -8,6 +8,7 @@ id from SQL, scoped to one customer (see ``agent.tools``).
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -77,6 +78,7 @@ class Retriever:
         self._docs: dict[str, dict[str, _Doc]] = {}
         self._lexical: dict[str, LexicalIndex] = {}
         self._corpus_text: dict[str, str] = {}
+        self._name_text: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def _collection(self, kind: str) -> Any:
@@ -112,14 +114,19 @@ class Retriever:
                                metadatas=[{"digest": wanted[d.id], "title": d.title} for d in chunk])
                 self._docs[kind] = {d.id: d for d in docs}
                 self._corpus_text[kind] = " ".join(f"{d.title} {d.text}" for d in docs).casefold()
+                # what names a document: its title, and for a product its codes, aliases and category too
+                self._name_text[kind] = "\n".join(
+                    d.title + (" " + " ".join(d.text.split("｜")[1:5]) if kind == "products" else "")
+                    for d in docs).casefold()
                 # the title counts twice for BM25: a shopper naming a product means that product
                 self._lexical[kind] = LexicalIndex([d.id for d in docs], [f"{d.title} {d.text}" for d in docs])
                 counts[kind] = len(docs)
         return counts
 
     def unknown_nouns(self, query: str, kind: str) -> list[str]:
-        """Chinese nouns of ``query`` that no document of ``kind`` contains: a product the shop does not carry
-        ("牙膏" in "美白牙膏多少钱"). Generic shopping nouns (``generic_nouns.txt``) never count."""
+        """Chinese nouns of ``query`` that no document of ``kind`` contains ("美白牙膏多少钱" → 牙膏, "有香水吗 想送
+        女朋友当礼物" → 香水). Generic shopping nouns (``generic_nouns.txt``) never count; whether the question names
+        something carried anyway ("护颈仪压不压脖子") is the caller's to decide."""
         if kind not in self._docs:
             self.sync([kind])
         index = self._lexical.get(kind)
@@ -133,26 +140,43 @@ class Retriever:
 
         return [w for w in nouns(query) if w not in generic_nouns() and not carried(w)]
 
-    def closest(self, query: str, kinds: tuple[str, ...], vector: np.ndarray | None = None) -> tuple[Hit, float] | None:
-        """The single nearest document of ``kinds`` by cosine similarity of the sentence vectors, with the
-        similarity; None with a non-semantic embedder (its scores mean nothing)."""
+    def names_a_document(self, query: str, kind: str, run: int = 3) -> bool:
+        """Whether ``query`` names a document of ``kind`` by ``run`` or more characters of its name, codes, aliases
+        or category ("扫地机" in 禾暖扫地机器人, "泡脚桶" an alias); two shared characters ("美白") name nothing."""
+        if kind not in self._docs:
+            self.sync([kind])
+        names = self._name_text.get(kind, "")
+        compact = re.sub(r"\s+", "", query.casefold())
+        return any(compact[i:i + run] in names for i in range(len(compact) - run + 1)
+                   if not re.search(r"\W", compact[i:i + run]))
+
+    def nearest(self, query: str, kinds: tuple[str, ...], vector: np.ndarray | None = None,
+                k: int = 8) -> list[Hit]:
+        """The ``k`` documents of ``kinds`` nearest in meaning, best first, each scored by the cosine similarity
+        of the sentence vectors (``lexical`` when it also shares real words with the query); empty with a
+        non-semantic embedder (its scores mean nothing)."""
         if not getattr(self.embedder, "semantic", False) or not query.strip():
-            return None
+            return []
         vector = self.embedder.query(query) if vector is None else vector
-        best: tuple[Hit, float] | None = None
+        hits: list[Hit] = []
         for kind in kinds:
             if kind not in self._docs:
                 self.sync([kind])
             docs = self._docs[kind]
             if not docs:
                 continue
-            result = self._collection(kind).query(query_embeddings=[vector], n_results=1, include=["distances"])
-            doc_id, distance = result["ids"][0][0], result["distances"][0][0]
-            similarity = 1.0 - float(distance)
-            if doc_id in docs and (best is None or similarity > best[1]):
-                doc = docs[doc_id]
-                best = (Hit(kind, doc_id, doc.title, doc.text, similarity), similarity)
-        return best
+            result = self._collection(kind).query(query_embeddings=[vector], n_results=min(k, len(docs)),
+                                                  include=["distances"])
+            index = self._lexical[kind]
+            terms = index.query_terms(query)
+            hits += [Hit(kind, i, docs[i].title, docs[i].text, 1.0 - float(d), index.grounded(terms, i))
+                     for i, d in zip(result["ids"][0], result["distances"][0], strict=True) if i in docs]
+        return sorted(hits, key=lambda h: -h.score)[:k]
+
+    def closest(self, query: str, kinds: tuple[str, ...], vector: np.ndarray | None = None) -> tuple[Hit, float] | None:
+        """The single nearest document of ``kinds`` with its similarity (see ``nearest``)."""
+        hits = self.nearest(query, kinds, vector, k=1)
+        return (hits[0], hits[0].score) if hits else None
 
     def search(self, query: str, kind: str, k: int = 3, vector: np.ndarray | None = None) -> list[Hit]:
         """Top ``k`` documents of ``kind`` for ``query`` by RRF of dense and BM25 rankings."""

@@ -11,7 +11,7 @@ from knowledge.amounts import DECLINE, parse_amount, to_number
 from knowledge.text import normalise
 from sop_graphs.shop_data import FactValue, FactVocabulary
 from sop_graphs.spec import Answer, Choice
-from sop_graphs.vocabulary import value_matches
+from sop_graphs.vocabulary import evidence
 
 SKIP_WORDS = ("跳过", "下一题", "不想回答", "skip", "pass")
 _DIGITS = {"零": 0, "〇": 0, "一": 1, "幺": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7,
@@ -149,15 +149,9 @@ def _ordinal(spec: Answer, text: str) -> Choice | None:
 def option_evidence(option: Choice, text: str, vocabulary: FactVocabulary | None) -> int:
     """How strongly ``text`` names ``option``: the longest word or description that matches (0: none)."""
     words = [*([option.value] if len(option.value) >= 2 else []), *option.synonyms]
-    best = max((len(w) for w in words if w and value_matches(FactValue(synonyms=[w]), text)), default=0)
-    if any(value_matches(FactValue(patterns=[p]), text) for p in option.patterns):
-        best = max(best, 10)
+    best = evidence(FactValue(synonyms=words, patterns=option.patterns), text)
     if vocabulary is not None and option.value in vocabulary.values:
-        value = vocabulary.values[option.value]
-        if value_matches(FactValue(patterns=value.patterns), text):
-            best = max(best, 10)
-        best = max(best, max((len(w) for w in value.synonyms if value_matches(FactValue(synonyms=[w]), text)),
-                             default=0))
+        best = max(best, evidence(vocabulary.values[option.value], text))
     return best
 
 

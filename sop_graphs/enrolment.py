@@ -18,6 +18,7 @@ from knowledge.db import any_of, run_in
 from sop_graphs.customers import BROADCAST, load_customer, load_customers, tags_of_many, write_tags
 from sop_graphs.deps import Deps
 from sop_graphs.effects import Effects
+from sop_graphs.relevance import asks_only_unused, unused_slots
 from sop_graphs.spec import (
     WEEKDAYS,
     Audience,
@@ -110,8 +111,9 @@ def fire(conn: Connection, deps: Deps, effects: Effects, customer_id: str, event
     if customer is None or customer["stage"] == "churned":
         return []
     enrolled = []
+    unused = unused_slots(conn, deps.library.catalog.profile)
     for spec in deps.library.sops.values():
-        if not spec.enabled:
+        if not spec.enabled or asks_only_unused(spec, unused):  # a skin questionnaire in an appliance shop
             continue
         for trigger in spec.triggers:
             if _trigger_matches(trigger, event, customer, deps):

@@ -20,7 +20,8 @@ _CATALOG_TYPES = {"materials": Material, "campaigns": Campaign, "groups": Group,
 # shop knowledge as data: each file is one document (not a mapping of id -> entry)
 SHOP_FILES: dict[str, tuple[str, Any]] = {"intents.yaml": ("intents", IntentBook), "profile.yaml": ("profile", ProfileVocabulary),
                                           "persona.yaml": ("persona", Persona), "replies.yaml": ("replies", dict[str, str]),
-                                          "spec_words.yaml": ("spec_words", dict[str, list[str]])}
+                                          "spec_words.yaml": ("spec_words", dict[str, list[str]]),
+                                          "typos.yaml": ("typos", dict[str, str])}
 
 
 @dataclass(frozen=True, order=True)

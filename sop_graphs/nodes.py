@@ -25,6 +25,7 @@ from sop_graphs.effects import Effects
 from sop_graphs.enrolment import change_tags
 from sop_graphs.expr import parse_condition
 from sop_graphs.facts import current_fact, questions_declined, record_answer
+from sop_graphs.relevance import unused_slots
 from sop_graphs.spec import AskStep, BranchStep, ChatStep, SopSpec, WaitStep, parse_duration
 from sop_graphs.state import RunState, bump
 from sop_graphs.tables import DueTouchpoint, SopRun
@@ -189,7 +190,8 @@ def _ask_send(spec: SopSpec, step: AskStep, follow: str | None) -> Node:
             known = None if state.get("attempts", {}).get(step.id) else known_answer(conn, deps, step, run_id,
                                                                                        customer_id)
             stopped = state.get("stopped") or questions_declined(load_customer(conn, customer_id), now)
-            if known is not None or stopped:
+            irrelevant = step.slot in unused_slots(conn, deps.library.catalog.profile)
+            if known is not None or stopped or irrelevant:
                 # already answered (several answers in one message, or stated in chat) or asked to stop asking
                 if known is not None:
                     answers[step.slot] = known
@@ -198,7 +200,8 @@ def _ask_send(spec: SopSpec, step: AskStep, follow: str | None) -> Node:
                 effects.note(customer_id=customer_id, at=now, kind="answer", run_id=run_id,
                              key=f"{run_id}/{step.id}/{visit}/known",
                              summary=f"问题「{step.slot}」" + (f"已知答案 {known}，不再重复提问" if known is not None
-                                                             else "：客户不想继续回答，不再提问"))
+                                                             else "：客户不想继续回答，不再提问" if stopped
+                                                             else "：本店商品不涉及，不提问"))
                 route = _finish_or_follow(conn, deps, effects, run_id, follow, now)
                 if route != END:
                     route = _onward(conn, deps, effects, spec, tails, route, run_id=run_id, customer_id=customer_id,

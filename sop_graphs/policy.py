@@ -15,13 +15,15 @@ from datetime import datetime, time, timedelta
 from knowledge.clock import ShopTime, as_utc
 from knowledge.settings import Settings
 
+# "退订" of messages, not of an order or a product ("退订那个孕妇霜 帮我把单取消了": cancel the order)
+_UNSUB_WORD = r"退订(?!单|金|了?(那|这|的)|了?[一两]?[个款件瓶盒套]|订单)"
 _MESSAGES = r"(消息|信息|讯息|广告|推送|推广|活动|营销|短信|通知|这些|这种|这类|那些|文章|上新|优惠|直播)"
 _KIND = r"(这些|那些|这种|那种|这类|任何|什么|优惠|活动|营销|促销|直播|上新|我)?"
 _SEND = r"(发|推|推送|推播|发送|群发|传|通知|打扰|骚扰|联系|轰炸)"
-_END = r"(了|啦|吧|哈|呀|哦|喔|嘛|哈)*[!.。~ ]*$"
+_END = r"(了|啦|吧|哈|呀|哦|喔|嘛|哈)*([!.。~,，;；]|\s|$)"  # "不用再联系我了 东西用着不合适": a clause ends
 # Precise on purpose: "不要发顺丰", "防晒能屏蔽紫外线吗" and an order number containing "TD" are not opt-outs.
 UNSUBSCRIBE = re.compile("|".join((
-    r"退订(?!单|金)", r"取消(订阅|关注|推送)", r"^(回复)?\s*t\s*d\s*[!.。~]*$", r"回复\s*td\b", r"\btd\s*退订",
+    _UNSUB_WORD, r"取消(订阅|关注|推送)", r"^(回复)?\s*t\s*d\s*[!.。~]*$", r"回复\s*td\b", r"\btd\s*退订",
     r"(别|不要|不用|不必|无需|不需要|请勿|勿|停止|请停止|别再|不想再?)(再|在)?(给我)?" + _SEND + r"(我)?" + _END,
     r"(别|不要|不用|无需|不需要|请勿|勿|停止|别再|不想)(再|在)?(给我|每天|天天|老是)?" + _SEND + r"(我)?(了)?" + _KIND
     + _MESSAGES,
@@ -34,8 +36,17 @@ UNSUBSCRIBE = re.compile("|".join((
     r"\b(unsubscribe|opt[ -]?out)\b", r"\bstop (sending|messaging|texting)", r"^stop[!. ]*$",
     r"(don'?t|do not) (send|message|text) me", r"no more (\w+ )?(messages|ads|promotions)", r"remove me from")))
 # a message about how an invoice or a parcel is sent ("发票发邮箱，不要发短信") is not about marketing
-_LOGISTICS_TALK = re.compile(r"发票|快递|顺丰|京东|中通|圆通|韵达|申通|邮政|极兔|地址|私发|私聊|链接")
-_EXPLICIT = re.compile(r"退订(?!单|金)|取消订阅|^(回复)?\s*t\s*d\s*[!.。~]*$|unsubscribe")
+# … nor is muting a group while asking for private messages ("群消息太多我先屏蔽了 有活动私聊我")
+_LOGISTICS_TALK = re.compile(r"发票|快递|顺丰|京东|中通|圆通|韵达|申通|邮政|极兔|地址|私发|私聊|链接|群消息|群里|这个群")
+# … nor is holding something for now ("暂时别发 等我通知": a shipment, not the marketing)
+_HOLD = re.compile(r"暂时|先别|先不要|等我|过几天再|改天再")
+_EXPLICIT = re.compile(_UNSUB_WORD + r"|取消订阅|^(回复)?\s*t\s*d\s*[!.。~]*$|unsubscribe")
+
+
+def opt_out_vetoed(text: str) -> bool:
+    """Talk of how a parcel, an invoice or a group's messages are sent, with no explicit 退订: never an opt-out,
+    whatever a classifier reads into it. ``text`` must be normalised."""
+    return bool(_LOGISTICS_TALK.search(text) or _HOLD.search(text)) and not _EXPLICIT.search(text)
 
 
 def is_unsubscribe(text: str) -> bool:
@@ -46,7 +57,7 @@ def is_unsubscribe(text: str) -> bool:
     from knowledge.text import normalise
 
     text = normalise(text)
-    if _LOGISTICS_TALK.search(text) and not _EXPLICIT.search(text):
+    if opt_out_vetoed(text):
         return False
     return bool(UNSUBSCRIBE.search(text))
 

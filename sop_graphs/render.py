@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import string
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from sop_graphs.spec import Catalog, CouponStep, GroupInviteStep, MessageStep, Variant
 
@@ -76,6 +80,15 @@ def render_step(step: Any, catalog: Catalog, tags: set[str], values: Mapping[str
 
 
 def reply_text(catalog: Catalog, template: str, /, **values: Any) -> str:
-    """A 话术 template of the library's ``replies.yaml`` with the persona's brand and advisor title filled."""
+    """A 话术 template of the library's ``replies.yaml`` with the persona's brand and advisor title filled; a
+    shop's library that leaves a template out gets the bundled one (its persona still fills it)."""
     persona = catalog.persona
-    return catalog.replies[template].format(**{"brand": persona.brand, "advisor": persona.advisor_title, **values})
+    text = catalog.replies.get(template) or bundled_replies()[template]
+    return text.format(**{"brand": persona.brand, "advisor": persona.advisor_title, **values})
+
+
+@functools.cache
+def bundled_replies() -> dict[str, str]:
+    """The 话术 templates of the bundled library, the fallback of a shop's own ``replies.yaml``."""
+    path = Path(__file__).resolve().parent / "library" / "replies.yaml"
+    return {str(k): str(v) for k, v in (yaml.safe_load(path.read_text("utf-8")) or {}).items()}

@@ -31,6 +31,8 @@ class _Data(BaseModel):
 class IntentEntry(_Data):
     description: str = ""
     examples: list[str] = Field(default_factory=list)
+    reply: str | None = Field(default=None, description=(
+        "a 话术 template of replies.yaml that answers this intent by itself (an operator's own intent needs no code)"))
 
     @field_validator("examples", mode="before")
     @classmethod
@@ -43,6 +45,9 @@ class IntentBook(_Data):
 
     groups: dict[str, list[str]] = Field(default_factory=dict)
     intents: dict[str, IntentEntry] = Field(default_factory=dict)
+    product_words: list[str] = Field(default_factory=list, description=(
+        "words that name a product; an example containing one is also learned with others in its place, so "
+        "which product a message names never decides what it asks"))
 
     @model_validator(mode="after")
     def _groups_name_intents(self) -> IntentBook:

@@ -468,6 +468,7 @@ class Catalog(Strict):
     persona: Persona = Field(default_factory=Persona)
     replies: dict[str, str] = Field(default_factory=dict, description="话术 templates by name")
     spec_words: dict[str, list[str]] = Field(default_factory=dict, description="spec label -> words asking for it")
+    typos: dict[str, str] = Field(default_factory=dict, description="how shoppers misspell the shop's words -> the word")
 
     @property
     def tags(self) -> set[str]:

@@ -12,7 +12,7 @@ from croniter import croniter
 
 from sop_graphs.expr import ExprError, parse_condition
 from sop_graphs.loader import Library, Problem, SopSource
-from sop_graphs.render import placeholders, variables_for
+from sop_graphs.render import bundled_replies, placeholders, variables_for
 from sop_graphs.spec import (
     AskStep,
     BranchStep,
@@ -144,6 +144,10 @@ def catalog_problems(catalog: Catalog) -> list[Problem]:
                     problems.append(Problem("tags.yaml", 1, group_id,
                                             f"rule for {rule.tag!r} names unknown intent {intent!r}"
                                             f"{_did_you_mean(intent, catalog.intents.names)}"))
+    for name, entry in catalog.intents.intents.items():
+        if entry.reply and entry.reply not in catalog.replies and entry.reply not in bundled_replies():
+            problems.append(Problem("intents.yaml", 1, name, f"reply names unknown template {entry.reply!r}"
+                                    f"{_did_you_mean(entry.reply, set(catalog.replies) | set(bundled_replies()))}"))
     return problems
 
 

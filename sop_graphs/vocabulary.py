@@ -35,19 +35,26 @@ def _hits(text: str, words: list[str]) -> list[int]:
     return found
 
 
-def value_matches(value: FactValue, text: str, extra: list[str] | None = None) -> bool:
-    """Whether ``text`` (normalised) states ``value`` by a synonym or a description pattern, not negated."""
-    if _hits(text, [*value.synonyms, *(extra or [])]):
-        return True
+def evidence(value: FactValue, text: str, extra: list[str] | None = None) -> int:
+    """How much of ``text`` (normalised) states ``value``, not negated: the longest synonym found or the longest
+    stretch a description pattern matched (0: not stated). "t区下午油光满面 两边脸颊又干" is 混合皮 by a long
+    description, not 油皮 by "油光": the more specific statement wins."""
+    best = max((len(w) for w in [*value.synonyms, *(extra or [])] if w and _hits(text, [w])), default=0)
     for pattern in value.patterns:
         m = _pattern(pattern).search(text)
         if m and not _NEGATION.search(text[max(0, m.start() - 4):m.start()]):
-            return True
-    return False
+            best = max(best, m.end() - m.start())
+    return best
+
+
+def value_matches(value: FactValue, text: str, extra: list[str] | None = None) -> bool:
+    """Whether ``text`` (normalised) states ``value`` by a synonym or a description pattern, not negated."""
+    return evidence(value, text, extra) > 0
 
 
 def match_values(vocabulary: FactVocabulary, text: str) -> list[str]:
-    """Values of one fact stated in ``text``; longest evidence first for exclusive facts."""
+    """Values of one fact stated in ``text``, the best stated first (what an exclusive fact keeps)."""
     # a value's own name counts as a word for it unless it is a bare token like "是"
-    return [name for name, value in vocabulary.values.items()
-            if value_matches(value, text, [name] if len(name) >= 2 else [])]
+    scored = [(evidence(value, text, [name] if len(name) >= 2 else []), name)
+              for name, value in vocabulary.values.items()]
+    return [name for score, name in sorted(scored, key=lambda sn: -sn[0]) if score > 0]

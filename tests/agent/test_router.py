@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.router import Router, extract_ids
+from agent.router import Router, extract_ids, without_ids
 from sop_graphs.loader import load_catalog
 from sop_graphs.shop_data import IntentBook, IntentEntry
 
@@ -96,3 +96,19 @@ def test_an_operator_teaches_a_new_phrasing_with_data_not_code():
     after = Router(load_catalog(LIBRARY)[0].model_copy(update={"intents": IntentBook(intents=taught)}))
     assert before.understand("报销凭证能给吗").intent != "invoice" or before.understand("报销凭证能给吗").confidence < 0.6
     assert after.understand("报销凭证能给吗").intent == "invoice"
+
+
+def test_ids_and_their_labels_are_taken_out_of_what_the_classifier_reads():
+    assert without_ids("按摩仪不发热了 订单3521120400000008 能换吗") == "按摩仪不发热了 能换吗"
+
+
+def test_asking_whether_we_are_a_bot_is_not_a_request_for_a_human(router):
+    assert router.understand("你是机器人还是真人啊 说实话").intent != "human"
+
+
+def test_explicit_request_for_a_person_is_still_one(router):
+    assert router.understand("找真人 别用机器人回我").intent == "human"
+
+
+def test_known_misspelling_is_corrected_before_anything_reads_the_message(router):
+    assert "面膜" in router.understand("补水面摸多少钱").normalised

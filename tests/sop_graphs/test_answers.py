@@ -1,11 +1,16 @@
 from datetime import date
+from pathlib import Path
 
 import pytest
 
 from knowledge.amounts import to_number
 from sop_graphs.answers import parse_answer, parse_date
+from sop_graphs.loader import load_catalog
 from sop_graphs.shop_data import FactValue, FactVocabulary
 from sop_graphs.spec import Answer, Choice
+
+LIBRARY_VOCABULARY = load_catalog(Path(__file__).resolve().parents[2] / "sop_graphs" / "library")[0].profile.facts[
+    "skin_type"]
 
 SKIN = Answer(type="choice", options=[Choice(value="干皮", tags=["干皮"]), Choice(value="油皮", tags=["油皮"]),
                                       Choice(value="混合皮", tags=["混合皮"]), Choice(value="敏感肌", tags=["敏感肌"])])
@@ -71,3 +76,9 @@ def test_skip_word_is_a_skip_not_an_answer():
 
 def test_next_monday_date():
     assert parse_date("下周一", date(2026, 11, 25)) == date(2026, 11, 30)
+
+
+def test_the_longer_description_wins_over_a_word_inside_it():
+    # "油光满面" alone would be 油皮 and "起皮" 干皮; the T-zone/cheeks description is 混合皮
+    text = "我t区一到下午就油光满面的 但是两边脸颊又干 冬天还会起皮"
+    assert parse_answer(SKIN, text, date(2026, 1, 1), LIBRARY_VOCABULARY).value == "混合皮"

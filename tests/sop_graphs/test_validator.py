@@ -97,3 +97,21 @@ def test_a_shop_of_another_category_loads_as_data_only() -> None:
     library, problems = load_library([tea], tea)
     assert not problems + validate(library)
     assert library.catalog.persona.advisor_title != "护肤顾问" and "skin_type" not in library.catalog.profile.facts
+
+
+def test_intent_reply_naming_an_unknown_template_is_an_error(tmp_path: Path) -> None:
+    import shutil
+
+    shutil.copytree(LIBRARY, tmp_path / "lib")
+    intents = tmp_path / "lib" / "intents.yaml"
+    intents.write_text(intents.read_text("utf-8").replace("reply: bot_identity", "reply: bot_identiy"), "utf-8")
+    library, problems = load_library([tmp_path / "lib"], tmp_path / "lib")
+    assert any("unknown template 'bot_identiy'" in str(p) and "bot_identity" in str(p)
+               for p in problems + validate(library))
+
+
+def test_a_shop_library_without_a_template_uses_the_bundled_one() -> None:
+    from sop_graphs.render import reply_text
+    from sop_graphs.spec import Catalog
+
+    assert "合并在同一个包裹" in reply_text(Catalog(), "orders_one_parcel", count=2, tracking_no="SF1")

@@ -106,7 +106,8 @@ def test_private_schedule_enrols_only_its_audience(runtime):
 def test_no_statement_of_a_month_walks_a_table_that_grows_with_every_send(runtime):
     """Per-batch statements must find their rows through an index on the batch's keys.
 
-    Only the daily sweep reads the whole customer table (once a day, whatever the traffic).
+    Only the daily sweep reads the whole customer table (once a day, whatever the traffic); the catalogue
+    (product) is read to know which profile questions it makes worth asking, and does not grow with sends.
     """
     statements: dict[str, object] = {}
 
@@ -128,6 +129,7 @@ def test_no_statement_of_a_month_walks_a_table_that_grows_with_every_send(runtim
                  for sql, params in statements.items()}
     walking = {sql: plan for sql, plan in plans.items()
                if "ix_soprun_sop_id" in plan or any(part.startswith("SCAN ") and part != "SCAN customer"
+                                                     and not part.startswith("SCAN product")
                                                      for part in plan.split(" | "))}
     assert len(plans) > 20
     assert walking == {}
