@@ -18,6 +18,11 @@ class BrainUnavailable(RuntimeError):
     """The brain could not answer after its retry policy (outage, timeouts, malformed output)."""
 
 
+class ReplyRejected(BrainUnavailable):
+    """The endpoint answered, but the reply broke a guardrail (an amount, coupon, tag or refund the facts do not
+    back). The offline brain answers instead; this is not an outage, so it does not count against the circuit."""
+
+
 class Brain(Protocol):
     name: str
 

@@ -1,7 +1,11 @@
 """One free-chat turn: understand once, update profile and tags, look up facts for this customer, reply.
 
 The reply goes out through the outbox as a service message (not marketing). If the configured brain
-is unavailable after its retry policy, the offline brain answers and a human is asked to review.
+is unavailable after its retry policy, the offline brain answers; a circuit breaker (agent/breaker.py)
+counts consecutive failures, and once it opens turns use the offline brain without calling the
+endpoint until a probe after the cool-down succeeds. One review task is opened per outage, not per
+failed turn. A reply the guardrails reject is not an outage: the offline brain answers and that turn
+is reviewed.
 A reply that promises a follow-up creates the task it promises; incidents and abuse hand off; two
 unanswered turns in a row open a human handoff.
 """
@@ -12,14 +16,15 @@ import hashlib
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from agent import memory
-from agent.brain import Brain, BrainUnavailable
+from agent.brain import Brain, BrainUnavailable, ReplyRejected
+from agent.breaker import CircuitBreaker
 from agent.profile import apply_turn, current_facts
 from agent.router import Router
 from agent.tables import Message
@@ -66,10 +71,13 @@ class Conversation:
     """Runs turns with an injected brain, offline fallback, retriever and embedder."""
 
     def __init__(self, deps: Deps, brain: Brain, fallback: Brain, retriever: Retriever | None,
-                 embedder: Embedder | None) -> None:
+                 embedder: Embedder | None, breaker: CircuitBreaker | None = None) -> None:
         self.deps = deps
         self.brain = brain
         self.fallback = fallback
+        settings = deps.settings
+        self.breaker = breaker or CircuitBreaker(deps.clock, threshold=settings.llm_breaker_failures,
+                                                 cooldown=timedelta(seconds=settings.llm_breaker_cooldown_seconds))
         self.retriever = retriever
         self.embedder = embedder
         self.router = Router(deps.library.catalog, embedder=embedder, cache_dir=deps.settings.home / "models")
@@ -106,11 +114,17 @@ class Conversation:
         routed = self.router.understand(text, taxonomy=set(turn.taxonomy), vector=vector)
         routed = CustomerTools(conn, self.retriever, customer_id).resolve(routed)
         brain: Brain = self.brain
+        if brain is self.fallback:
+            return Prepared(turn, brain.understand(turn, vector, routed), vector, brain)
+        if not self.breaker.allow():  # the circuit is open: the offline brain answers, no call, no new task
+            return Prepared(turn, routed, vector, self.fallback)
         try:
             understanding = brain.understand(turn, vector, routed)
-            return Prepared(turn, understanding, vector, brain)
         except BrainUnavailable as exc:
+            self.breaker.record_failure(str(exc))
             return Prepared(turn, routed, vector, self.fallback, str(exc))
+        self.breaker.record_success()
+        return Prepared(turn, understanding, vector, brain)
 
     def turn(self, conn: Connection, effects: Effects, customer_id: str, text: str, *, key: str, at: datetime,
              pending_question: str | None = None, prepared: Prepared | None = None) -> TurnResult:
@@ -132,14 +146,20 @@ class Conversation:
         tools = CustomerTools(conn, self.retriever, customer_id, self.doc_index(conn))
         facts = tools.gather(text, understanding, prepared.vector, turn.remembered_products,
                              today=self.deps.shop.local_date(at).isoformat())
+        rejected: str | None = None
         try:
             reply = brain.reply(turn, understanding, facts)
+        except ReplyRejected as exc:  # the endpoint answered; the answer was not backed by the facts
+            brain, rejected = self.fallback, str(exc)
+            reply = brain.reply(turn, understanding, facts)
         except BrainUnavailable as exc:
+            self.breaker.record_failure(str(exc))
             brain, failed = self.fallback, failed or str(exc)
             reply = brain.reply(turn, understanding, facts)
         reply = self._more_questions(turn, understanding, reply, tools, prepared, brain, at)
         mem = memory.remember(conn, memory.load(conn, customer_id), understanding, facts, reply, at)
-        handoff, pause, due = self._handoff(understanding, reply, mem, failed)
+        self._review(conn, effects, customer_id, text, key=key, at=at, failed=failed, rejected=rejected)
+        handoff, pause, due = self._handoff(understanding, reply, mem)
         if handoff:
             open_handoff(conn, effects, customer_id, key=f"handoff/{key}", at=at, assignee="advisor",
                          title=handoff, instructions=f"客户最近的消息：{text}\n记忆：{mem['summary']}",
@@ -170,11 +190,26 @@ class Conversation:
                 texts.append(answer.text)
         return reply.model_copy(update={"text": "\n".join(texts)})
 
+    def _review(self, conn: Connection, effects: Effects, customer_id: str, text: str, *, key: str, at: datetime,
+                failed: str | None, rejected: str | None) -> None:
+        """A human reviews what the offline brain said: once per outage, or this turn when its reply was refused."""
+        if failed and self.breaker.claim_incident():
+            status = self.breaker.status()
+            open_handoff(conn, effects, customer_id, key=f"llm-outage/{key}", at=at, assignee="advisor",
+                         title=f"模型服务不可用（{failed[:80]}），已切换离线应答，请人工复核",
+                         instructions=(f"模型服务调用失败：{failed[:300]}\n连续失败 {self.breaker.threshold} 次后熔断"
+                                       f"（当前 {status.consecutive_failures} 次，状态 {status.state}），熔断期间所有会话"
+                                       f"由离线应答接待，冷却 {self.breaker.cooldown.total_seconds():g} 秒后试探恢复。"
+                                       f"本次故障只开这一个任务，请复核故障期间的会话。\n首个受影响的客户消息：{text}"),
+                         due_in="30m", pause_bot=False)
+        if rejected:
+            open_handoff(conn, effects, customer_id, key=f"llm-rejected/{key}", at=at, assignee="advisor",
+                         title=f"模型回复未通过校验（{rejected[:80]}），已用离线应答，请人工复核",
+                         instructions=f"客户消息：{text}\n被拒绝的原因：{rejected[:300]}", due_in="30m", pause_bot=False)
+
     @staticmethod
-    def _handoff(u: Understanding, reply: Reply, mem: dict, failed: str | None) -> tuple[str | None, bool, str]:
+    def _handoff(u: Understanding, reply: Reply, mem: dict) -> tuple[str | None, bool, str]:
         """(task title, pause the bot, due) for this turn, or no task."""
-        if failed:
-            return f"模型服务不可用（{failed[:80]}），已用离线应答，请人工复核", False, "30m"
         if u.intent in INCIDENT_TASKS:
             return INCIDENT_TASKS[u.intent]
         if "abuse" in u.also:  # a complaint thrown with abuse ("什么垃圾店 tmd…"): a person calms it down

@@ -149,7 +149,7 @@ class InboundProcessor:
                          summary=f"忽略未知客户的事件 {kind}")
             return "rejected"
         handler = {"message": self._message, "order": self._order, "behaviour": self._behaviour,
-                   "customer_deleted": self._deleted, "tags": self._tags}.get(kind)
+                   "customer_deleted": self._deleted, "tags": self._tags, "task_completed": self._task_done}.get(kind)
         if handler is None:
             effects.note(customer_id=cid, at=at, kind="rejected", key=f"rejected/{row['key']}",
                          summary=f"未知事件类型 {kind}")
@@ -449,6 +449,14 @@ class InboundProcessor:
                 _R.customer_id == cid, _R.waiting_kind == f"event:{event}", _R.status.in_(LIVE))).all():
             effects.schedule(key=f"{run_id}/event/{key}", kind="resume", due_at=at, run_id=run_id, customer_id=cid,
                              sop_id=sop_id, payload={"token": token, "kind": "event"})
+
+    def _task_done(self, conn: Connection, effects: Effects, cid: str, p: dict[str, Any], at: datetime,
+                   key: str) -> None:
+        """A person completed a task about this customer (a handoff handled): runs waiting for it go on
+        (the complaint SOP surveys satisfaction only after somebody actually handled the complaint)."""
+        effects.note(customer_id=cid, at=at, kind="task_done", key=f"task/{key}",
+                     summary=f"员工完成任务：{p.get('title', '')}".rstrip("："))
+        self._wake(conn, effects, cid, "task_completed", at, key)
 
     def _behaviour(self, conn: Connection, effects: Effects, cid: str, p: dict[str, Any], at: datetime,
                    key: str) -> None:

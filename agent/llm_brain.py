@@ -1,37 +1,81 @@
 """The LLM brain: langchain-openai ``ChatOpenAI`` on any OpenAI-compatible endpoint.
 
 Per turn exactly two calls: one structured-output call for understanding, one grounded reply.
-One retry policy (tenacity) covers 429, 5xx, timeouts, connection errors and malformed output; when
-it is exhausted the call raises :class:`BrainUnavailable` and the conversation falls back to the
-offline brain and asks a human to review. A reply quoting a price that is not in the looked-up
-facts is rejected the same way, so the model cannot invent one.
+
+Every way the endpoint can fail ends in :class:`BrainUnavailable`, and nothing else leaves the brain
+(the conversation then falls back to the offline brain). What each failure is, as measured against a
+fake endpoint (openai 3.x, langchain-openai 1.x; see tests/agent/test_llm_brain.py):
+
+=====================================  ===============================================  =========
+response                               raised by the SDK                                retried
+=====================================  ===============================================  =========
+429                                    ``openai.RateLimitError``                        yes
+5xx (JSON or HTML body)                ``openai.InternalServerError``                   yes
+timeout / connection refused           ``openai.APITimeoutError`` / ``APIConnectionError``  yes
+other 4xx (400, 401, 403, 404, 422…)   ``openai.APIStatusError`` subclasses             no
+200, HTML or other non-JSON body       ``ValueError`` (langchain: "Unexpected response  yes
+                                       type"), ``json.JSONDecodeError`` when the HTML
+                                       claims to be JSON
+200, ``choices: []``                   ``IndexError``                                   yes
+200, ``choices`` missing / not a list  ``TypeError``                                    yes
+200, ``message: null`` / a string      ``AttributeError``                               yes
+content a number or an object          ``pydantic.ValidationError`` (AIMessage)         yes
+content a list                         nothing: checked here (:class:`MalformedOutput`)  yes
+content longer than the cap (5 MB)     nothing: checked here (:class:`MalformedOutput`)  yes
+tool arguments not JSON                nothing (``None`` result): checked here          yes
+tool arguments JSON of the wrong shape ``pydantic.ValidationError``                     yes
+=====================================  ===============================================  =========
+
+``openai.APIResponseValidationError`` (strict response validation) and ``OutputParserException`` are
+handled the same way. Transient and malformed responses are retried by the one tenacity policy; a
+client error (4xx other than 429) would fail the same way again, so it is not.
+
+A reply is then checked by :mod:`agent.guardrails` (amounts, promised coupons, tags and refunds, length);
+one the facts do not back raises :class:`ReplyRejected` (a :class:`BrainUnavailable` that is not an
+outage). The model's structured understanding may set only tags of ``model_settable`` taxonomy groups
+and well-typed facts within range.
 """
 
 from __future__ import annotations
 
 import json
-import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import httpx
 import numpy as np
 import openai
 from langchain_core.exceptions import OutputParserException
-from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from langchain_openai import ChatOpenAI
 from pydantic import ValidationError
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 from tenacity.wait import WaitBaseT
 
-from agent import prompts
-from agent.brain import BrainUnavailable
+from agent import guardrails, prompts
+from agent.brain import BrainUnavailable, ReplyRejected
 from agent.understanding import QUESTION_INTENTS, Facts, Reply, TurnInput, Understanding
 from knowledge.settings import Settings
 from sop_graphs.spec import Catalog
 
-RETRYABLE = (openai.RateLimitError, openai.APITimeoutError, openai.APIConnectionError, openai.InternalServerError,
-             OutputParserException, ValidationError, json.JSONDecodeError)
-_MONEY = re.compile(r"(?:¥|￥)\s*(\d+(?:\.\d+)?)|(\d+(?:\.\d+)?)\s*元")
+T = TypeVar("T")
+
+
+class MalformedOutput(ValueError):
+    """The endpoint answered 200 with something that is not a usable completion."""
+
+
+# the endpoint is overloaded or unreachable: try again
+TRANSIENT: tuple[type[BaseException], ...] = (openai.RateLimitError, openai.APITimeoutError,
+                                              openai.APIConnectionError, openai.InternalServerError)
+# a 200 whose body the SDK or we could not turn into a completion: try again. ValueError covers
+# json.JSONDecodeError, langchain's "Unexpected response type" and MalformedOutput; LookupError covers
+# IndexError (choices: []) and KeyError; TypeError/AttributeError come from parsing a null or mistyped field.
+MALFORMED: tuple[type[BaseException], ...] = (openai.APIResponseValidationError, OutputParserException, ValidationError,
+                                              ValueError, LookupError, TypeError, AttributeError)
+RETRYABLE = TRANSIENT + MALFORMED
+# everything else the SDK raises (4xx other than 429, an unexpected status): not retried
+FAILURES: tuple[type[BaseException], ...] = (openai.OpenAIError, *MALFORMED)
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -53,53 +97,72 @@ class LLMBrain:
         self.structured = self.chat.with_structured_output(Understanding, method="function_calling")
         self.attempts = settings.llm_max_attempts
         self.wait = wait or wait_exponential(multiplier=0.5, max=4)
+        self.max_chars = settings.llm_reply_max_chars
+        self.budget = (settings.llm_budget_min, settings.llm_budget_max)
         self.calls = 0
 
-    def _call(self, fn: Any, messages: list[Any]) -> Any:
+    def _call(self, fn: Callable[[list[BaseMessage]], Any], messages: list[BaseMessage],
+              parse: Callable[[Any], T]) -> T:
+        """``parse(fn(messages))`` under the retry policy; every failure becomes :class:`BrainUnavailable`."""
         retrying = Retrying(stop=stop_after_attempt(self.attempts), wait=self.wait,
                             retry=retry_if_exception(_retryable), reraise=True)
         try:
             for attempt in retrying:
                 with attempt:
                     self.calls += 1
-                    result = fn(messages)
-                    if result is None:
-                        raise OutputParserException("the model returned no structured output")
-                    return result
-        except (openai.OpenAIError, *RETRYABLE) as exc:
-            raise BrainUnavailable(f"{type(exc).__name__}: {exc}") from exc
+                    return parse(fn(messages))
+        except FAILURES as exc:
+            raise BrainUnavailable(f"{type(exc).__name__}: {str(exc)[:300]}") from exc
         raise BrainUnavailable("no attempt was made")  # pragma: no cover - Retrying always attempts once
+
+    @staticmethod
+    def _understanding(result: Any) -> Understanding:
+        if result is None:
+            raise OutputParserException("the model returned no structured output")
+        return result if isinstance(result, Understanding) else Understanding.model_validate(result)
+
+    def _text(self, message: Any) -> str:
+        content = getattr(message, "content", None)
+        if not isinstance(content, str):
+            raise MalformedOutput(f"reply content is {type(content).__name__}, not text")
+        if len(content) > self.max_chars:
+            raise MalformedOutput(f"reply of {len(content)} characters (at most {self.max_chars})")
+        text = content.strip()
+        if not text:
+            raise MalformedOutput("the model returned an empty reply")
+        return text
 
     def understand(self, turn: TurnInput, vector: np.ndarray | None = None,
                    routed: Understanding | None = None) -> Understanding:
         """The model's reading, merged over the router's: rule overrides, ids and vocabulary stay the router's."""
         pending = f"客户正在回答的问题：{turn.pending_question}" if turn.pending_question else ""
         names = sorted(self.catalog.intents.names - set(self.catalog.intents.groups))
-        system = prompts.UNDERSTAND.format(taxonomy="、".join(turn.taxonomy), tags="、".join(turn.tags) or "无",
-                                           memory=turn.memory or "无", pending=pending, intents="、".join(names))
-        result = self._call(self.structured.invoke, [SystemMessage(system), HumanMessage(turn.text)])
-        model = result if isinstance(result, Understanding) else Understanding.model_validate(result)
-        allowed = set(turn.taxonomy)
-        tags = [t for t in model.tags if t in allowed]
+        settable = sorted(guardrails.model_settable_tags(self.catalog) & set(turn.taxonomy))
+        system = prompts.UNDERSTAND.format(taxonomy="、".join(settable) or "无（不要选标签）",
+                                           tags="、".join(turn.tags) or "无", memory=turn.memory or "无",
+                                           pending=pending, intents="、".join(names))
+        model = self._call(self.structured.invoke, [SystemMessage(system), HumanMessage(turn.text)],
+                           self._understanding)
+        tags = [t for t in model.tags if t in settable]  # operational tags are the rules' alone
+        facts = guardrails.model_facts(model.facts, self.catalog, budget=self.budget)
+        model = model.model_copy(update={"tags": tags, "facts": facts})
         if routed is None:
-            return model.model_copy(update={"tags": tags})
+            return model
         return merge_understanding(routed, model, self.catalog, tags)
 
     def reply(self, turn: TurnInput, understanding: Understanding, facts: Facts) -> Reply:
         if facts.refused:  # a refusal is decided by the runtime, not phrased by the model
             return Reply(text=facts.refused, grounded=True)
-        known = json.dumps(facts.as_prompt(), ensure_ascii=False, default=str)
+        looked_up = facts.as_prompt()
+        known = json.dumps(looked_up, ensure_ascii=False, default=str)
         persona = self.catalog.persona
         system = prompts.REPLY.format(name=turn.name or "您", memory=turn.memory or "无", facts=known,
                                       brand=persona.brand, advisor=persona.advisor_title, tone=persona.tone)
-        message = self._call(self.chat.invoke, [SystemMessage(system), HumanMessage(turn.text)])
-        text = str(message.content).strip()
-        if not text:
-            raise BrainUnavailable("the model returned an empty reply")
-        invented = [a or b for a, b in _MONEY.findall(text) if (a or b) not in known]
-        if invented:
-            raise BrainUnavailable(f"reply quoted amounts not in the facts: {invented}")
-        grounded = bool(facts.as_prompt()) or understanding.intent not in QUESTION_INTENTS
+        text = self._call(self.chat.invoke, [SystemMessage(system), HumanMessage(turn.text)], self._text)
+        violations = guardrails.check_reply(text, looked_up, max_chars=self.max_chars)
+        if violations:
+            raise ReplyRejected("reply not backed by the facts: " + "; ".join(str(v) for v in violations))
+        grounded = bool(looked_up) or understanding.intent not in QUESTION_INTENTS
         return Reply(text=text, grounded=grounded, offer_human=not grounded)
 
 

@@ -17,7 +17,7 @@ ORDER_INTENTS = {"order_status", "logistics"}
 # a question about the state of something bought: not shipped, not delivered, refunded yet, received yet
 ASKS_STATUS = re.compile(r"了没|了吗|[到了]没|没[发到退收]|还没[到发收退处动有好]|还不[到发退]|咋还|怎么还|啥情况|什么情况|"
                          r"进度|到哪|怎么样了|状态|"
-                         r"单号|物流|快递|签收|发货|寄出|到账|取消")
+                         r"单号|物流|快递|签收|发货|寄出|到账|被取消|怎么取消|取消了[吗没]")
 # questions a shop answers with an FAQ entry or policy clause about that topic
 TOPIC_INTENTS = {"invoice", "shelf_life", "usage_order", "live_schedule", "shipping_time", "return_exchange",
                  "price_protection"}

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from api.bounds import BoundedBody
 from api.routes import chat, health, operator, wecom
 from api.service import Service
 
@@ -29,12 +30,14 @@ def create_app(service: Service, *, run_pump: bool | None = None) -> FastAPI:
 
     app = FastAPI(title="sopagent", version="0.1.0", lifespan=lifespan,
                   description="Private-domain customer-operations SOPs on WeCom: callback, web chat, operator API.")
+    app.add_middleware(BoundedBody, max_bytes=settings.max_body_bytes, max_json_depth=settings.max_json_depth,
+                       limits=[("/api/knowledge/", settings.knowledge_max_body_bytes)])
     app.state.service = service
     app.state.operator_token = (settings.operator_token.get_secret_value() if settings.operator_token
                                 else secrets.token_urlsafe(24))
     app.state.chat_secret = settings.chat_secret.get_secret_value() if settings.chat_secret else secrets.token_hex(32)
     app.state.generated_operator_token = settings.operator_token is None
-    operator.apply_published(service)
+    service.sync_library(force=True)  # the published versions and pauses survive restarts
     for router in (health.router, wecom.router, chat.router, operator.router):
         app.include_router(router)
     return app

@@ -59,15 +59,22 @@ def worker(
             raise typer.Exit(2) from exc
         console.print(f"simulated to {until}: {handled} items handled")
         return
-    from api.routes.operator import apply_published
     from api.service import Service
 
     service = Service.build(settings, clock=SystemClock())
-    apply_published(service)
+    service.sync_library(force=True)
     console.print(f"worker running on {settings.db_url} ({'wecom' if service.client else 'sandbox'}); Ctrl-C to stop")
-    while True:
-        if service.pump_once() == 0:
-            time.sleep(interval)
+    said = None
+    try:
+        while True:
+            handled = service.pump_once()
+            if service.standing_by != said:  # one line when this worker starts or stops standing by
+                said = service.standing_by
+                console.print(f"[yellow]{said}[/]" if said else "pump lease taken: this worker is pumping")
+            if handled == 0:
+                time.sleep(interval)
+    finally:
+        service.stop()
 
 
 @app.command()

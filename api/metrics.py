@@ -1,4 +1,5 @@
-"""Prometheus metrics: turns and their latency, sends by mode, deferrals, LLM errors, queue depth, callbacks.
+"""Prometheus metrics: turns and their latency, sends by mode, deferrals, LLM errors and the LLM circuit, queue
+depth, callbacks.
 
 Each service has its own registry. Engine components keep plain counters; :meth:`Metrics.collect`
 (called after every pump pass) turns their growth into Prometheus counters.
@@ -9,6 +10,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from agent.breaker import CircuitState
 
 if TYPE_CHECKING:
     from api.service import Service
@@ -23,6 +26,13 @@ class Metrics:
                                       buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10))
         self.llm_errors = Counter("sopagent_llm_errors", "Turns the LLM could not serve (offline fallback)",
                                   registry=r)
+        self.brain_circuit = Gauge("sopagent_brain_circuit_state", "LLM circuit breaker: 1 for the current state",
+                                   ["state"], registry=r)
+        self.brain_failures = Gauge("sopagent_brain_consecutive_failures", "Consecutive LLM failures now",
+                                    registry=r)
+        self.brain_opened = Counter("sopagent_brain_circuit_opened", "Times the LLM circuit opened", registry=r)
+        self.brain_short_circuited = Counter("sopagent_brain_short_circuited",
+                                             "LLM calls not made because the circuit was open", registry=r)
         self.handoffs = Counter("sopagent_handoffs", "Conversations handed to a human", registry=r)
         self.sends = Counter("sopagent_sends", "Outbound actions sent", ["mode"], registry=r)
         self.deferrals = Counter("sopagent_deferrals", "Sends deferred by the contact policy", registry=r)
@@ -56,4 +66,12 @@ class Metrics:
     def render(self, service: Service) -> bytes:
         for name, depth in service.queue_depth().items():
             self.queue.labels(queue=name).set(depth)
+        conversation = service.runtime.conversation
+        if conversation is not None:
+            status = conversation.breaker.status()
+            for state in CircuitState:
+                self.brain_circuit.labels(state=state.value).set(1 if status.state is state else 0)
+            self.brain_failures.set(status.consecutive_failures)
+            self.brain_opened.inc(self._grow("brain_opened", status.opened_total))
+            self.brain_short_circuited.inc(self._grow("brain_short_circuited", status.short_circuited_total))
         return generate_latest(self.registry)

@@ -14,6 +14,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -22,6 +23,8 @@ from sqlalchemy.engine import Engine
 
 import api.tables  # noqa: F401  (registers tables)
 from agent.runtime import Runtime
+from api.lease import Lease
+from api.library_sync import apply_published, library_digest
 from api.metrics import Metrics
 from api.tables import WecomCallback
 from api.wecom.channel import WeComChannel
@@ -134,6 +137,11 @@ class Service:
         self.ticks = 0
         self._last_poll = 0.0
         self._thread: threading.Thread | None = None
+        self.lease = Lease(runtime.deps.engine, self.clock, timedelta(seconds=settings.pump_lease_seconds))
+        self.standing_by: str | None = None  # why this process is not pumping (another holds the lease)
+        self.paused_applied: set[str] = set()  # SOPs this process paused because the database says so
+        self._library_digest: str | None = None
+        self._last_library_poll = float("-inf")
 
     @classmethod
     def build(cls, settings: Settings, *, clock: Clock | None = None,
@@ -158,7 +166,18 @@ class Service:
         self._wake.set()
 
     def pump_once(self) -> int:
-        """Apply callbacks, run everything due, poll mass sends; returns how many items were handled."""
+        """Apply callbacks, run everything due, poll mass sends; returns how many items were handled. A process
+        that does not hold the pump lease stands by (0): one pump per database."""
+        if not self.lease.acquire():
+            holder = self.lease.current()
+            why = (f"another pump ({holder[0]}) holds the lease until {holder[1].isoformat(timespec='seconds')}; "
+                   "standing by") if holder else "the pump lease is taken; standing by"
+            if why != self.standing_by:
+                log.warning(why)
+            self.standing_by = why
+            return 0
+        self.standing_by = None
+        self.sync_library()
         with self._lock:
             handled = self.processor.process()
             handled += self.runtime.tick()
@@ -171,6 +190,19 @@ class Service:
             self.ticks += 1
             self._ticked.notify_all()
         return handled
+
+    def sync_library(self, force: bool = False) -> bool:
+        """Apply SOPs published, paused or resumed by any process since the last look (every
+        ``library_poll_seconds``); True when something changed."""
+        if not force and time.monotonic() - self._last_library_poll < self.settings.library_poll_seconds:
+            return False
+        self._last_library_poll = time.monotonic()
+        with self.runtime.deps.engine.connect() as conn:
+            digest = library_digest(conn)
+        if digest == self._library_digest:
+            return False
+        self._library_digest = apply_published(self)
+        return True
 
     def wait_tick(self, after: int, timeout: float) -> bool:
         """Block until a pump pass that started after tick ``after`` has finished."""
@@ -201,6 +233,7 @@ class Service:
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
+        self.lease.release()
         self.store.close()
         if self.client is not None:
             self.client.close()

@@ -11,8 +11,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from knowledge.yaml_lines import YamlError, load_yaml
 
 ASSERTIONS = {
     "reply_contains", "reply_not_contains", "reply_any", "no_reply", "sop", "not_enrolled", "slot", "fact", "tags",
@@ -116,9 +117,11 @@ def load_cases(paths: list[Path]) -> list[Case]:
     seen: dict[str, str] = {}
     for file in files:
         try:
-            data = yaml.safe_load(file.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
-            raise CaseError(f"{file}: {exc}") from exc
+            data = load_yaml(file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CaseError(f"{file}: cannot read: {exc}") from exc
+        except YamlError as exc:
+            raise CaseError(f"{file}:{exc.line}: invalid YAML: {exc.reason}") from exc
         items = data.get("cases") if isinstance(data, dict) and "cases" in data else [data]
         for index, item in enumerate(items or []):
             if not isinstance(item, dict):

@@ -25,6 +25,7 @@ from sqlalchemy import func, select
 from agent.inbound import submit
 from agent.runtime import Runtime, load_valid_library
 from agent.tables import Message
+from agent.tasks import announce_done, mark_done
 from evals.case import Case, Step, parse_wait
 from evals.cassettes import CassetteTransport
 from evals.checks import Checker, Context, Outcome, Tally, project, transcript_tools
@@ -36,7 +37,7 @@ from knowledge.retriever import Retriever
 from knowledge.settings import Settings
 from knowledge.tables import Customer, CustomerTag, Shipment, ShopOrder
 from sop_graphs.loader import Library
-from sop_graphs.tables import Outbox
+from sop_graphs.tables import EmployeeTask, Outbox
 
 Mode = Literal["offline", "replay", "live"]
 CASSETTES = Path(__file__).resolve().parent / "cassettes"
@@ -210,11 +211,24 @@ class CaseRun:
         event = dict(event)
         kind_name = event.pop("kind")
         cid = event.pop("customer", self.default)
+        if kind_name == "task_done":  # an employee completes the customer's open tasks, as in the console
+            self._tasks_done(cid)
+            return
         kind, base = EVENTS[kind_name]
         at = self.clock.now()
         submit(self.runtime.deps, key=f"event/{index}/{kind_name}/{cid}", customer_id=cid, kind=kind, at=at,
                payload={**base, **event})
         self.runtime.run_until(at + timedelta(seconds=5))
+
+    def _tasks_done(self, cid: str) -> None:
+        deps = self.runtime.deps
+        with deps.engine.begin() as conn:
+            ids = list(conn.execute(select(EmployeeTask.id).where(EmployeeTask.customer_id == cid,
+                                                                  EmployeeTask.status == "open")).scalars())
+            tasks = [task for task_id in ids if (task := mark_done(conn, task_id)) is not None]
+        for task in tasks:
+            announce_done(deps, task)
+        self.runtime.run_until(self.clock.now() + timedelta(seconds=5))
 
     def _check(self, assertions: list[dict[str, Any]], where: str) -> Outcome | None:
         checker = Checker(self.ctx)

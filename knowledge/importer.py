@@ -55,7 +55,6 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 from zoneinfo import ZoneInfo
 
-import yaml
 from pydantic import (
     AnyHttpUrl,
     BaseModel,
@@ -76,6 +75,7 @@ from knowledge.clock import as_utc
 from knowledge.db import upsert
 from knowledge.statuses import CANONICAL_LABELS, STATUS_NAME
 from knowledge.tables import Document, Product, Promotion, Shipment, ShopOrder, StatusLabel, shipment_id
+from knowledge.yaml_lines import YamlError, load_yaml
 
 Kind = Literal["products", "orders", "logistics", "faq", "policy", "promotions"]
 KINDS: tuple[str, ...] = ("products", "orders", "logistics", "faq", "policy", "promotions")
@@ -126,7 +126,7 @@ class ProductRow(_Row):
     model: str = ""
     category: str = ""
     price: float = Field(ge=0)
-    stock: int | None = Field(default=None, ge=0, description="None when the export has no stock")
+    stock: int | None = Field(default=None, ge=0, le=2**63 - 1, description="None when the export has no stock")
     description: str = ""
     usage: str = ""
     suitable_for: str = ""
@@ -176,7 +176,7 @@ def _known_status(kind: str, value: str, info: ValidationInfo) -> str:
 class OrderItem(_Row):
     sku: str = Field(min_length=1)
     name: str = ""
-    qty: int | None = Field(default=None, ge=1)
+    qty: int | None = Field(default=None, ge=1, le=2**63 - 1)
     price: float | None = Field(default=None, ge=0)
 
 
@@ -461,14 +461,7 @@ class Mapping(FieldRules):
         """The mapping in ``path`` (none: an empty mapping); any problem is an :class:`ImportFormatError`."""
         if path is None:
             return cls()
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ImportFormatError(f"{path}: cannot read the mapping: {exc.strerror or exc}") from exc
-        except yaml.YAMLError as exc:
-            where = getattr(exc, "problem_mark", None)
-            line = f":{where.line + 1}" if where is not None else ""
-            raise ImportFormatError(f"{path}{line}: invalid YAML: {getattr(exc, 'problem', None) or exc}") from exc
+        data = _read_yaml(path, "the mapping")
         if data is not None and not isinstance(data, dict):
             raise ImportFormatError(f"{path}: a mapping file is a YAML object (fields:, values:, ...), "
                                     f"not a {type(data).__name__}")
@@ -527,6 +520,21 @@ class ImportFormatError(ValueError):
     """The file or its mapping cannot be used (bad JSON or YAML, unknown type, wrong path); nothing was imported."""
 
 
+def _read_yaml(path: Path, what: str) -> Any:
+    """A mapping file or shop manifest, through the project's one bounded YAML loader (no anchors or aliases,
+    capped depth and size); every problem is an :class:`ImportFormatError` naming ``path``:line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ImportFormatError(f"{path}: cannot read {what}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ImportFormatError(f"{path}: cannot read {what}: not UTF-8 text ({exc.reason})") from exc
+    try:
+        return load_yaml(text)
+    except YamlError as exc:
+        raise ImportFormatError(f"{path}:{exc.line}: invalid YAML: {exc.reason}") from exc
+
+
 _WRAPPERS = ("items", "data", "records", "list", "rows")
 
 
@@ -549,6 +557,22 @@ def _records(data: Any, records: str | None, where: str) -> list[Any]:
     raise ImportFormatError(f"{where}: no list of rows found; name it in the mapping, e.g. `records: data.list`")
 
 
+def _invalid_unicode(row: dict[str, Any]) -> str | None:
+    """The first field of ``row`` holding text that is not valid Unicode (a JSON ``"\\ud800"`` escape parses to a
+    lone surrogate, which no store or index can encode)."""
+    for field, value in row.items():
+        try:
+            json.dumps(value, ensure_ascii=False, default=str).encode("utf-8")
+        except UnicodeEncodeError:
+            return field
+    return None
+
+
+def _json_limit(exc: RecursionError | ValueError) -> str:
+    """Why well-formed JSON was still refused: nesting past the interpreter's limit, or a number too long."""
+    return "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+
+
 def read_rows(path: Path, kind: str, records: str | None = None) -> Iterator[Any]:
     """Raw rows of a file by its suffix; Markdown yields one row per ``##`` section."""
     suffix = path.suffix.lower()
@@ -567,12 +591,16 @@ def read_rows(path: Path, kind: str, records: str | None = None) -> Iterator[Any
                     data = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise ImportFormatError(f"{path}:{number}: invalid JSON line: {exc.msg}") from exc
+                except (RecursionError, ValueError) as exc:
+                    raise ImportFormatError(f"{path}:{number}: unreadable JSON line: {_json_limit(exc)}") from exc
                 yield from (_records(data, records, f"{path}:{number}") if records is not None else [data])
     elif suffix == ".json":
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ImportFormatError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from exc
+        except (RecursionError, ValueError) as exc:
+            raise ImportFormatError(f"{path}: unreadable JSON: {_json_limit(exc)}") from exc
         yield from _records(data, records, str(path))
     elif suffix in (".md", ".markdown"):
         yield from _markdown_sections(text, kind, path.stem)
@@ -625,6 +653,11 @@ def import_file(engine: Engine, path: Path, kind: str, mapping: Path | None = No
         except ValidationError as exc:
             report.errors.extend(_row_errors(number, exc, rules))
             continue
+        bad = _invalid_unicode(row)
+        if bad is not None:
+            report.errors.append(RowError(row=number, field=bad, message="invalid Unicode: a lone surrogate escape "
+                                                                          "such as \\ud800 in the text"))
+            continue
         key = tuple(row[k] for k in keys)
         if key in first_row:
             report.duplicates.append(Duplicate(row=number, earlier_row=first_row[key],
@@ -657,8 +690,14 @@ def shop_files(directory: Path) -> list[tuple[str, str, str | None]]:
     manifest = directory / "shop.yaml"
     if not manifest.exists():
         return list(DEMO_FILES)
-    data = yaml.safe_load(manifest.read_text(encoding="utf-8")) or {}
-    return [(f["file"], f["kind"], f.get("mapping")) for f in data.get("files", [])]
+    data = _read_yaml(manifest, "the shop manifest") or {}
+    files = data.get("files", []) if isinstance(data, dict) else None
+    if not isinstance(files, list) or not all(
+            isinstance(f, dict) and isinstance(f.get("file"), str) and isinstance(f.get("kind"), str)
+            and isinstance(f.get("mapping"), str | None) for f in files):
+        raise ImportFormatError(f"{manifest}: a shop manifest is `files: [{{file: NAME, kind: KIND, mapping: NAME}}]`"
+                                " (mapping optional)")
+    return [(f["file"], f["kind"], f.get("mapping")) for f in files]
 
 
 def import_demo_shop(engine: Engine, shop_timezone: str = "Asia/Shanghai",

@@ -44,6 +44,14 @@ class Settings(BaseSettings):
         "OPENAI_BASE_URL", "SOPAGENT_OPENAI_BASE_URL", "openai_base_url"))
     llm_timeout_seconds: float = Field(default=20.0, gt=0)
     llm_max_attempts: int = Field(default=3, ge=1, description="Attempts per LLM call (429/5xx/timeouts/bad output).")
+    llm_reply_max_chars: int = Field(default=1000, ge=1, description="A model reply longer than this is refused "
+                                     "as malformed (retried, then the offline brain answers).")
+    llm_breaker_failures: int = Field(default=3, ge=1, description="Consecutive LLM failures that open the circuit: "
+                                      "turns then use the offline brain without calling the endpoint.")
+    llm_breaker_cooldown_seconds: float = Field(default=30.0, gt=0, description="How long an open circuit waits "
+                                                "(on the injected clock) before one probe call is allowed.")
+    llm_budget_min: float = Field(default=1.0, ge=0, description="Smallest budget (yuan) the model may extract.")
+    llm_budget_max: float = Field(default=100_000.0, gt=0, description="Largest budget (yuan) the model may extract.")
 
     wecom_corp_id: str | None = Field(default=None, description="CorpID; also the callback receiveid.")
     wecom_token: SecretStr | None = Field(default=None, description="Callback Token of the app.")
@@ -56,6 +64,12 @@ class Settings(BaseSettings):
     wecom_api_base: str = Field(default="https://qyapi.weixin.qq.com", description="Every WeCom API call goes here.")
     wecom_timeout_seconds: float = Field(default=10.0, gt=0)
     callback_max_bytes: int = Field(default=64 * 1024, ge=1024, description="Larger callback bodies are refused.")
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, description="Larger request bodies are refused "
+                                "with 413 on every route (counted while streaming, chunked bodies too).")
+    knowledge_max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, description="The same limit for "
+                                          "POST /api/knowledge/{kind} (a whole export file in one body).")
+    max_json_depth: int = Field(default=32, ge=2, le=128, description="Deeper nested JSON bodies are refused "
+                                "with 422.")
     callback_max_skew_seconds: int = Field(default=300, ge=1, description="Older/newer timestamps are refused.")
     member_task_expiry_hours: float = Field(default=24.0, gt=0, description="Unsent mass-send tasks are cancelled.")
     operator_token: SecretStr | None = Field(default=None, description="Bearer token of the operator API.")
@@ -63,6 +77,11 @@ class Settings(BaseSettings):
                                                                     "if unset (sessions then end on restart).")
     chat_wait_seconds: float = Field(default=15.0, gt=0, description="How long POST /chat waits for replies.")
     serve_worker: bool = Field(default=True, description="serve also runs the worker in-process (single node).")
+    pump_lease_seconds: float = Field(default=30.0, gt=0, le=3600, description=(
+        "one pump per database: the lease a pump renews every pass; another pump takes over this long after "
+        "the holder stopped renewing"))
+    library_poll_seconds: float = Field(default=2.0, gt=0, le=600, description=(
+        "how often a pump checks the database for SOPs published, paused or resumed by another process"))
 
     worker_batch: int = Field(default=2000, ge=1, description="Due rows or outbox rows per transaction.")
 

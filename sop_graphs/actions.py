@@ -53,6 +53,8 @@ def with_expiry(step: Any, payload: dict[str, Any], at: datetime) -> dict[str, A
     """Stamp ``expires_at`` on time-sensitive content (e.g. a live reminder) so it is never sent late."""
     if getattr(step, "expires_after", None):
         payload["expires_at"] = as_utc(at + parse_duration(step.expires_after)).isoformat()
+    if getattr(step, "priority", 0):
+        payload["priority"] = step.priority
     return payload
 
 
@@ -60,8 +62,18 @@ def values_for(customer: dict[str, Any] | None, catalog: Catalog) -> dict[str, A
     """Variables every text may use: {name}, {owner}, {shop} (the persona's brand), {advisor}."""
     customer = customer or {}
     persona = catalog.persona
-    return {"name": customer.get("name") or "亲", "owner": customer.get("owner") or "", "shop": persona.brand,
-            "advisor": persona.advisor_title}
+    return {"name": customer.get("name") or "亲", "shop": persona.brand, "advisor": persona.advisor_title,
+            "owner": owner_name(customer.get("owner") or "", persona.advisor_title)}
+
+
+def owner_name(owner: str, title: str) -> str:
+    """The owner's name without the title the shop's texts already put before it: WeCom names such as
+    "顾问小禾" after "护肤顾问{owner}" would read "护肤顾问顾问小禾"; the longest end of the title the name
+    starts with goes ("顾问小禾" → "小禾"), other names stay ("门店小美")."""
+    for n in range(len(title), 1, -1):
+        if owner.startswith(title[-n:]) and len(owner) > n:
+            return owner[n:]
+    return owner
 
 
 def render_question(deps: Deps, conn: Connection, customer_id: str, step: AskStep) -> str:

@@ -18,6 +18,7 @@ from sop_graphs.spec import Catalog
 STAGES = ("new", "active", "customer", "repeat", "silent", "churned")
 FROM_WECOM = "wecom/"  # tag source of changes WeCom reported (edit_external_contact)
 WEB_PREFIX = "web_"  # customers of the web chat: their replies travel in the HTTP response, not via WeCom
+WEB_CHANNEL = "web"  # the channel code of web chat customers (an SOP audience naming it admits them)
 BROADCAST = "__broadcast__"  # the subject of group and moments runs, which address no single customer
 
 _C = Customer.__table__.c

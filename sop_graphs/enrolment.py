@@ -15,7 +15,15 @@ from sqlalchemy.engine import Connection
 
 from knowledge.clock import as_utc, parse_hhmm
 from knowledge.db import any_of, run_in
-from sop_graphs.customers import BROADCAST, load_customer, load_customers, tags_of_many, write_tags
+from sop_graphs.customers import (
+    BROADCAST,
+    WEB_CHANNEL,
+    WEB_PREFIX,
+    load_customer,
+    load_customers,
+    tags_of_many,
+    write_tags,
+)
 from sop_graphs.deps import Deps
 from sop_graphs.effects import Effects
 from sop_graphs.relevance import asks_only_unused, unused_slots
@@ -210,6 +218,12 @@ def _refusal(spec: SopSpec, customer: dict[str, Any] | None, tags: set[str], own
         return "unknown customer"
     if customer["stage"] == "churned":
         return "customer deleted us"
+    if customer.get("unsubscribed_at") is not None and spec.sends_marketing:
+        return "customer unsubscribed from marketing"
+    if str(customer.get("id", "")).startswith(WEB_PREFIX) and spec.grants_coupons and \
+            WEB_CHANNEL not in spec.audience.channel_codes:
+        # an anonymous web session costs nothing to open: coupons only where the SOP's audience names "web"
+        return "anonymous web visitor: coupon SOPs need audience channel_codes [web]"
     if not audience_matches(spec.audience, customer, tags):
         return "not in the audience"
     if owner is not None:

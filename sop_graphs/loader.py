@@ -10,9 +10,9 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from knowledge.yaml_lines import YamlError, line_of, load_with_lines
 from sop_graphs.shop_data import IntentBook, Persona, ProfileVocabulary
 from sop_graphs.spec import Campaign, Catalog, Group, Material, SopSpec, TagGroup
-from sop_graphs.yaml_lines import YamlError, line_of, load_with_lines
 
 CATALOG_FILES = {"materials.yaml": "materials", "campaigns.yaml": "campaigns", "groups.yaml": "groups",
                  "tags.yaml": "tag_groups"}
@@ -125,6 +125,9 @@ def load_catalog(directory: Path) -> tuple[Catalog, list[Problem]]:
             continue
         try:
             data, lines = load_with_lines(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(Problem(str(path), 1, key, f"cannot read file: {exc}"))
+            continue
         except YamlError as exc:
             problems.append(Problem(str(path), exc.line, key, f"malformed YAML: {exc.reason}"))
             continue

@@ -73,6 +73,7 @@ class Contact:
     unsubscribed: bool = False
     churned: bool = False
     suppressed_by: str | None = None
+    reserved: int = 0  # time-critical marketing (priority > 0) still due today: today's last slots are theirs
     last_inbound_at: datetime | None = None
     kf_window: datetime | None = None
     kf_sent: int = 0
@@ -107,7 +108,10 @@ class ContactPolicy:
             return instant
         return self.shop.next_time_of_day(instant, self.quiet_end)
 
-    def decide(self, *, marketing: bool, touch: str | None, contact: Contact, now: datetime) -> Decision:
+    def decide(self, *, marketing: bool, touch: str | None, contact: Contact, now: datetime,
+               priority: int = 0) -> Decision:
+        """``priority`` > 0: time-critical content (a live reminder, a coupon about to expire) that generic
+        content (priority 0) leaves today's remaining slots to when the daily cap would otherwise bind."""
         if not marketing:
             return Decision("send")
         if contact.churned:
@@ -127,6 +131,11 @@ class ContactPolicy:
             # the start of tomorrow's window, so deferred pushes go out before that day's fresh content
             tomorrow = self.shop.at(self.shop.local(now).date() + timedelta(days=1), self.quiet_end)
             return Decision("defer", self.next_allowed(tomorrow), f"daily cap of {self.cap} reached")
+        used = contact.day_count if contact.day == today else 0
+        if priority == 0 and contact.reserved and self.cap - used <= contact.reserved:
+            tomorrow = self.shop.at(self.shop.local(now).date() + timedelta(days=1), self.quiet_end)
+            return Decision("defer", self.next_allowed(tomorrow),
+                            f"today's last {self.cap - used} slot(s) kept for time-critical content")
         if contact.last_marketing_at is not None and now - as_utc(contact.last_marketing_at) < self.interval:
             until = self.next_allowed(as_utc(contact.last_marketing_at) + self.interval)
             return Decision("defer", until, f"minimum interval of {self.interval} since the last push")

@@ -24,8 +24,20 @@ def variables_for(kind: str) -> frozenset[str]:
 
 
 def placeholders(text: str) -> set[str]:
-    """The ``{names}`` a template uses; raises ValueError on unbalanced braces."""
-    return {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
+    """The ``{names}`` a template uses; raises ValueError on unbalanced braces and on any field that is not a
+    plain ``{name}``: no format spec (``{name:>999999999}`` would render a gigabyte), conversion (``{name!r}``),
+    attribute or index access (``{name.attr}``, ``{name[0]}``) and no positional ``{}``. Write ``{{`` and ``}}``
+    for literal braces."""
+    names = set()
+    for _, name, spec, conversion in string.Formatter().parse(text):
+        if name is None:
+            continue
+        if not name.isidentifier() or spec or conversion:
+            field = name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
+            raise ValueError(f"{{{field}}} is not a plain {{name}} placeholder: format specs, conversions, "
+                             "attribute/index access and positional {} are not allowed")
+        names.add(name)
+    return names
 
 
 def choose_variant(variants: Iterable[Variant], tags: set[str]) -> Variant | None:
@@ -44,9 +56,27 @@ class _Blank(dict[str, Any]):
         return ""
 
 
+def _text(value: Any) -> str:
+    """A value as a customer reads it: a float without a trailing ``.0`` or binary noise (``99``, ``0.3``)."""
+    return f"{value:.15g}" if isinstance(value, float) else str(value)
+
+
+def substitute(template: str, values: Mapping[str, Any]) -> str:
+    """``template`` with each ``{name}`` replaced by the value's text. Only plain names are ever looked up: a
+    format spec or conversion is ignored and an attribute/index/positional field renders empty, so a template
+    that slipped past validation can neither pad to gigabytes nor reach into an object. Raises ValueError on
+    unbalanced braces and ``values[name]``'s KeyError for a missing name."""
+    parts: list[str] = []
+    for literal, name, _spec, _conversion in string.Formatter().parse(template):
+        parts.append(literal)
+        if name is not None and name.isidentifier():
+            parts.append(_text(values[name]))
+    return "".join(parts)
+
+
 def fill(template: str, values: Mapping[str, Any]) -> str:
     """Fill ``{variables}``; an unknown value renders empty rather than leaking braces."""
-    return template.format_map(_Blank(values))
+    return substitute(template, _Blank(values))
 
 
 def render_step(step: Any, catalog: Catalog, tags: set[str], values: Mapping[str, Any]) -> dict[str, Any]:
@@ -84,7 +114,7 @@ def reply_text(catalog: Catalog, template: str, /, **values: Any) -> str:
     shop's library that leaves a template out gets the bundled one (its persona still fills it)."""
     persona = catalog.persona
     text = catalog.replies.get(template) or bundled_replies()[template]
-    return text.format(**{"brand": persona.brand, "advisor": persona.advisor_title, **values})
+    return substitute(text, {"brand": persona.brand, "advisor": persona.advisor_title, **values})
 
 
 @functools.cache

@@ -25,7 +25,8 @@ Mode = Literal["kf", "welcome", "member_task", "group_task", "moment_task"]
 Executor = Literal["ai", "human"]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-CustomerEvent = Literal["purchased", "unsubscribed", "replied", "churned", "complained", "delivered"]
+CustomerEvent = Literal["purchased", "unsubscribed", "replied", "churned", "complained", "delivered",
+                        "task_completed"]  # task_completed: an employee completed a task about the customer
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$")
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
@@ -187,6 +188,9 @@ class _Outbound(_Step):
     executor: Executor | None = None
     marketing: bool | None = Field(default=None, description="default: true unless replying to the customer")
     expires_after: Duration | None = Field(default=None, description="cancel instead of sending later than this")
+    priority: int = Field(default=0, ge=0, le=9, description=(
+        "time-critical content (a live reminder, a coupon about to expire): when the daily cap binds, generic "
+        "content (0) leaves today's remaining slots to it"))
 
     _expires = field_validator("expires_after")(_check_duration)
 
@@ -390,6 +394,15 @@ class SopSpec(Strict):
         return self.steps_by_id[step_id]
 
     @property
+    def grants_coupons(self) -> bool:
+        return any(isinstance(s, CouponStep) for s in self.steps)
+
+    @property
+    def sends_marketing(self) -> bool:
+        """Some outbound step may be marketing (``marketing`` not set false): an opted-out customer never enters."""
+        return any(isinstance(s, _Outbound) and s.marketing is not False for s in self.steps)
+
+    @property
     def steps_by_id(self) -> dict[str, Any]:
         return {s.id: s for s in self.steps}
 
@@ -446,6 +459,8 @@ class TagGroup(Strict):
     name: str
     tags: list[str] = Field(min_length=1)
     exclusive: bool = False
+    model_settable: bool = Field(default=False, description="the LLM's understanding may set these tags (customer "
+                                 "attributes such as 肤质/诉求); operational tags are set by rules and SOPs only")
     rules: list[TagRule] = Field(default_factory=list)
 
     @model_validator(mode="after")

@@ -135,7 +135,8 @@ def _did_you_mean(word: str, known: set[str]) -> str:
 
 
 def catalog_problems(catalog: Catalog) -> list[Problem]:
-    """Tag rules naming intents outside the vocabulary (reported against tags.yaml)."""
+    """Tag rules naming intents outside the vocabulary (reported against tags.yaml), 话术 templates that are not
+    plain ``{name}`` placeholders, intents replying with an unknown template."""
     problems = []
     for group_id, group in catalog.tag_groups.items():
         for rule in group.rules:
@@ -144,6 +145,11 @@ def catalog_problems(catalog: Catalog) -> list[Problem]:
                     problems.append(Problem("tags.yaml", 1, group_id,
                                             f"rule for {rule.tag!r} names unknown intent {intent!r}"
                                             f"{_did_you_mean(intent, catalog.intents.names)}"))
+    for name, text in catalog.replies.items():
+        try:
+            placeholders(text)
+        except ValueError as exc:
+            problems.append(Problem("replies.yaml", 1, name, f"bad template: {exc}"))
     for name, entry in catalog.intents.intents.items():
         if entry.reply and entry.reply not in catalog.replies and entry.reply not in bundled_replies():
             problems.append(Problem("intents.yaml", 1, name, f"reply names unknown template {entry.reply!r}"

@@ -14,6 +14,7 @@ import itertools
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from datetime import time as clock_time
 from typing import Any
 
 from croniter import croniter
@@ -67,6 +68,9 @@ _STATES_IN = select(ContactState.__table__).where(any_of(_S.customer_id))
 _FORGET_CONTACTS_IN = ContactState.__table__.delete().where(any_of(_S.customer_id))
 _CONTACT_CUSTOMERS_IN = select(_C.id, _C.unsubscribed_at, _C.stage, _C.last_inbound_at).where(any_of(_C.id))
 _LIVE_SOPS_IN = select(_R.customer_id, _R.sop_id).where(any_of(_R.customer_id), _R.status.in_(LIVE))
+# marketing still due today per customer (its priority is in the payload): reserves slots for time-critical rows
+_DUE_TODAY_IN = select(_O.id, _O.customer_id, _O.payload).where(
+    any_of(_O.customer_id), _O.status == "pending", _O.marketing.is_(True), _O.not_before < bindparam("until"))
 KF_WINDOW = timedelta(hours=48)
 KF_PER_MESSAGE = 5  # kf/send_msg allows 5 messages per customer message
 TASK_MODES = {"member_task": "send_private", "group_task": "send_group", "moment_task": "post_moment",
@@ -413,6 +417,11 @@ class Worker:
             contacts[cid].unsubscribed = unsub is not None
             contacts[cid].churned = stage == "churned"
             contacts[cid].last_inbound_at = last_in
+        batch = {r["id"] for r in rows}
+        tomorrow = self.deps.shop.at(self.deps.shop.local(now).date() + timedelta(days=1), clock_time(0, 0))
+        for row_id, cid, payload in run_in(conn, _DUE_TODAY_IN, ids, until=as_utc(tomorrow)):
+            if (payload or {}).get("priority") and row_id not in batch:
+                contacts[cid].reserved += 1
         if suppressing:
             # filtered by SOP here, not in SQL: a sop_id condition lets SQLite walk that SOP's every run
             for cid, sop_id in run_in(conn, _LIVE_SOPS_IN, ids):
@@ -425,13 +434,15 @@ class Worker:
         sends: list[tuple[Any, str]] = []
         defers: list[tuple[Any, Decision]] = []
         cancels: list[tuple[Any, Decision]] = []
-        for row in rows:
+        # time-critical rows of a batch take a customer's slots before generic ones (stable: otherwise in order)
+        for row in sorted(rows, key=lambda r: -int(r["payload"].get("priority") or 0)):
             contact = contacts[row["customer_id"]]
             suppressed = contact.suppressed_by
             if contact.suppressed_by and row["sop_id"] and deps.library.sops.get(row["sop_id"]) and \
                     deps.library.sops[row["sop_id"]].suppresses_marketing:
                 contact.suppressed_by = None  # the complaint SOP itself may speak
-            decision = deps.policy.decide(marketing=row["marketing"], touch=row["touch"], contact=contact, now=now)
+            decision = deps.policy.decide(marketing=row["marketing"], touch=row["touch"], contact=contact, now=now,
+                                          priority=int(row["payload"].get("priority") or 0))
             contact.suppressed_by = suppressed
             expires = row["payload"].get("expires_at")
             if decision.verdict == "defer" and expires and decision.until > datetime.fromisoformat(expires):

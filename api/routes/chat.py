@@ -32,12 +32,15 @@ from sop_graphs.customers import WEB_PREFIX
 from sop_graphs.tables import Outbox
 
 router = APIRouter(tags=["chat"])
+# what a customer may see: never an employee's task (handoff notes) or a tag write
+CUSTOMER_FACING = ("message", "ask", "group_invite", "coupon")
 _SENTENCE = re.compile(r"(?<=[。！？!?～\n])")
 
 
 class ChatIn(BaseModel):
     text: str = Field(min_length=1, max_length=2000, description="The customer's message.")
-    session: str | None = Field(default=None, description="Session from a previous reply; omit to start one.")
+    session: str | None = Field(default=None, max_length=128,
+                                description="Session from a previous reply; omit to start one.")
     name: str | None = Field(default=None, max_length=64, description="Display name for a new customer.")
     message_id: str | None = Field(default=None, max_length=64, pattern=r"^[0-9A-Za-z_-]+$",
                                    description="Client message id; a retry with the same id is processed once.")
@@ -79,8 +82,13 @@ def _accept(service: Service, customer_id: str, body: ChatIn, new: bool) -> tupl
         submit(deps, key=f"web-add/{customer_id}", customer_id=customer_id, kind="customer_added", at=now,
                payload={"name": body.name or "访客", "channel_code": "web"})
     key = f"web/{customer_id}/{body.message_id or secrets.token_hex(8)}"
-    submit(deps, key=key, customer_id=customer_id, kind="message", payload={"text": body.text, "channel": "web"},
-           at=now)
+    if not submit(deps, key=key, customer_id=customer_id, kind="message", at=now,
+                  payload={"text": body.text, "channel": "web", "after_outbox": last}):
+        # a retry of a message already received: its replies are those that followed the first delivery
+        with deps.engine.connect() as conn:
+            first = conn.execute(select(InboundEvent.__table__.c.payload)
+                                 .where(InboundEvent.__table__.c.key == key)).scalar()
+        last = int((first or {}).get("after_outbox", last))
     return last, key
 
 
@@ -92,10 +100,17 @@ def _settled(service: Service, customer_id: str) -> bool:
 
 
 def _replies(service: Service, customer_id: str, after: int) -> list[ChatReply]:
-    o = Outbox.__table__.c
+    """Customer-facing outbox rows after ``after``, up to where the customer's next message began."""
+    o, i = Outbox.__table__.c, InboundEvent.__table__.c
     with service.runtime.deps.engine.connect() as conn:
-        rows = conn.execute(select(o.payload, o.action, o.sop_id, o.step_id, o.status).where(
-            o.customer_id == customer_id, o.id > after, o.action != "tag").order_by(o.id)).all()
+        later = [int(p.get("after_outbox", 0)) for p in conn.execute(
+            select(i.payload).where(i.customer_id == customer_id, i.kind == "message")).scalars()
+            if int((p or {}).get("after_outbox", 0)) > after]
+        query = select(o.payload, o.action, o.sop_id, o.step_id, o.status).where(
+            o.customer_id == customer_id, o.id > after, o.action.in_(CUSTOMER_FACING))
+        if later:
+            query = query.where(o.id <= min(later))
+        rows = conn.execute(query.order_by(o.id)).all()
     return [ChatReply(text=str(p.get("text") or p.get("title") or ""), action=a, sop_id=s, step_id=st, status=stat)
             for p, a, s, st, stat in rows]
 

@@ -10,16 +10,19 @@ import logging
 import tempfile
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import httpx
 from fastapi import APIRouter, HTTPException, Query
+from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select, update
 
 from agent import memory
+from agent.tasks import announce_done, mark_done
+from api.bounds import INT64_MAX
 from api.deps import OperatorDep, ServiceDep
 from api.service import Service
 from api.tables import AuditLog, KfSession, SopVersion
@@ -81,7 +84,7 @@ class VersionOut(BaseModel):
 
 
 class PublishIn(BaseModel):
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=INT64_MAX)
 
 
 class CustomerOut(BaseModel):
@@ -157,7 +160,7 @@ class TaskOut(BaseModel):
 class KnowledgeIn(BaseModel):
     format: Literal["csv", "json", "jsonl", "md"]
     content: str = Field(min_length=1, max_length=20_000_000)
-    mapping: str | None = Field(default=None, description="YAML field/value mapping for the file.")
+    mapping: str | None = Field(default=None, max_length=200_000, description="YAML field/value mapping for the file.")
 
 
 class ImportOut(BaseModel):
@@ -254,23 +257,6 @@ def sop_versions(sop_id: str, service: ServiceDep, _: OperatorDep) -> list[dict[
         return [dict(r) for r in rows]
 
 
-def apply_published(service: Service) -> None:
-    """At start-up: run the published operator versions and honour pauses (survive restarts)."""
-    with service.runtime.deps.engine.connect() as conn:
-        published = conn.execute(select(_V.sop_id, _V.source).where(_V.status == "published")).all()
-        paused = set(conn.execute(select(WorkerState.__table__.c.name)
-                                  .where(WorkerState.__table__.c.name.like("sop_paused/%"))).scalars())
-    for sop_id, text in published:
-        spec, source, problems = load_sop_text(text, f"{sop_id}.yaml", sop_id)
-        if spec is not None and not problems:
-            service.runtime.replace_sop(spec, source)
-    for name in paused:
-        spec = service.runtime.deps.library.sops.get(name.split("/", 1)[1])
-        if spec is not None:
-            service.runtime.replace_sop(spec.model_copy(update={"enabled": False}),
-                                        service.runtime.deps.library.sources[spec.id])
-
-
 @router.post("/sops/{sop_id}/publish", response_model=SopSummary,
              responses={404: {"description": "unknown version"}, 422: {"model": ValidationFailed}})
 def publish_sop(sop_id: str, body: PublishIn, service: ServiceDep, actor: OperatorDep) -> Any:
@@ -332,10 +318,11 @@ def _with_tags(conn: Any, rows: list[Any]) -> list[dict[str, Any]]:
 
 
 @router.get("/customers", response_model=list[CustomerOut])
-def search_customers(service: ServiceDep, _: OperatorDep, tag: str | None = None,
+def search_customers(service: ServiceDep, _: OperatorDep, tag: str | None = Query(default=None, max_length=64),
                      stage: Literal["new", "active", "customer", "repeat", "silent", "churned"] | None = None,
                      q: str | None = Query(default=None, max_length=64, description="name or id contains"),
-                     limit: int = Query(default=50, ge=1, le=500), offset: int = Query(default=0, ge=0)) -> Any:
+                     limit: int = Query(default=50, ge=1, le=500),
+                     offset: int = Query(default=0, ge=0, le=INT64_MAX)) -> Any:
     query = select(Customer.__table__)
     if tag:
         query = query.where(_C.id.in_(select(_T.customer_id).where(_T.tag == tag)))
@@ -427,7 +414,8 @@ def release(customer_id: str, body: TakeoverIn, service: ServiceDep, actor: Oper
 
 @router.get("/tasks", response_model=list[TaskOut])
 def list_tasks(service: ServiceDep, _: OperatorDep, status: Literal["open", "done"] | None = "open",
-               assignee: str | None = None, limit: int = Query(default=100, ge=1, le=1000)) -> Any:
+               assignee: str | None = Query(default=None, max_length=128),
+               limit: int = Query(default=100, ge=1, le=1000)) -> Any:
     query = select(EmployeeTask.__table__)
     if status:
         query = query.where(_K.status == status)
@@ -438,12 +426,15 @@ def list_tasks(service: ServiceDep, _: OperatorDep, status: Literal["open", "don
 
 
 @router.post("/tasks/{task_id}/complete", response_model=TaskOut, responses={404: {"description": "unknown task"}})
-def complete_task(task_id: int, service: ServiceDep, actor: OperatorDep) -> Any:
+def complete_task(task_id: Annotated[int, PathParam(ge=1, le=INT64_MAX)], service: ServiceDep,
+                  actor: OperatorDep) -> Any:
     with service.runtime.deps.engine.begin() as conn:
-        if conn.execute(update(EmployeeTask.__table__).where(_K.id == task_id).values(status="done")).rowcount == 0:
+        task = mark_done(conn, task_id)
+        if task is None:
             raise HTTPException(404, f"unknown task {task_id}")
         _audit(conn, service, actor, "task.complete", str(task_id), {})
-        return dict(conn.execute(select(EmployeeTask.__table__).where(_K.id == task_id)).mappings().one())
+    announce_done(service.runtime.deps, task)  # the complaint SOP surveys only after a person handled it
+    return task
 
 
 # ---------------------------------------------------------------------- knowledge and audit
@@ -464,8 +455,8 @@ async def import_knowledge(kind: Literal["products", "orders", "logistics", "faq
             try:
                 report = import_file(service.runtime.deps.engine, path, kind, mapping,
                                      service.settings.shop_timezone)
-            except ImportFormatError as exc:
-                raise HTTPException(400, str(exc)) from exc
+            except ImportFormatError as exc:  # name the parts of the request, not our temporary files
+                raise HTTPException(400, str(exc).replace(f"{tmp}/", "")) from exc
         out = ImportOut(ok=report.ok, rows=report.rows, written=report.written,
                         errors=[{"row": e.row, "field": e.field, "message": e.message} for e in report.errors])
         if report.ok:

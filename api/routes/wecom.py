@@ -20,6 +20,7 @@ from api.wecom.messages import dedupe_key, envelope_encrypt, parse_message
 from knowledge.clock import as_utc
 
 router = APIRouter(tags=["wecom"])
+MAX_TIMESTAMP_DIGITS = 12  # Unix seconds have 10 digits until the year 2286
 log = logging.getLogger("sopagent.callback")
 ERRORS = {
     400: {"description": "missing parameters, malformed XML or undecryptable payload"},
@@ -53,6 +54,8 @@ def _check_query(service: Service, request: Request) -> JSONResponse | tuple[str
         return _refuse(400, "msg_signature, timestamp and nonce are required")
     if not ts.isdecimal():  # isdigit() also admits superscripts such as '¹', which int() refuses
         return _refuse(400, "timestamp is not an integer")
+    if len(ts) > MAX_TIMESTAMP_DIGITS:  # a 310-digit timestamp would overflow the float comparison below
+        return _refuse(400, f"timestamp has more than {MAX_TIMESTAMP_DIGITS} digits")
     skew = abs(as_utc(service.clock.now()).timestamp() - int(ts))
     if skew > service.settings.callback_max_skew_seconds:
         return _refuse(403, f"stale timestamp ({int(skew)} s from now)")

@@ -1,95 +1,51 @@
-"""The LLM brain through a fake OpenAI-compatible endpoint (httpx MockTransport): calls, retries, fallbacks."""
+"""The LLM brain through a fake OpenAI-compatible endpoint (httpx MockTransport): calls, retries, fallbacks.
+
+Every bad response shape ends the same way: the retry policy (or none, for a client error), then
+BrainUnavailable, then the offline brain answers the turn and a review task opens.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
+import openai
 import pytest
+from langchain_core.exceptions import OutputParserException
+from pydantic import ValidationError
 from sqlalchemy import select
 from tenacity import wait_none
 
-from agent.llm_brain import LLMBrain
+from agent.brain import BrainUnavailable
+from agent.llm_brain import LLMBrain, MalformedOutput
 from agent.runtime import Runtime
-from knowledge.clock import SimClock
-from knowledge.settings import Settings
-from knowledge.tables import Customer, CustomerTag
-from sop_graphs.tables import EmployeeTask
+from agent.understanding import Facts, TurnInput, Understanding
+from knowledge.tables import CustomerTag
+from sop_graphs.spec import Catalog
 from tests.agent.conftest import say
-
-Handler = Callable[[dict], httpx.Response]
-
-
-def understanding(**fields) -> Handler:
-    args = {"intent": "product_question", "products": [], "facts": [], "tags": [], "sentiment": "neutral",
-            "needs_human": False, "is_question": True, **fields}
-
-    def respond(body: dict) -> httpx.Response:
-        name = body["tools"][0]["function"]["name"]
-        return _completion({"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_1", "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}]})
-    return respond
-
-
-def text(content: str) -> Handler:
-    return lambda body: _completion({"role": "assistant", "content": content})
-
-
-def status(code: int) -> Handler:
-    return lambda body: httpx.Response(code, json={"error": {"message": f"status {code}", "type": "x"}})
-
-
-def timeout(body: dict) -> httpx.Response:
-    raise httpx.ReadTimeout("fake endpoint timed out")
-
-
-def malformed(body: dict) -> httpx.Response:
-    name = body["tools"][0]["function"]["name"]
-    return _completion({"role": "assistant", "content": None, "tool_calls": [
-        {"id": "c", "type": "function", "function": {"name": name, "arguments": "{not json"}}]})
-
-
-def _completion(message: dict) -> httpx.Response:
-    return httpx.Response(200, json={"id": "x", "object": "chat.completion", "created": 0, "model": "fake",
-                                     "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-                                     "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
-
-
-class FakeEndpoint:
-    """Serves scripted responses in order and records every request."""
-
-    def __init__(self, *script: Handler) -> None:
-        self.script = list(script)
-        self.requests: list[dict] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        body = json.loads(request.content)
-        self.requests.append(body)
-        return self.script.pop(0)(body)
+from tests.agent.llm_fakes import (
+    ByCall,
+    FakeEndpoint,
+    Handler,
+    build_shop,
+    completion,
+    llm_settings,
+    malformed,
+    status,
+    tasks,
+    text,
+    timeout,
+    tool_call,
+    understanding,
+)
 
 
 @pytest.fixture
-def make_shop(tmp_path: Path) -> Callable[[FakeEndpoint], Runtime]:
-    def build(endpoint: FakeEndpoint) -> Runtime:
-        settings = Settings(home=tmp_path / "home", embedder="hash", burst_window_seconds=0, brain="llm",
-                            openai_base_url="http://fake-llm/v1", openai_api_key="sk-test", llm_max_attempts=3)
-        brain = LLMBrain(settings, http_client=httpx.Client(transport=httpx.MockTransport(endpoint)), wait=wait_none())
-        runtime = Runtime.build(settings, clock=SimClock(datetime(2026, 11, 23, 7, tzinfo=UTC)), brain=brain)
-        runtime.load_demo_shop()
-        with runtime.deps.engine.begin() as conn:
-            for cid in ("c_demo_wang", "c_demo_li"):
-                conn.execute(Customer.__table__.insert().values(id=cid, name="王女士", added_at=runtime.deps.clock.now(),
-                                                                stage="active", attributes={}))
-        return runtime
-    return build
-
-
-def _tasks(runtime: Runtime) -> list[str]:
-    with runtime.deps.engine.connect() as conn:
-        return list(conn.execute(select(EmployeeTask.title)).scalars())
+def make_shop(tmp_path: Path) -> Callable[..., Runtime]:
+    return lambda endpoint, **settings: build_shop(tmp_path / "home", endpoint, **settings)
 
 
 def test_a_turn_costs_exactly_two_llm_calls(make_shop) -> None:
@@ -115,7 +71,7 @@ def test_persistent_timeouts_fall_back_to_offline_and_open_a_review_task(make_sh
     runtime = make_shop(endpoint)
     (reply,) = say(runtime, "玻尿酸面霜多少钱")
     assert "¥199" in reply  # the offline brain answered
-    assert any("模型服务不可用" in t for t in _tasks(runtime))
+    assert any("模型服务不可用" in t for t in tasks(runtime))
 
 
 def test_malformed_structured_output_is_retried(make_shop) -> None:
@@ -147,3 +103,112 @@ def test_reply_inventing_a_price_is_replaced_by_the_offline_answer(make_shop) ->
                             text("¥9.9"))
     (reply,) = say(make_shop(endpoint), "玻尿酸面霜多少钱")
     assert "¥199" in reply and "9.9" not in reply
+
+
+# ---------------------------------------------------------------- every bad response shape
+
+
+def html(body: dict) -> httpx.Response:
+    return httpx.Response(200, text="<html><body><h1>502 Bad Gateway</h1></body></html>",
+                          headers={"content-type": "text/html"})
+
+
+def html_labelled_json(body: dict) -> httpx.Response:
+    return httpx.Response(200, text="<html>upstream error</html>", headers={"content-type": "application/json"})
+
+
+def bare(**fields: object) -> Handler:
+    return lambda body: httpx.Response(200, json={"id": "x", "object": "chat.completion", "created": 0,
+                                                  "model": "fake", **fields})
+
+
+def connection_refused(body: dict) -> httpx.Response:
+    raise httpx.ConnectError("connection refused")
+
+
+class Shape(NamedTuple):
+    understand: Handler  # how the endpoint answers the understanding call
+    reply: Handler  # ... and the reply call (reached only when the understanding call succeeded)
+    calls: tuple[int, int]  # (understanding, reply) calls the turn makes
+    raised: type[BaseException]  # what the SDK (or our own check) raised, wrapped into BrainUnavailable
+
+
+OK = understanding(products=["玻尿酸面霜"])
+RETRIED, ONCE, REPLY_RETRIED = (3, 0), (1, 0), (1, 3)
+SHAPES = {
+    "html_body": Shape(html, html, RETRIED, ValueError),
+    "html_body_labelled_json": Shape(html_labelled_json, html, RETRIED, json.JSONDecodeError),
+    "empty_choices": Shape(bare(choices=[]), html, RETRIED, IndexError),
+    "missing_choices": Shape(bare(), html, RETRIED, TypeError),
+    "choices_not_a_list": Shape(bare(choices="none"), html, RETRIED, TypeError),
+    "null_message": Shape(bare(choices=[{"index": 0, "message": None, "finish_reason": "stop"}]), html, RETRIED,
+                          AttributeError),
+    "tool_arguments_not_json": Shape(malformed, html, RETRIED, OutputParserException),
+    "tool_arguments_of_the_wrong_shape": Shape(tool_call('{"foo": 1}'), html, RETRIED, ValidationError),
+    "tool_arguments_a_list": Shape(tool_call("[1, 2]"), html, RETRIED, ValidationError),
+    "tool_arguments_of_the_wrong_types": Shape(tool_call(json.dumps({"intent": 5, "tags": "VIP", "facts": [{"k": 1}]})),
+                                               html, RETRIED, ValidationError),
+    "tool_arguments_an_object_not_a_string": Shape(tool_call({"intent": "greeting"}), html, RETRIED, ValidationError),
+    "content_a_number": Shape(OK, text(42), REPLY_RETRIED, ValidationError),
+    "content_an_object": Shape(OK, text({"text": "¥9.9"}), REPLY_RETRIED, ValidationError),
+    "content_a_list": Shape(OK, text(["今天特价", "¥9.9"]), REPLY_RETRIED, MalformedOutput),
+    "content_null": Shape(OK, text(None), REPLY_RETRIED, MalformedOutput),
+    "huge_body": Shape(OK, text("哈" * 1_750_000), REPLY_RETRIED, MalformedOutput),
+    "bad_request_400": Shape(status(400), html, ONCE, openai.BadRequestError),
+    "unauthorized_401": Shape(status(401), html, ONCE, openai.AuthenticationError),
+    "forbidden_403": Shape(status(403), html, ONCE, openai.PermissionDeniedError),
+    "not_found_404": Shape(status(404), html, ONCE, openai.NotFoundError),
+    "unprocessable_422": Shape(status(422), html, ONCE, openai.UnprocessableEntityError),
+    "rate_limited_429": Shape(status(429), html, RETRIED, openai.RateLimitError),
+    "server_error_500": Shape(status(500), html, RETRIED, openai.InternalServerError),
+    "bad_gateway_html_502": Shape(lambda body: httpx.Response(502, text="<html>bad gateway</html>"), html, RETRIED,
+                                  openai.InternalServerError),
+    "timeout": Shape(timeout, html, RETRIED, openai.APITimeoutError),
+    "connection_refused": Shape(connection_refused, html, RETRIED, openai.APIConnectionError),
+}
+
+
+@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
+def test_a_bad_response_falls_back_to_the_offline_brain(make_shop, shape: Shape) -> None:
+    endpoint = ByCall(shape.understand, shape.reply)
+    runtime = make_shop(endpoint)
+    (reply,) = say(runtime, "玻尿酸面霜多少钱")
+    assert "¥199" in reply and "9.9" not in reply and "哈哈" not in reply  # the offline brain answered
+    assert (endpoint.understand_calls, endpoint.reply_calls) == shape.calls  # retried, or not for a client error
+    assert sum("模型服务不可用" in t for t in tasks(runtime)) == 1
+
+
+@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
+def test_a_bad_response_leaves_the_brain_only_as_brain_unavailable(tmp_path: Path, shape: Shape) -> None:
+    endpoint = ByCall(shape.understand, shape.reply)
+    brain = LLMBrain(llm_settings(tmp_path), http_client=httpx.Client(transport=httpx.MockTransport(endpoint)),
+                     wait=wait_none(), catalog=Catalog())
+    turn = TurnInput(text="玻尿酸面霜多少钱", name="王女士", tags=(), taxonomy=())
+    with pytest.raises(BrainUnavailable) as raised:
+        brain.understand(turn)
+        brain.reply(turn, Understanding(intent="product_question"), Facts(products=[{"name": "玻尿酸面霜", "price": 199}]))
+    assert type(raised.value) is BrainUnavailable and isinstance(raised.value.__cause__, shape.raised)
+    assert brain.calls == sum(shape.calls)
+
+
+def test_a_reply_within_the_cap_is_sent_and_a_longer_one_is_refused(make_shop) -> None:
+    fits = "您好，" + "这款面霜" * 10
+    endpoint = FakeEndpoint(understanding(), text(fits), understanding(), text(fits + "！"), text(fits + "！"),
+                            text(fits + "！"))
+    runtime = make_shop(endpoint, llm_reply_max_chars=len(fits))
+    assert say(runtime, "你好呀") == [fits]
+    replies = say(runtime, "在吗")
+    assert replies and fits + "！" not in replies and len(endpoint.requests) == 6
+
+
+def test_a_client_error_after_a_good_turn_is_not_retried(make_shop) -> None:
+    endpoint = FakeEndpoint(understanding(), text("好的～"), status(401))
+    runtime = make_shop(endpoint)
+    assert say(runtime, "你好呀") == ["好的～"]
+    assert say(runtime, "玻尿酸面霜多少钱") and len(endpoint.requests) == 3
+
+
+def test_a_completion_with_extra_unknown_fields_is_still_read(make_shop) -> None:
+    endpoint = FakeEndpoint(understanding(), lambda body: completion({"role": "assistant", "content": "好的～",
+                                                                      "vendor_extra": {"x": 1}}, system_fingerprint=7))
+    assert say(make_shop(endpoint), "你好呀") == ["好的～"]

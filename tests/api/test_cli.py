@@ -53,3 +53,30 @@ def test_simulated_worker_resumes_its_saved_clock(tmp_path):
     assert first.returncode == 0, first.stderr
     assert "simulated to 2026-11-25" in first.stdout
     assert second.returncode == 2 and "cannot go back" in second.stderr
+
+
+def test_validate_refuses_a_yaml_alias_bomb_with_its_line(tmp_path):
+    from tests.sop_graphs.test_validator import ALIAS_BOMB
+
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(ALIAS_BOMB, encoding="utf-8")
+    result = runner.invoke(app, ["sop", "validate", str(bomb)])
+    assert result.exit_code == 1 and f"{bomb}:2: [bomb] malformed YAML: anchors and aliases" in result.output
+
+
+def test_kb_import_with_a_bad_mapping_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOPAGENT_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SOPAGENT_EMBEDDER", "hash")
+    from knowledge.settings import get_settings
+
+    get_settings.cache_clear()
+    (tmp_path / "home").mkdir()
+    (tmp_path / "p.csv").write_text("sku,name,price\nA1,霜,99\n", encoding="utf-8")
+    (tmp_path / "m.yaml").write_text("fields: &f {sku: sku}\nvalues: *f\n", encoding="utf-8")
+    try:
+        result = runner.invoke(app, ["kb", "import", str(tmp_path / "p.csv"), "--kind", "products",
+                                     "--mapping", str(tmp_path / "m.yaml")])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 1, result.output
+    assert "m.yaml:1: invalid YAML: anchors and aliases" in result.output.replace("\n", "")

@@ -312,3 +312,60 @@ def test_quoted_multiline_csv_cell_and_padded_header_stay_one_row(engine: Engine
     report = import_file(engine, tmp_path / "p.csv", "products", tmp_path / "m.yaml")
     assert report.ok and report.rows == 1
     assert product(engine, "A1")["description"] == "1.7L 大容量\n304 不锈钢"
+
+
+# -- bounded input: mappings and manifests go through the one bounded YAML loader ----------------------
+
+BOMB = "fields: &a [x, x, x, x, x, x, x, x, x]\nvalues: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+
+
+@pytest.mark.parametrize(("mapping", "message"), [
+    (BOMB, r"m\.yaml:1: invalid YAML: anchors and aliases .* are not allowed"),
+    ("fields: {a: sku}\nvalues: &v {status: *v}\n", r"m\.yaml:2: invalid YAML: anchors and aliases"),
+    ("fields: " + "[" * 500 + "]" * 500 + "\n", r"m\.yaml:1: invalid YAML: nested deeper than \d+ levels"),
+    ("fields: {a: sku}\nrecords: 99999999999999999999999\n", r"m\.yaml:2: invalid YAML: integer out of range"),
+])
+def test_mapping_yaml_alias_bomb_and_deep_nesting_are_refused_with_their_line(engine: Engine, tmp_path: Path,
+                                                                             mapping: str, message: str) -> None:
+    (tmp_path / "m.yaml").write_text(mapping, encoding="utf-8")
+    with pytest.raises(ImportFormatError, match=message):
+        import_file(engine, APPLIANCE / "products.json", "products", tmp_path / "m.yaml")
+    assert count(engine, Product) == 0
+
+
+def test_mapping_that_is_not_utf8_is_a_clear_error(engine: Engine, tmp_path: Path) -> None:
+    (tmp_path / "m.yaml").write_bytes("fields: {商品: sku}\n".encode("gbk"))
+    with pytest.raises(ImportFormatError, match=r"m\.yaml: cannot read the mapping: not UTF-8 text"):
+        import_file(engine, APPLIANCE / "products.json", "products", tmp_path / "m.yaml")
+
+
+@pytest.mark.parametrize("manifest", ["files: &f [{file: a.csv, kind: products}]\nmore: *f\n",
+                                      "files: {file: a.csv}\n", "files:\n  - {file: a.csv}\n", "- a.csv\n"])
+def test_bad_shop_manifest_is_a_format_error(tmp_path: Path, manifest: str) -> None:
+    from knowledge.importer import shop_files
+
+    (tmp_path / "shop.yaml").write_text(manifest, encoding="utf-8")
+    with pytest.raises(ImportFormatError, match=r"shop\.yaml"):
+        shop_files(tmp_path)
+
+
+def test_json_nested_past_the_interpreter_limit_is_a_format_error(engine: Engine, tmp_path: Path) -> None:
+    (tmp_path / "p.json").write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
+    with pytest.raises(ImportFormatError, match=r"p\.json: unreadable JSON: nested too deeply"):
+        import_file(engine, tmp_path / "p.json", "products")
+
+
+def test_lone_surrogate_in_a_row_is_a_row_error_and_nothing_is_imported(engine: Engine, tmp_path: Path) -> None:
+    rows = [{"sku": "A1", "name": "保湿霜", "price": 99}, {"sku": "A2", "name": "洁面", "price": 59,
+                                                           "aliases": ["\udfff"]}]
+    (tmp_path / "p.json").write_text(json.dumps(rows), encoding="utf-8")  # ascii: the escape "\udfff"
+    report = import_file(engine, tmp_path / "p.json", "products")
+    assert not report.ok and [(e.row, e.field) for e in report.errors] == [(2, "aliases")]
+    assert "invalid Unicode" in report.errors[0].message and count(engine, Product) == 0
+
+
+def test_integer_beyond_64_bits_is_a_row_error(engine: Engine, tmp_path: Path) -> None:
+    (tmp_path / "p.json").write_text(json.dumps([{"sku": "A1", "name": "保湿霜", "price": 99, "stock": 2**70}]),
+                                     encoding="utf-8")
+    report = import_file(engine, tmp_path / "p.json", "products")
+    assert [(e.row, e.field) for e in report.errors] == [(1, "stock")] and count(engine, Product) == 0

@@ -98,3 +98,41 @@ def test_admission_reads_runs_by_customer_never_by_scanning_a_sop(runtime, spec)
     assert plans
     for plan in plans:
         assert "ix_soprun_sop_id" not in plan and "SCAN soprun" not in plan, plan
+
+
+def test_unsubscribed_customer_is_never_enrolled_in_a_marketing_sop(runtime, spec):
+    _customers(runtime, {"silent1": "silent"})
+    with runtime.deps.engine.begin() as conn:
+        conn.execute(update(Customer.__table__).where(Customer.__table__.c.id == "silent1")
+                     .values(unsubscribed_at=runtime.deps.clock.now()))
+    admitted, skipped = _admit(runtime, [Entry(spec, "silent1", "t1", "test")])
+    assert admitted == [None] and skipped == {"silent1": "customer unsubscribed from marketing"}
+
+
+def test_unsubscribed_customer_still_enters_a_service_sop(runtime):
+    complaint = runtime.deps.library.sops["complaint_handling"]
+    _customers(runtime, {"c1": "active"})
+    with runtime.deps.engine.begin() as conn:
+        conn.execute(update(Customer.__table__).where(Customer.__table__.c.id == "c1")
+                     .values(unsubscribed_at=runtime.deps.clock.now()))
+    admitted, _ = _admit(runtime, [Entry(complaint, "c1", "t1", "test")])
+    assert admitted == ["complaint_handling/c1/t1"]
+
+
+def test_anonymous_web_visitor_is_not_enrolled_in_a_coupon_sop(runtime):
+    launch = runtime.deps.library.sops["new_product_launch"]
+    _customers(runtime, {"web_1a2b": "active"})
+    admitted, skipped = _admit(runtime, [Entry(launch, "web_1a2b", "t1", "test")])
+    assert admitted == [None] and skipped["web_1a2b"].startswith("anonymous web visitor")
+
+
+def test_a_coupon_sop_whose_audience_names_web_admits_web_visitors(runtime):
+    launch = runtime.deps.library.sops["new_product_launch"]
+    opened = launch.model_copy(update={"audience": launch.audience.model_copy(update={"channel_codes": ["web"],
+                                                                                     "tags_any": []})})
+    _customers(runtime, {"web_1a2b": "active"})
+    with runtime.deps.engine.begin() as conn:
+        conn.execute(update(Customer.__table__).where(Customer.__table__.c.id == "web_1a2b")
+                     .values(channel_code="web"))
+    admitted, _ = _admit(runtime, [Entry(opened, "web_1a2b", "t1", "test")])
+    assert admitted == ["new_product_launch/web_1a2b/t1"]

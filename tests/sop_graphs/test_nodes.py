@@ -51,3 +51,10 @@ def test_steps_after_a_timed_wait_in_a_tail_count_as_marketing(runtime):
     origins = {row["step_id"]: row["payload"].get("origin") for row in effects.due}
     assert origins["coupon"] == "customer"  # answers the customer, as the node would have
     assert origins["d1_content"] == "timer"
+
+
+def test_owner_title_is_not_doubled_in_the_welcome():
+    from sop_graphs.actions import owner_name
+
+    assert owner_name("顾问小禾", "护肤顾问") == "小禾"
+    assert owner_name("门店小美", "护肤顾问") == "门店小美" and owner_name("顾问", "护肤顾问") == "顾问"

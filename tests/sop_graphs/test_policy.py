@@ -41,3 +41,13 @@ def test_service_reply_ignores_caps_and_quiet_hours():
 def test_unsubscribe_phrases_are_recognised():
     assert all(is_unsubscribe(t) for t in ("退订", "别再发了", "不要再推了", "TD"))
     assert not is_unsubscribe("这个面霜怎么用")
+
+
+def test_generic_content_leaves_the_last_slot_of_the_day_to_time_critical_content():
+    contact = Contact(reserved=1)  # a live reminder is still due today; the cap is one push a day
+    assert POLICY.decide(marketing=True, touch="nurture", contact=contact, now=NOON).verdict == "defer"
+    assert POLICY.decide(marketing=True, touch="live", contact=contact, now=NOON, priority=2).verdict == "send"
+
+
+def test_nothing_is_reserved_when_no_time_critical_content_is_due():
+    assert POLICY.decide(marketing=True, touch="nurture", contact=Contact(), now=NOON).verdict == "send"

@@ -1,0 +1,73 @@
+"""One pump per database: a lease row with holder, heartbeat and expiry.
+
+``sopagent serve`` pumps in-process and ``sopagent worker`` pumps on its own; run both on one database
+and two pumps would answer the same message twice. Each pump pass first takes or renews the lease (one
+short conditional UPDATE); a pump that cannot stands by, says who holds it, and takes over once the
+holder stops renewing (crashed or stopped) and the lease expires.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.engine import Engine
+from sqlmodel import Field, SQLModel
+
+from knowledge.clock import Clock, as_utc
+from knowledge.db import insert_ignore
+
+NAME = "pump"
+
+
+class PumpLease(SQLModel, table=True):
+    """Who pumps this database, until when (renewed every pass)."""
+
+    name: str = Field(primary_key=True)
+    holder: str
+    expires_at: datetime
+    heartbeat_at: datetime
+
+
+_L = PumpLease.__table__.c
+
+
+def holder_id() -> str:
+    """This process: host, pid and a random suffix (a restarted process is a new holder)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Lease:
+    """Take, renew and release the pump lease of ``engine`` for ``holder``, on ``clock``."""
+
+    def __init__(self, engine: Engine, clock: Clock, ttl: timedelta, holder: str | None = None) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.ttl = ttl
+        self.holder = holder or holder_id()
+
+    def acquire(self) -> bool:
+        """Take the lease if it is free, expired or already ours (and renew it); False when another holds it."""
+        now = as_utc(self.clock.now())
+        values = {"holder": self.holder, "expires_at": now + self.ttl, "heartbeat_at": now}
+        with self.engine.begin() as conn:
+            taken = conn.execute(update(PumpLease.__table__).where(
+                _L.name == NAME, or_(_L.holder == self.holder, _L.expires_at < now)).values(**values)).rowcount
+            if taken:
+                return True
+            return insert_ignore(conn, PumpLease.__table__, [{"name": NAME, **values}]) == 1
+
+    def current(self) -> tuple[str, datetime] | None:
+        """The holder and expiry of the lease, if anyone ever took it."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(_L.holder, _L.expires_at).where(_L.name == NAME)).first()
+        return (row.holder, as_utc(row.expires_at)) if row else None
+
+    def release(self) -> None:
+        """Give the lease up at once (a clean stop): a standing-by pump takes over on its next pass."""
+        with self.engine.begin() as conn:
+            conn.execute(update(PumpLease.__table__).where(_L.name == NAME, _L.holder == self.holder)
+                         .values(expires_at=as_utc(self.clock.now()) - timedelta(seconds=1)))

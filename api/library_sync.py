@@ -1,0 +1,57 @@
+"""Library changes made through the API reach every process: the published versions and pauses live in the
+database, and each pump compares their digest every few seconds and applies a change (a ``worker`` beside
+``serve --no-worker`` sees a publish or a pause within seconds, not at its next restart)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+from sqlalchemy.engine import Connection
+
+from api.tables import SopVersion
+from sop_graphs.loader import load_sop_text
+from sop_graphs.tables import WorkerState
+
+if TYPE_CHECKING:
+    from api.service import Service
+
+_V = SopVersion.__table__.c
+_W = WorkerState.__table__.c
+
+
+def _state(conn: Connection) -> tuple[list[tuple[str, int, str]], set[str]]:
+    published = [(r.sop_id, r.version, r.source) for r in conn.execute(
+        select(_V.sop_id, _V.version, _V.source).where(_V.status == "published").order_by(_V.sop_id))]
+    paused = {name.split("/", 1)[1] for name in conn.execute(select(_W.name).where(_W.name.like("sop_paused/%")))
+              .scalars()}
+    return published, paused
+
+
+def library_digest(conn: Connection) -> str:
+    """What the operators changed: published (SOP, version) pairs and paused SOPs."""
+    published, paused = _state(conn)
+    text = "\n".join(f"{sop_id}@{version}" for sop_id, version, _ in published) + "|" + ",".join(sorted(paused))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def apply_published(service: Service) -> str:
+    """Run the published operator versions and honour pauses and resumes; returns the digest applied."""
+    runtime = service.runtime
+    with runtime.deps.engine.connect() as conn:
+        published, paused = _state(conn)
+        digest = library_digest(conn)
+    with service._lock:
+        for sop_id, _, text in published:
+            spec, source, problems = load_sop_text(text, f"{sop_id}.yaml", sop_id)
+            if spec is not None and not problems:
+                runtime.replace_sop(spec, source)
+        library = runtime.deps.library
+        for sop_id in paused | service.paused_applied:
+            spec = library.sops.get(sop_id)
+            if spec is not None and spec.enabled == (sop_id in paused):  # pause it, or resume one we paused
+                runtime.replace_sop(spec.model_copy(update={"enabled": sop_id not in paused}),
+                                    library.sources[sop_id])
+        service.paused_applied = set(paused)
+    return digest
