@@ -139,6 +139,12 @@ def test_an_outage_opens_the_circuit_and_later_turns_do_not_call_the_endpoint(sh
     assert "¥199" in say(runtime, "玻尿酸面霜多少钱")[0] and endpoint.requests == 9  # offline, without a call
 
 
+def _outage(runtime) -> None:
+    """Three turns while the endpoint is down: the circuit opens."""
+    for message in ("你好", "在吗", "有人吗"):
+        say(runtime, message)
+
+
 def test_an_outage_opens_exactly_one_review_task(shop) -> None:
     endpoint = Switchable()
     runtime = shop(endpoint)
@@ -150,8 +156,7 @@ def test_an_outage_opens_exactly_one_review_task(shop) -> None:
 def test_a_probe_after_the_cool_down_closes_the_circuit(shop) -> None:
     endpoint = Switchable()
     runtime = shop(endpoint)
-    for message in ("你好", "在吗", "有人吗"):
-        say(runtime, message)
+    _outage(runtime)
     endpoint.up = True
     assert "好的，在的～" not in say(runtime, "你好呀") and endpoint.healthy.requests == 0  # still cooling down
     runtime.deps.clock.advance(COOLDOWN)
@@ -163,8 +168,7 @@ def test_a_probe_after_the_cool_down_closes_the_circuit(shop) -> None:
 def test_a_failed_probe_keeps_the_outage_and_its_one_task(shop) -> None:
     endpoint = Switchable()
     runtime = shop(endpoint)
-    for message in ("你好", "在吗", "有人吗"):
-        say(runtime, message)
+    _outage(runtime)
     runtime.deps.clock.advance(COOLDOWN)
     say(runtime, "你好呀")  # the probe: still down
     assert endpoint.requests == 12 and runtime.conversation.breaker.status().state is CircuitState.OPEN
@@ -175,8 +179,7 @@ def test_a_failed_probe_keeps_the_outage_and_its_one_task(shop) -> None:
 def test_a_second_outage_after_recovery_opens_a_second_task(shop) -> None:
     endpoint = Switchable()
     runtime = shop(endpoint)
-    for message in ("你好", "在吗", "有人吗"):
-        say(runtime, message)
+    _outage(runtime)
     endpoint.up = True
     runtime.deps.clock.advance(COOLDOWN)
     say(runtime, "你好呀")

@@ -183,20 +183,20 @@ def test_the_model_cannot_set_operational_tags(make_shop) -> None:
     assert "干皮" in prompt and "已购买" not in prompt.split("客户已有标签")[0]
 
 
-def test_a_budget_out_of_range_from_the_model_is_not_stored(make_shop) -> None:
-    endpoint = FakeEndpoint(understanding(intent="recommendation", facts=[{"key": "budget", "value": "9999999"}]),
+def _budget_from_model(make_shop, value: str) -> tuple[str | None, set[str]]:
+    """The budget stored (and the tags) after the model extracts ``value`` as the customer's budget."""
+    endpoint = FakeEndpoint(understanding(intent="recommendation", facts=[{"key": "budget", "value": value}]),
                             text("好的，帮您看看～"))
     runtime = make_shop(endpoint)
     say(runtime, "推荐一款面霜")
     with runtime.deps.engine.connect() as conn:
-        assert "budget" not in current_facts(conn, "c_demo_wang")
-    assert not _tags(runtime) & {"预算500以上"}
+        return current_facts(conn, "c_demo_wang").get("budget"), _tags(runtime)
+
+
+def test_a_budget_out_of_range_from_the_model_is_not_stored(make_shop) -> None:
+    budget, tags = _budget_from_model(make_shop, "9999999")
+    assert budget is None and not tags & {"预算500以上"}
 
 
 def test_a_budget_in_range_from_the_model_is_stored(make_shop) -> None:
-    endpoint = FakeEndpoint(understanding(intent="recommendation", facts=[{"key": "budget", "value": "三百"}]),
-                            text("好的，帮您看看～"))
-    runtime = make_shop(endpoint)
-    say(runtime, "推荐一款面霜")
-    with runtime.deps.engine.connect() as conn:
-        assert current_facts(conn, "c_demo_wang").get("budget") == "300"
+    assert _budget_from_model(make_shop, "三百")[0] == "300"
