@@ -6,10 +6,12 @@ import logging
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import FastAPI
 
 from api.bounds import BoundedBody
+from api.rate_limit import RateLimiter
 from api.routes import chat, health, operator, wecom
 from api.service import Service
 
@@ -37,6 +39,8 @@ def create_app(service: Service, *, run_pump: bool | None = None) -> FastAPI:
                                 else secrets.token_urlsafe(24))
     app.state.chat_secret = settings.chat_secret.get_secret_value() if settings.chat_secret else secrets.token_hex(32)
     app.state.generated_operator_token = settings.operator_token is None
+    app.state.chat_limits = (RateLimiter(settings.chat_rate_per_address, timedelta(minutes=1)),
+                             RateLimiter(settings.chat_rate_per_session, timedelta(minutes=1)))
     service.sync_library(force=True)  # the published versions and pauses survive restarts
     for router in (health.router, wecom.router, chat.router, operator.router):
         app.include_router(router)

@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     chat_secret: SecretStr | None = Field(default=None, description="Signs web chat sessions; random per process "
                                                                     "if unset (sessions then end on restart).")
     chat_wait_seconds: float = Field(default=15.0, gt=0, description="How long POST /chat waits for replies.")
+    chat_rate_per_session: int = Field(default=20, ge=1, le=10_000, description=(
+        "Web chat messages one session may send per minute (429 beyond)."))
+    chat_rate_per_address: int = Field(default=60, ge=1, le=100_000, description=(
+        "Web chat messages one client address may send per minute, all its sessions together (429 beyond)."))
     serve_worker: bool = Field(default=True, description="serve also runs the worker in-process (single node).")
     pump_lease_seconds: float = Field(default=30.0, gt=0, le=3600, description=(
         "one pump per database: the lease a pump renews every pass; another pump takes over this long after "

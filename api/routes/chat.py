@@ -115,9 +115,25 @@ def _replies(service: Service, customer_id: str, after: int) -> list[ChatReply]:
             for p, a, s, st, stat in rows]
 
 
-async def _run_turn(request: Request, service: Service, body: ChatIn) -> tuple[str, str, list[ChatReply]]:
+def _limit(request: Request, service: Service, customer_id: str | None) -> None:
+    """429 when this client address, or this session's customer, sends faster than the settings allow (per
+    process: the limits are in memory)."""
+    by_address, by_session = request.app.state.chat_limits
+    now = service.clock.now()
+    checks = [(by_address, f"ip:{request.client.host if request.client else '-'}")]
+    checks += [(by_session, f"s:{customer_id}")] if customer_id else []
+    for limiter, key in checks:
+        if not limiter.hit(key, now):
+            raise HTTPException(429, "too many messages; please slow down",
+                                headers={"Retry-After": str(limiter.retry_after(key, now))})
+
+
+async def _run_turn(request: Request, service: Service, body: ChatIn,
+                    limited: bool = False) -> tuple[str, str, list[ChatReply]]:
     new = body.session is None
     customer_id = f"{WEB_PREFIX}{secrets.token_hex(8)}" if new else _customer_of(request, body.session or "")
+    if not limited:  # a stream is checked before it starts
+        _limit(request, service, customer_id)
     last, _ = await run_in_threadpool(_accept, service, customer_id, body, new)
     service.wake()
     deadline = time.monotonic() + service.settings.chat_wait_seconds + service.settings.burst_window_seconds
@@ -131,7 +147,8 @@ async def _run_turn(request: Request, service: Service, body: ChatIn) -> tuple[s
     return _sign(request, customer_id), customer_id, await run_in_threadpool(_replies, service, customer_id, last)
 
 
-@router.post("/chat", response_model=ChatOut, responses={401: {"description": "invalid chat session"}})
+@router.post("/chat", response_model=ChatOut,
+             responses={401: {"description": "invalid chat session"}, 429: {"description": "too many messages"}})
 async def chat(request: Request, body: ChatIn, service: ServiceDep) -> ChatOut:
     """Send one customer message; returns every reply the pipeline produced for it."""
     session, customer_id, replies = await _run_turn(request, service, body)
@@ -143,14 +160,15 @@ def _event(name: str, data: dict[str, Any]) -> str:
 
 
 @router.post("/chat/stream", response_class=StreamingResponse,
-             responses={200: {"content": {"text/event-stream": {}}}, 401: {"description": "invalid chat session"}})
+             responses={200: {"content": {"text/event-stream": {}}}, 401: {"description": "invalid chat session"},
+                        429: {"description": "too many messages"}})
 async def chat_stream(request: Request, body: ChatIn, service: ServiceDep) -> StreamingResponse:
     """Like ``/chat``, as server-sent events: ``session``, then ``delta`` pieces per reply, then ``done``."""
-    if body.session is not None:
-        _customer_of(request, body.session)  # refuse a bad session before the stream starts
+    # a bad session or a sender over its rate is refused before the stream starts
+    _limit(request, service, _customer_of(request, body.session) if body.session is not None else None)
 
     async def events() -> AsyncIterator[str]:
-        session, customer_id, replies = await _run_turn(request, service, body)
+        session, customer_id, replies = await _run_turn(request, service, body, limited=True)
         yield _event("session", {"session": session, "customer_id": customer_id})
         for index, reply in enumerate(replies):
             for piece in filter(None, _SENTENCE.split(reply.text)):
