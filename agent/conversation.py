@@ -12,6 +12,7 @@ unanswered turns in a row open a human handoff.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from collections import defaultdict, deque
@@ -20,11 +21,12 @@ from datetime import datetime, timedelta
 
 import numpy as np
 from sqlalchemy import select
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from agent import memory
 from agent.brain import Brain, BrainUnavailable, ReplyRejected
 from agent.breaker import CircuitBreaker
+from agent.prefetch import MemoBrain
 from agent.profile import apply_turn, current_facts
 from agent.router import Router
 from agent.tables import Message
@@ -104,15 +106,7 @@ class Conversation:
     def prepare(self, conn: Connection, customer_id: str, text: str, *,
                 pending_question: str | None = None) -> Prepared:
         """Read what the turn needs and understand the message once (router, then the brain's refinement)."""
-        customer = load_customer(conn, customer_id) or {}
-        mem = memory.load(conn, customer_id)
-        turn = TurnInput(text=text, name=customer.get("name", ""), tags=tuple(sorted(tags_of(conn, customer_id))),
-                         taxonomy=tuple(sorted(self.deps.library.catalog.tags)), memory=mem["summary"],
-                         remembered_products=tuple(p["name"] for p in mem["products"]),
-                         pending_question=pending_question, facts=current_facts(conn, customer_id))
-        vector = self.router.vector(text)
-        routed = self.router.understand(text, taxonomy=set(turn.taxonomy), vector=vector)
-        routed = CustomerTools(conn, self.retriever, customer_id).resolve(routed)
+        turn, vector, routed = self._inputs(conn, customer_id, text, pending_question)
         brain: Brain = self.brain
         if brain is self.fallback:
             return Prepared(turn, brain.understand(turn, vector, routed), vector, brain)
@@ -125,6 +119,42 @@ class Conversation:
             return Prepared(turn, routed, vector, self.fallback, str(exc))
         self.breaker.record_success()
         return Prepared(turn, understanding, vector, brain)
+
+    def _inputs(self, conn: Connection, customer_id: str, text: str,
+                pending_question: str | None) -> tuple[TurnInput, np.ndarray | None, Understanding]:
+        """The brain's input for a message, its sentence vector and the router's resolved understanding."""
+        customer = load_customer(conn, customer_id) or {}
+        mem = memory.load(conn, customer_id)
+        turn = TurnInput(text=text, name=customer.get("name", ""), tags=tuple(sorted(tags_of(conn, customer_id))),
+                         taxonomy=tuple(sorted(self.deps.library.catalog.tags)), memory=mem["summary"],
+                         remembered_products=tuple(p["name"] for p in mem["products"]),
+                         pending_question=pending_question, facts=current_facts(conn, customer_id))
+        vector = self.router.vector(text)
+        routed = self.router.understand(text, taxonomy=set(turn.taxonomy), vector=vector)
+        return turn, vector, CustomerTools(conn, self.retriever, customer_id).resolve(routed)
+
+    def prefetch(self, engine: Engine, customer_id: str, text: str, *, pending_question: str | None,
+                 at: datetime) -> bool:
+        """Make this message's model calls now, before its write transaction, so the turn finds them done
+        (agent/prefetch.py). Reads on short connections, none held while the model answers; writes nothing.
+        False when there is nothing to prefetch (the offline brain, or a circuit that is not closed: its probe
+        belongs to the turn itself)."""
+        brain = self.brain
+        if not isinstance(brain, MemoBrain) or not self.breaker.status().healthy:
+            return False
+        with engine.connect() as conn:
+            turn, vector, routed = self._inputs(conn, customer_id, text, pending_question)
+        try:
+            understanding = brain.prefetch_understand(turn, vector, routed)
+        except BrainUnavailable:
+            return True  # kept: the turn falls back without calling again
+        with engine.connect() as conn:
+            tools = CustomerTools(conn, self.retriever, customer_id, self.doc_index(conn))
+            facts = tools.gather(text, understanding, vector, turn.remembered_products,
+                                 today=self.deps.shop.local_date(at).isoformat())
+        with contextlib.suppress(BrainUnavailable):  # kept too: the turn falls back without calling again
+            brain.prefetch_reply(turn, understanding, facts)
+        return True
 
     def turn(self, conn: Connection, effects: Effects, customer_id: str, text: str, *, key: str, at: datetime,
              pending_question: str | None = None, prepared: Prepared | None = None) -> TurnResult:

@@ -7,8 +7,10 @@ recorded everything it implies — never half.
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -16,6 +18,7 @@ from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.engine import Connection
 
 from agent.conversation import Conversation
+from agent.prefetch import MemoBrain
 from agent.router import Router, names_a_product
 from agent.tables import InboundEvent, Message
 from agent.understanding import INCIDENT_INTENTS, QUESTION_INTENTS, Understanding
@@ -31,6 +34,7 @@ from sop_graphs.deps import Deps
 from sop_graphs.effects import Effects
 from sop_graphs.enrolment import LIVE, CustomerEvent, change_tags, exit_runs, finish_run, fire
 from sop_graphs.facts import QUESTIONS_DECLINED_DAYS, current_fact, decline_questions, record_answer
+from sop_graphs.policy import is_unsubscribe
 from sop_graphs.render import reply_text
 from sop_graphs.spec import AskStep, Outcome
 from sop_graphs.tables import SopRun
@@ -45,6 +49,7 @@ _PENDING_MESSAGES = (select(_I.customer_id, _I.kind, _I.received_at).where(_I.st
                      .order_by(_I.received_at, _I.id))
 _DUE_EVENTS = (select(InboundEvent.__table__).where(_I.status == "pending", _I.received_at <= bindparam("now"))
                .order_by(_I.received_at, _I.id))
+log = logging.getLogger("sopagent.inbound")
 ESCAPES = {"complaint", "adverse_reaction", "damaged", "missing_item", "quality_issue", "abuse", "human"}
 _OURS = re.compile(r"你家|你们家|你们的|你们店|你这|在你们|收到|到货|快递|这次买|刚买|买的|订单")
 HOLDING = {"hold_on", "greeting", "thanks", "smalltalk", "repeat_question"}
@@ -91,21 +96,73 @@ class InboundProcessor:
         with self.deps.engine.connect() as conn:
             rows = conn.execute(_DUE_EVENTS, {"now": as_utc(now)}).mappings().all()
         handled = 0
+        heads = []
         for group in self._turns(rows, now):
-            effects = Effects()
             head = dict(group[0])
             if len(group) > 1:
                 head["payload"] = {**head["payload"], "text": "，".join(str(r["payload"].get("text", "")).strip()
                                                                        for r in group),
                                    "merged": [r["key"] for r in group]}
                 head["received_at"] = group[-1]["received_at"]
-            with self.deps.engine.begin() as conn:
-                status = self._apply(conn, effects, head)
-                effects.flush(conn)
-                conn.execute(update(InboundEvent.__table__).where(_I.id.in_([r["id"] for r in group]))
-                             .values(status=status))
-            handled += len(group)
+            heads.append((group, head))
+        by_customer: dict[str, list[tuple[list[Any], dict[str, Any]]]] = {}
+        for group, head in heads:
+            by_customer.setdefault(head["customer_id"], []).append((group, head))
+        # each customer's turns in order; customers in the order their model calls come back (pipelined:
+        # one customer's short write transaction while others' calls are still out)
+        for cid in self._prefetched_order(by_customer):
+            for group, head in by_customer[cid]:
+                self._write(group, head)
+                handled += len(group)
         return handled
+
+    def _write(self, group: list[Any], head: dict[str, Any]) -> None:
+        """One turn in one short write transaction (its model calls, if any, were prefetched)."""
+        effects = Effects()
+        with self.deps.engine.begin() as conn:
+            status = self._apply(conn, effects, head)
+            effects.flush(conn)
+            conn.execute(update(InboundEvent.__table__).where(_I.id.in_([r["id"] for r in group]))
+                         .values(status=status))
+
+    def _prefetched_order(self, by_customer: dict[str, list[tuple[list[Any], dict[str, Any]]]]) -> Iterator[str]:
+        """Customers whose first turn needs no model first (in order), then the others as their prefetched
+        model calls complete (several at once, bounded by ``turn_concurrency``)."""
+        conv = self.conversation
+        firsts = {cid: turns[0][1] for cid, turns in by_customer.items() if turns[0][1]["kind"] == "message"}
+        if conv is None or not isinstance(conv.brain, MemoBrain) or not firsts:
+            yield from by_customer
+            return
+        yield from (cid for cid in by_customer if cid not in firsts)
+
+        def one(head: dict[str, Any]) -> str:
+            try:
+                self._prefetch_one(head)
+            except Exception:  # a prefetch is an optimisation: the turn itself still runs and handles errors
+                log.exception("prefetch of %s failed", head.get("key"))
+            return str(head["customer_id"])
+
+        workers = min(len(firsts), self.deps.settings.turn_concurrency)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prefetch") as pool:
+            for done in as_completed([pool.submit(one, head) for head in firsts.values()]):
+                yield done.result()
+
+    def _prefetch_one(self, head: dict[str, Any]) -> None:
+        conv = self.conversation
+        assert conv is not None
+        cid, text = head["customer_id"], str(head["payload"].get("text", ""))
+        at = as_utc(head["received_at"])
+        with self.deps.engine.connect() as conn:
+            customer = load_customer(conn, cid)
+            waiting = self._waiting(conn, cid)
+        if customer is None or customer.get("bot_paused") or is_unsubscribe(text):
+            return
+        asked = self._asked_step(waiting) if waiting is not None and waiting[3] == "ask" else None
+        if asked is not None and self._plain_answer(text) and parse_answer(
+                asked.answer, text, self.deps.shop.local_date(at),
+                self.deps.library.catalog.profile.facts.get(asked.slot)).ok:
+            return  # a plain answer needs no model
+        conv.prefetch(self.deps.engine, cid, text, pending_question=asked.question if asked else None, at=at)
 
     def _group(self, rows: Sequence[Any]) -> list[list[Any]]:
         """Rows (in time order) grouped into turns: one per event, one per burst of a customer's messages."""

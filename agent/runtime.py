@@ -23,6 +23,7 @@ from agent.brain import Brain
 from agent.conversation import Conversation
 from agent.inbound import InboundProcessor
 from agent.offline_brain import OfflineBrain
+from agent.prefetch import MemoBrain
 from knowledge.clock import Clock, SimClock, as_utc
 from knowledge.db import init_db, make_engine
 from knowledge.embeddings import E5Embedder, Embedder, HashingEmbedder
@@ -81,6 +82,8 @@ class Runtime:
 
             brain = LLMBrain(settings, http_client=llm_http, catalog=deps.library.catalog)
         brain = brain or offline
+        if brain is not offline:  # model calls are prefetched off the write path (agent/prefetch.py)
+            brain = MemoBrain(brain)
         conversation = Conversation(deps, brain, offline, retriever, embedder)
         runtime = cls(deps, checkpointer or sqlite_checkpointer(settings.checkpoint_path, settings.sqlite_cache_mib),
                       conversation)

@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     chat_rate_per_address: int = Field(default=60, ge=1, le=100_000, description=(
         "Web chat messages one client address may send per minute, all its sessions together (429 beyond)."))
     serve_worker: bool = Field(default=True, description="serve also runs the worker in-process (single node).")
+    turn_concurrency: int = Field(default=32, ge=1, le=512, description=(
+        "customers whose model calls are made at once, before the turns' write transactions (LLM brain only)"))
     pump_lease_seconds: float = Field(default=30.0, gt=0, le=3600, description=(
         "one pump per database: the lease a pump renews every pass; another pump takes over this long after "
         "the holder stopped renewing"))
