@@ -15,6 +15,7 @@ import numpy as np
 from agent.router import Router
 from agent.understanding import ASKS_STATUS, TOPIC_INTENTS, Facts, Reply, TurnInput, Understanding
 from knowledge.embeddings import Embedder
+from knowledge.lexical import shares_run
 from knowledge.text import normalise
 from sop_graphs.render import reply_text
 from sop_graphs.spec import Catalog
@@ -310,8 +311,7 @@ class OfflineBrain:
 def _names_product(question: str, product: dict[str, Any]) -> bool:
     """The question names this product by three characters of its name in a row ("睡眠面膜"), not a kind
     ("精华和面霜先用哪个" is about two kinds, not 人参焕活精华霜)."""
-    name = re.sub(r"\s+", "", str(product.get("name", "")).casefold())
-    return any(question[i:i + 3] in name for i in range(len(question) - 2) if not re.search(r"\W", question[i:i + 3]))
+    return shares_run(question, re.sub(r"\s+", "", str(product.get("name", "")).casefold()))
 
 
 def _names(label: str, question: str) -> bool:

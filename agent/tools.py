@@ -46,7 +46,9 @@ FAQ_SIMILARITY = 0.87
 FAQ_MARGIN = 0.006  # … and beats the next entry by this much (bench/faq.py)
 DOC_LABEL_BONUS = 0.02  # an entry labelled with the question's topic (bench/faq.py)
 DOC_TITLE_BONUS = 0.01  # an entry whose title shares words with the question
-DOC_WORDS_BONUS = 0.03  # the entry the words of the question rank first (BM25): "拆开喝了一泡 能退吗" is 七天无理由
+# the entry the hybrid search (BM25 fused with dense) ranks first, when it shares real words with the question:
+# "拆开喝了一泡 能退吗" is 七天无理由 (bench/faq.py)
+DOC_WORDS_BONUS = 0.03
 # FAQ/policy entries are chosen by their topic label for these (an incident's clause too)
 LABELLED_DOC_INTENTS = TOPIC_INTENTS | INCIDENT_INTENTS
 # intents a named product does not override (a broken kettle is an incident, not a price question)
@@ -279,19 +281,10 @@ class CustomerTools:
         return [r for r in rows if (not r["starts"] or r["starts"][:10] <= today)
                 and (not r["ends"] or r["ends"][:10] >= today)]
 
-    def documents_for(self, intent: str) -> list[dict[str, Any]]:
-        """FAQ and policy entries labelled with ``intent`` when the index was built."""
-        ids = self._doc_index.get(intent, [])
-        if not ids:
-            return []
-        rows = self._conn.execute(select(Document.__table__).where(_D.id.in_(ids))).mappings().all()
-        by_id = {r["id"]: dict(r) for r in rows}
-        return [{**by_id[i], "matched": "intent"} for i in ids if i in by_id]
-
     def rank_documents(self, intent: str, query: str, vector: np.ndarray | None) -> list[dict[str, Any]]:
-        """FAQ/policy entries for the question, best first. Scored by closeness in meaning, plus a bonus for
-        an entry labelled with the question's topic intent (invoice, shelf life…) and one for an entry whose
-        title shares words with the question; an entry *answers* (``matched``) when it is labelled, or its
+        """FAQ/policy entries for the question, best first. Scored by closeness in meaning, plus bonuses for
+        an entry labelled with the question's topic intent (invoice, shelf life…), for one whose title shares
+        words with the question and for the word-grounded first hit of the hybrid search; an entry *answers* (``matched``) when it is labelled, or its
         meaning clears the calibrated bar, or its title names what is asked (bench/faq.py)."""
         labelled = set(self._doc_index.get(intent, [])) if intent in LABELLED_DOC_INTENTS else set()
         near = self._retriever.nearest(query, ("faq", "policy"), vector, k=12) if self._retriever else []

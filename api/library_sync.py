@@ -24,15 +24,18 @@ _W = WorkerState.__table__.c
 def _state(conn: Connection) -> tuple[list[tuple[str, int, str]], set[str]]:
     published = [(r.sop_id, r.version, r.source) for r in conn.execute(
         select(_V.sop_id, _V.version, _V.source).where(_V.status == "published").order_by(_V.sop_id))]
-    paused = {name.split("/", 1)[1] for name in conn.execute(select(_W.name).where(_W.name.like("sop_paused/%")))
-              .scalars()}
-    return published, paused
+    return published, _paused(conn)
+
+
+def _paused(conn: Connection) -> set[str]:
+    return {name.split("/", 1)[1] for name in conn.execute(select(_W.name).where(_W.name.like("sop_paused/%")))
+            .scalars()}
 
 
 def library_digest(conn: Connection) -> str:
-    """What the operators changed: published (SOP, version) pairs and paused SOPs."""
-    published, paused = _state(conn)
-    text = "\n".join(f"{sop_id}@{version}" for sop_id, version, _ in published) + "|" + ",".join(sorted(paused))
+    """What the operators changed: published (SOP, version) pairs and paused SOPs (polled: no SOP text read)."""
+    published = conn.execute(select(_V.sop_id, _V.version).where(_V.status == "published").order_by(_V.sop_id))
+    text = "\n".join(f"{sop_id}@{version}" for sop_id, version in published) + "|" + ",".join(sorted(_paused(conn)))
     return hashlib.sha256(text.encode()).hexdigest()
 
 

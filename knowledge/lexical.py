@@ -102,3 +102,9 @@ def nouns(text: str) -> list[str]:
     _vocabulary_loaded()
     return [w for w, flag in jieba.posseg.cut(text)
             if flag in ("n", "nz", "ng", "ns") and len(w) >= 2 and re.fullmatch(r"[\u4e00-\u9fff]+", w)]
+
+
+def shares_run(text: str, target: str, run: int = 3) -> bool:
+    """Whether ``text`` and ``target`` share ``run`` characters in a row, none of them space or punctuation:
+    how a question names a product ("睡眠面膜" in 修护睡眠面膜; two shared characters such as "美白" name nothing)."""
+    return any(text[i:i + run] in target for i in range(len(text) - run + 1) if not re.search(r"\W", text[i:i + run]))

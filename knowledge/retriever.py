@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from knowledge.embeddings import Embedder, cached_passages, digest
-from knowledge.lexical import LexicalIndex, generic_nouns, nouns, synonyms
+from knowledge.lexical import LexicalIndex, generic_nouns, nouns, shares_run, synonyms
 from knowledge.tables import Document, Product, Promotion
 
 SEARCH_KINDS = ("products", "faq", "policy", "promotions")
@@ -145,10 +145,7 @@ class Retriever:
         or category ("扫地机" in 禾暖扫地机器人, "泡脚桶" an alias); two shared characters ("美白") name nothing."""
         if kind not in self._docs:
             self.sync([kind])
-        names = self._name_text.get(kind, "")
-        compact = re.sub(r"\s+", "", query.casefold())
-        return any(compact[i:i + run] in names for i in range(len(compact) - run + 1)
-                   if not re.search(r"\W", compact[i:i + run]))
+        return shares_run(re.sub(r"\s+", "", query.casefold()), self._name_text.get(kind, ""), run)
 
     def nearest(self, query: str, kinds: tuple[str, ...], vector: np.ndarray | None = None,
                 k: int = 8) -> list[Hit]:
