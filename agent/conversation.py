@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import threading
 import time
-from collections import defaultdict, deque
+from collections import OrderedDict, defaultdict, deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 from sqlalchemy import select
@@ -26,7 +28,7 @@ from sqlalchemy.engine import Connection, Engine
 from agent import memory
 from agent.brain import Brain, BrainUnavailable, ReplyRejected
 from agent.breaker import CircuitBreaker
-from agent.prefetch import MemoBrain
+from agent.prefetch import Drafted, MemoBrain
 from agent.profile import apply_turn, current_facts
 from agent.router import Router
 from agent.tables import Message
@@ -43,6 +45,7 @@ from sop_graphs.deps import Deps
 from sop_graphs.effects import Effects
 
 UNANSWERED_LIMIT = 2
+ROUTING_MEMO = 1024  # router readings kept by text
 # intent -> (task title, pause the bot, due): the reply to these promises a person will follow up
 INCIDENT_TASKS = {"adverse_reaction": ("客户反馈使用后不良反应（加急）", True, "15m"),
                   "damaged": ("客户反馈商品破损", False, "2h"), "missing_item": ("客户反馈少件/错发", False, "2h"),
@@ -67,6 +70,8 @@ class Prepared:
     vector: np.ndarray | None
     brain: Brain
     failed: str | None = None
+    facts: Facts | None = None  # looked up when the turn was drafted: the reply was made from these
+    tool_calls: tuple[dict[str, Any], ...] = ()
 
 
 class Conversation:
@@ -86,6 +91,12 @@ class Conversation:
         self.stats: dict[str, int] = defaultdict(int)  # turns, llm_errors, handoffs (read by /metrics)
         self.durations: deque[float] = deque(maxlen=10_000)  # seconds per turn, drained by /metrics
         self._doc_index: tuple[str, dict[str, list[str]]] = ("", {})
+        self._routing: OrderedDict[tuple[str, tuple[str, ...]], tuple[np.ndarray | None, Understanding]] = \
+            OrderedDict()
+        self._routing_lock = threading.Lock()
+        # drafts wait for the model by the dozen but compute one at a time: dozens of threads computing at once
+        # would queue every other thread of the process (the pump, operator requests) behind them for the GIL
+        self._thinking = threading.Lock()
 
     def doc_index(self, conn: Connection) -> dict[str, list[str]]:
         """FAQ/policy entries by the intent their title asks about, recomputed when the documents change."""
@@ -104,21 +115,31 @@ class Conversation:
         return self._doc_index[1]
 
     def prepare(self, conn: Connection, customer_id: str, text: str, *,
-                pending_question: str | None = None) -> Prepared:
-        """Read what the turn needs and understand the message once (router, then the brain's refinement)."""
+                pending_question: str | None = None, offline: bool = False) -> Prepared:
+        """Read what the turn needs and understand the message once (router, then the brain's refinement).
+        Inside a write transaction an LLM turn takes its draft (agent/prefetch.py) instead of calling; ``offline``
+        answers with the offline brain (a turn whose inputs kept changing while it was drafted)."""
         turn, vector, routed = self._inputs(conn, customer_id, text, pending_question)
         brain: Brain = self.brain
-        if brain is self.fallback:
-            return Prepared(turn, brain.understand(turn, vector, routed), vector, brain)
+        if brain is self.fallback or offline:
+            return Prepared(turn, self.fallback.understand(turn, vector, routed), vector, self.fallback)
+        drafted = brain.take_drafted(turn, routed) if isinstance(brain, MemoBrain) else None
+        drafted = drafted or self._understand(brain, turn, vector, routed)
+        return Prepared(turn, drafted.understanding, vector, brain if drafted.used_model else self.fallback,
+                        drafted.failed, drafted.facts, drafted.tool_calls)
+
+    def _understand(self, brain: Brain, turn: TurnInput, vector: np.ndarray | None,
+                    routed: Understanding) -> Drafted:
+        """The circuit's decision and, if it lets the call out, the model's understanding."""
         if not self.breaker.allow():  # the circuit is open: the offline brain answers, no call, no new task
-            return Prepared(turn, routed, vector, self.fallback)
+            return Drafted(routed, used_model=False)
         try:
             understanding = brain.understand(turn, vector, routed)
         except BrainUnavailable as exc:
             self.breaker.record_failure(str(exc))
-            return Prepared(turn, routed, vector, self.fallback, str(exc))
+            return Drafted(routed, used_model=False, failed=str(exc))
         self.breaker.record_success()
-        return Prepared(turn, understanding, vector, brain)
+        return Drafted(understanding, used_model=True)
 
     def _inputs(self, conn: Connection, customer_id: str, text: str,
                 pending_question: str | None) -> tuple[TurnInput, np.ndarray | None, Understanding]:
@@ -129,38 +150,54 @@ class Conversation:
                          taxonomy=tuple(sorted(self.deps.library.catalog.tags)), memory=mem["summary"],
                          remembered_products=tuple(p["name"] for p in mem["products"]),
                          pending_question=pending_question, facts=current_facts(conn, customer_id))
-        vector = self.router.vector(text)
-        routed = self.router.understand(text, taxonomy=set(turn.taxonomy), vector=vector)
+        vector, routed = self._routed(text, turn.taxonomy)
         return turn, vector, CustomerTools(conn, self.retriever, customer_id).resolve(routed)
 
-    def prefetch(self, engine: Engine, customer_id: str, text: str, *, pending_question: str | None,
-                 at: datetime) -> bool:
-        """Make this message's model calls now, before its write transaction, so the turn finds them done
-        (agent/prefetch.py). Reads on short connections, none held while the model answers; writes nothing.
-        False when there is nothing to prefetch (the offline brain, or a circuit that is not closed: its probe
-        belongs to the turn itself)."""
+    def _routed(self, text: str, taxonomy: tuple[str, ...]) -> tuple[np.ndarray | None, Understanding]:
+        """The router's reading of ``text``: a pure function of the text and the taxonomy, so a drafted turn's
+        write transaction reuses its draft's instead of routing again (bounded, most recent kept)."""
+        key = (text, taxonomy)
+        with self._routing_lock:
+            hit = self._routing.get(key)
+            if hit is not None:
+                self._routing.move_to_end(key)
+                return hit[0], hit[1].model_copy(deep=True)
+        vector = self.router.vector(text)
+        routed = self.router.understand(text, taxonomy=set(taxonomy), vector=vector)
+        with self._routing_lock:
+            self._routing[key] = (vector, routed.model_copy(deep=True))
+            while len(self._routing) > ROUTING_MEMO:
+                self._routing.popitem(last=False)
+        return vector, routed
+
+    def draft(self, engine: Engine, customer_id: str, text: str, *, pending_question: str | None,
+              at: datetime) -> None:
+        """Make this message's model calls now, before its write transaction, and keep them for the turn
+        (agent/prefetch.py): the circuit's decision, the understanding, the facts and the reply. Reads on short
+        connections, none held while the model answers; writes nothing."""
         brain = self.brain
-        if not isinstance(brain, MemoBrain) or not self.breaker.status().healthy:
-            return False
-        with engine.connect() as conn:
+        if not isinstance(brain, MemoBrain):
+            return
+        with self._thinking, engine.connect() as conn:
             turn, vector, routed = self._inputs(conn, customer_id, text, pending_question)
-        try:
-            understanding = brain.prefetch_understand(turn, vector, routed)
-        except BrainUnavailable:
-            return True  # kept: the turn falls back without calling again
-        with engine.connect() as conn:
-            tools = CustomerTools(conn, self.retriever, customer_id, self.doc_index(conn))
-            facts = tools.gather(text, understanding, vector, turn.remembered_products,
-                                 today=self.deps.shop.local_date(at).isoformat())
-        with contextlib.suppress(BrainUnavailable):  # kept too: the turn falls back without calling again
-            brain.prefetch_reply(turn, understanding, facts)
-        return True
+        drafted = self._understand(brain.inner, turn, vector, routed)
+        if drafted.used_model:
+            with self._thinking, engine.connect() as conn:
+                tools = CustomerTools(conn, self.retriever, customer_id, self.doc_index(conn))
+                facts = tools.gather(text, drafted.understanding, vector, turn.remembered_products,
+                                     today=self.deps.shop.local_date(at).isoformat())
+            drafted = Drafted(drafted.understanding, True, facts=facts, tool_calls=tuple(tools.calls))
+            with contextlib.suppress(Exception):  # kept too: the turn handles it (fallback) without calling again
+                brain.prefetch_reply(turn, drafted.understanding, facts)
+        brain.keep_drafted(turn, routed, drafted)
 
     def turn(self, conn: Connection, effects: Effects, customer_id: str, text: str, *, key: str, at: datetime,
-             pending_question: str | None = None, prepared: Prepared | None = None) -> TurnResult:
+             pending_question: str | None = None, prepared: Prepared | None = None,
+             offline: bool = False) -> TurnResult:
         """Understand ``text`` (unless ``prepared``), gather the customer's facts, reply (outbox), update memory."""
         started = time.perf_counter()
-        prepared = prepared or self.prepare(conn, customer_id, text, pending_question=pending_question)
+        prepared = prepared or self.prepare(conn, customer_id, text, pending_question=pending_question,
+                                            offline=offline)
         result = self._turn(conn, effects, customer_id, text, key=key, at=at, prepared=prepared)
         self.durations.append(time.perf_counter() - started)
         self.stats["turns"] += 1
@@ -174,8 +211,11 @@ class Conversation:
         apply_turn(conn, self.deps, effects, customer_id, text, understanding, source=f"msg:{key}",
                    method="rule" if brain is self.fallback or brain.name == "offline" else "model", at=at)
         tools = CustomerTools(conn, self.retriever, customer_id, self.doc_index(conn))
-        facts = tools.gather(text, understanding, prepared.vector, turn.remembered_products,
-                             today=self.deps.shop.local_date(at).isoformat())
+        if prepared.facts is not None:  # drafted: the reply was made from these facts, a moment ago
+            facts, tools.calls = prepared.facts, list(prepared.tool_calls)
+        else:
+            facts = tools.gather(text, understanding, prepared.vector, turn.remembered_products,
+                                 today=self.deps.shop.local_date(at).isoformat())
         rejected: str | None = None
         try:
             reply = brain.reply(turn, understanding, facts)

@@ -7,18 +7,20 @@ recorded everything it implies — never half.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+import time
+from collections.abc import Callable, Sequence
 from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.engine import Connection
 
+from agent.breaker import CircuitState
 from agent.conversation import Conversation
-from agent.prefetch import MemoBrain
+from agent.prefetch import Drafts, MemoBrain, NotPrefetched
 from agent.router import Router, names_a_product
 from agent.tables import InboundEvent, Message
 from agent.understanding import INCIDENT_INTENTS, QUESTION_INTENTS, Understanding
@@ -58,6 +60,7 @@ _AMOUNT_CONTEXT = re.compile(r"预算|价位|以内|以下|之内|左右|上下|
 _ASKS = re.compile(r"[?？吗呢]|多少|怎么|什么|啥|哪|几|能不能|有没有|帮我|麻烦|查|推荐|还有|另外|顺便")
 _BARE_CHOICE = re.compile(r"\W*(?:选|第)?[0-9a-h一二三四五六七八九]\W*")
 _ORDINAL_ONLY = re.compile(r"^\W*(?:我)?选\s*[0-9a-h]")
+MAX_REDRAFTS = 2  # a turn whose inputs changed this often while drafted answers offline
 
 
 def submit(deps: Deps, *, key: str, customer_id: str, kind: str, payload: dict[str, Any],
@@ -79,6 +82,8 @@ class InboundProcessor:
     def __init__(self, deps: Deps, conversation: Conversation | None = None) -> None:
         self.deps = deps
         self.conversation = conversation
+        self.drafts = Drafts(deps.settings.turn_concurrency) \
+            if conversation is not None and isinstance(conversation.brain, MemoBrain) else None
         self.router = conversation.router if conversation is not None else Router(deps.library.catalog)
         self.window = timedelta(seconds=deps.settings.burst_window_seconds)
 
@@ -91,12 +96,16 @@ class InboundProcessor:
         times += [as_utc(burst[-1]["received_at"]) + self.window for burst in self._group(messages)]
         return min(times) if times else None
 
-    def process(self) -> int:
+    def process(self, deadline: float | None = None) -> int:
+        """Write the turns that are ready, each in its own short transaction, customers in the order they wrote;
+        returns how many events were handled. With an LLM brain a message turn is first drafted off the write
+        path (agent/prefetch.py): a pass never waits for the model, it writes the turns whose drafts are done
+        and leaves the others (and their customers' later events) for a later pass. Stops at ``deadline``
+        (``time.monotonic()``), so a pass holding the pump is short whatever the backlog."""
         now = self.deps.clock.now()
         with self.deps.engine.connect() as conn:
             rows = conn.execute(_DUE_EVENTS, {"now": as_utc(now)}).mappings().all()
-        handled = 0
-        heads = []
+        by_customer: dict[str, list[tuple[list[Any], dict[str, Any]]]] = {}
         for group in self._turns(rows, now):
             head = dict(group[0])
             if len(group) > 1:
@@ -104,65 +113,82 @@ class InboundProcessor:
                                                                        for r in group),
                                    "merged": [r["key"] for r in group]}
                 head["received_at"] = group[-1]["received_at"]
-            heads.append((group, head))
-        by_customer: dict[str, list[tuple[list[Any], dict[str, Any]]]] = {}
-        for group, head in heads:
             by_customer.setdefault(head["customer_id"], []).append((group, head))
-        # each customer's turns in order; customers in the order their model calls come back (pipelined:
-        # one customer's short write transaction while others' calls are still out)
-        for cid in self._prefetched_order(by_customer):
-            for group, head in by_customer[cid]:
-                self._write(group, head)
+        handled = 0
+        for cid, turns in by_customer.items():
+            for group, head in turns:
+                ready, offline = self._drafted(cid, group, head)
+                if not ready:
+                    break  # this customer's later events wait behind the draft: per-customer order holds
+                try:
+                    self._write(group, head, offline=offline)
+                except NotPrefetched:  # its inputs changed while the model answered: draft it again
+                    self._redraft(cid, group, head)
+                    break
+                if self.drafts is not None:
+                    self.drafts.forget(cid)
                 handled += len(group)
+            if deadline is not None and time.monotonic() >= deadline:
+                break
         return handled
 
-    def _write(self, group: list[Any], head: dict[str, Any]) -> None:
-        """One turn in one short write transaction (its model calls, if any, were prefetched)."""
+    def drafting(self) -> int:
+        """Drafts still waiting for the model."""
+        return self.drafts.pending() if self.drafts is not None else 0
+
+    def _drafted(self, cid: str, group: list[Any], head: dict[str, Any]) -> tuple[bool, bool]:
+        """(may this turn be written now, must it answer offline). Only LLM message turns are drafted; one whose
+        draft is still out is written anyway, offline, once the circuit has opened (the endpoint is down: its
+        customers are answered now rather than when their calls time out)."""
+        drafts, conv = self.drafts, self.conversation
+        if drafts is None or conv is None or head["kind"] != "message":
+            return True, False
+        keys = tuple(r["key"] for r in group)
+        state = drafts.state(cid, keys)
+        if state == "none":
+            drafts.submit(cid, keys, lambda: self._draft(head))
+            return False, False
+        if state == "pending":
+            return (True, True) if conv.breaker.status().state == CircuitState.OPEN else (False, False)
+        return True, drafts.redrafts(cid) >= MAX_REDRAFTS
+
+    def _redraft(self, cid: str, group: list[Any], head: dict[str, Any]) -> None:
+        assert self.drafts is not None
+        self.drafts.submit(cid, tuple(r["key"] for r in group), lambda: self._draft(head, always=True))
+
+    def _write(self, group: list[Any], head: dict[str, Any], offline: bool = False) -> None:
+        """One turn in one short write transaction; an LLM turn's model calls were drafted before it
+        (inside, the memo is strict: a call not drafted raises :class:`NotPrefetched`, rolling back)."""
         effects = Effects()
-        with self.deps.engine.begin() as conn:
-            status = self._apply(conn, effects, head)
+        brain = self.conversation.brain if self.conversation is not None else None
+        strict = brain.strict() if isinstance(brain, MemoBrain) else contextlib.nullcontext()
+        with strict, self.deps.engine.begin() as conn:
+            status = self._apply(conn, effects, head, offline=offline)
             effects.flush(conn)
             conn.execute(update(InboundEvent.__table__).where(_I.id.in_([r["id"] for r in group]))
                          .values(status=status))
 
-    def _prefetched_order(self, by_customer: dict[str, list[tuple[list[Any], dict[str, Any]]]]) -> Iterator[str]:
-        """Customers whose first turn needs no model first (in order), then the others as their prefetched
-        model calls complete (several at once, bounded by ``turn_concurrency``)."""
-        conv = self.conversation
-        firsts = {cid: turns[0][1] for cid, turns in by_customer.items() if turns[0][1]["kind"] == "message"}
-        if conv is None or not isinstance(conv.brain, MemoBrain) or not firsts:
-            yield from by_customer
-            return
-        yield from (cid for cid in by_customer if cid not in firsts)
-
-        def one(head: dict[str, Any]) -> str:
-            try:
-                self._prefetch_one(head)
-            except Exception:  # a prefetch is an optimisation: the turn itself still runs and handles errors
-                log.exception("prefetch of %s failed", head.get("key"))
-            return str(head["customer_id"])
-
-        workers = min(len(firsts), self.deps.settings.turn_concurrency)
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prefetch") as pool:
-            for done in as_completed([pool.submit(one, head) for head in firsts.values()]):
-                yield done.result()
-
-    def _prefetch_one(self, head: dict[str, Any]) -> None:
+    def _draft(self, head: dict[str, Any], always: bool = False) -> None:
+        """Make a message turn's model calls (a drafting thread; reads only). Messages that need no model — a
+        paused bot, an opt-out, a plain answer to the waiting question — are not drafted unless ``always``."""
         conv = self.conversation
         assert conv is not None
-        cid, text = head["customer_id"], str(head["payload"].get("text", ""))
+        cid, text = head["customer_id"], str(head["payload"].get("text", "")).strip()
         at = as_utc(head["received_at"])
-        with self.deps.engine.connect() as conn:
-            customer = load_customer(conn, cid)
-            waiting = self._waiting(conn, cid)
-        if customer is None or customer.get("bot_paused") or is_unsubscribe(text):
-            return
-        asked = self._asked_step(waiting) if waiting is not None and waiting[3] == "ask" else None
-        if asked is not None and self._plain_answer(text) and parse_answer(
-                asked.answer, text, self.deps.shop.local_date(at),
-                self.deps.library.catalog.profile.facts.get(asked.slot)).ok:
-            return  # a plain answer needs no model
-        conv.prefetch(self.deps.engine, cid, text, pending_question=asked.question if asked else None, at=at)
+        try:
+            with self.deps.engine.connect() as conn:
+                customer = load_customer(conn, cid)
+                waiting = self._waiting(conn, cid)
+            asked = self._asked_step(waiting) if waiting is not None and waiting[3] == "ask" else None
+            if not always and (customer is None or customer.get("bot_paused") or is_unsubscribe(text)):
+                return
+            if not always and asked is not None and self._plain_answer(text) and parse_answer(
+                    asked.answer, text, self.deps.shop.local_date(at),
+                    self.deps.library.catalog.profile.facts.get(asked.slot)).ok:
+                return  # a plain answer needs no model
+            conv.draft(self.deps.engine, cid, text, pending_question=asked.question if asked else None, at=at)
+        except Exception:  # a draft is an optimisation: the turn itself still runs and handles what failed
+            log.exception("drafting %s failed", head.get("key"))
 
     def _group(self, rows: Sequence[Any]) -> list[list[Any]]:
         """Rows (in time order) grouped into turns: one per event, one per burst of a customer's messages."""
@@ -195,7 +221,7 @@ class InboundProcessor:
             ready.append(turn)
         return ready
 
-    def _apply(self, conn: Connection, effects: Effects, row: Any) -> str:
+    def _apply(self, conn: Connection, effects: Effects, row: Any, offline: bool = False) -> str:
         kind, payload, cid = row["kind"], row["payload"], row["customer_id"]
         at = as_utc(row["received_at"])
         if kind == "customer_added":
@@ -211,7 +237,10 @@ class InboundProcessor:
             effects.note(customer_id=cid, at=at, kind="rejected", key=f"rejected/{row['key']}",
                          summary=f"未知事件类型 {kind}")
             return "rejected"
-        handler(conn, effects, cid, payload, at, row["key"])
+        if kind == "message":
+            self._message(conn, effects, cid, payload, at, row["key"], offline=offline)
+        else:
+            handler(conn, effects, cid, payload, at, row["key"])
         return "done"
 
     def _added(self, conn: Connection, effects: Effects, cid: str, p: dict[str, Any], at: datetime, key: str) -> None:
@@ -231,7 +260,7 @@ class InboundProcessor:
         fire(conn, self.deps, effects, cid, CustomerEvent("customer_added", key, at, dict(p)))
 
     def _message(self, conn: Connection, effects: Effects, cid: str, p: dict[str, Any], at: datetime,
-                 key: str) -> None:
+                 key: str, offline: bool = False) -> None:
         text = str(p.get("text", "")).strip()
         deps = self.deps
         customer = load_customer(conn, cid) or {}
@@ -250,8 +279,8 @@ class InboundProcessor:
         if parsed is not None and parsed.ok and self._plain_answer(text):
             prepared, u = None, self.router.understand(text, classify=False)  # "2", "干皮": no model needed
         else:
-            prepared = conv.prepare(conn, cid, text, pending_question=asked.question if asked else None) \
-                if conv else None
+            prepared = conv.prepare(conn, cid, text, pending_question=asked.question if asked else None,
+                                    offline=offline) if conv else None
             u = prepared.understanding if prepared else self.router.understand(text)
         if u.intent == "unsubscribe":
             self._unsubscribe(conn, effects, cid, customer, at, key)
@@ -265,7 +294,7 @@ class InboundProcessor:
 
         def turn() -> None:
             if conv is not None:
-                conv.turn(conn, effects, cid, text, key=key, at=at, prepared=prepared)
+                conv.turn(conn, effects, cid, text, key=key, at=at, prepared=prepared, offline=offline)
 
         if waiting is not None and asked is not None and parsed is not None:
             if self._answer(conn, effects, cid, text, u, waiting, asked, parsed, at, key, turn):

@@ -8,6 +8,7 @@ restarted worker continues where the killed one stopped.
 from __future__ import annotations
 
 import math
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -103,13 +104,22 @@ class Runtime:
         self.runner.graphs[spec.id] = compile_sop(spec, self.runner.checkpointer)
         self.worker.refresh(spec.id)
 
-    def tick(self) -> int:
-        """Process everything due at the clock's now, until nothing more is due now."""
+    def tick(self, deadline: float | None = None) -> int:
+        """Process everything due at the clock's now, until nothing more is due now.
+
+        Without a ``deadline`` (a simulation, the CLI) the tick also waits for the model calls of drafted turns
+        (agent/prefetch.py). With one (``time.monotonic()``; the service's pump) it returns at the deadline or
+        when nothing is ready, never waiting for a model: the pump is woken when a draft is done."""
         total = 0
         while True:
-            done = self.inbound.process() + self.worker.process_due() + self.worker.dispatch_outbox()
+            done = self.inbound.process(deadline) + self.worker.process_due() + self.worker.dispatch_outbox()
             total += done
+            if deadline is not None and time.monotonic() >= deadline:
+                return total
             if done == 0:
+                if deadline is None and self.inbound.drafting():
+                    self.inbound.drafts.wait_any()  # type: ignore[union-attr]
+                    continue
                 return total
 
     def next_wakeup(self) -> datetime | None:

@@ -38,6 +38,7 @@ from sop_graphs.tables import DueTouchpoint, Outbox
 
 log = logging.getLogger("sopagent.service")
 POLL_MASS_EVERY = 60.0
+PASS_GAP_SECONDS = 0.002  # between back-to-back pump passes: a thread waiting on the pump lock gets it
 
 
 @dataclass
@@ -142,6 +143,8 @@ class Service:
         self.paused_applied: set[str] = set()  # SOPs this process paused because the database says so
         self._library_digest: str | None = None
         self._last_library_poll = float("-inf")
+        if runtime.inbound.drafts is not None:  # a finished draft wakes the pump to write its turn
+            runtime.inbound.drafts.on_done = self.wake
 
     @classmethod
     def build(cls, settings: Settings, *, clock: Clock | None = None,
@@ -180,7 +183,7 @@ class Service:
         self.sync_library()
         with self._lock:
             handled = self.processor.process()
-            handled += self.runtime.tick()
+            handled += self.runtime.tick(deadline=time.monotonic() + self.settings.pump_pass_seconds)
             channel = self.runtime.deps.channel
             if isinstance(channel, WeComChannel) and time.monotonic() - self._last_poll >= POLL_MASS_EVERY:
                 self._last_poll = time.monotonic()
@@ -223,6 +226,8 @@ class Service:
                 if not handled:
                     self._wake.wait(interval)
                     self._wake.clear()
+                else:  # the pass stopped at its deadline: let waiting operator actions take the lock first
+                    time.sleep(PASS_GAP_SECONDS)
 
         self._thread = threading.Thread(target=loop, name="pump", daemon=True)
         self._thread.start()
@@ -234,6 +239,8 @@ class Service:
             self._thread.join(timeout=10)
             self._thread = None
         self.lease.release()
+        if self.runtime.inbound.drafts is not None:
+            self.runtime.inbound.drafts.close()
         self.store.close()
         if self.client is not None:
             self.client.close()

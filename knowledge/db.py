@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import threading
+import weakref
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
+import sqlalchemy.exc
 from sqlalchemy import ColumnElement, Row, Table, bindparam, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import SQLModel, create_engine
+
+SQLITE_BUSY_SECONDS = 30.0  # how long a writer waits for the database before it gives up
 
 
 def sqlite_pragmas(dbapi_conn: Any, cache_mib: int = 64) -> None:
@@ -28,16 +34,91 @@ def sqlite_pragmas(dbapi_conn: Any, cache_mib: int = 64) -> None:
     cursor.close()
 
 
+class WriteGate:
+    """First come, first served among one process's SQLite writers.
+
+    SQLite has one writer at a time, and a writer that finds the database locked polls (its busy handler
+    sleeps up to 100 ms between looks): a pump writing turns back to back can starve an operator's one-row
+    write for seconds. The gate queues the process's writers in arrival order instead, so a write waits only
+    for the transactions ahead of it, each a few milliseconds. A connection takes it where pysqlite opens the
+    write transaction (its first INSERT/UPDATE/DELETE) and gives it back at commit or rollback. Waiting longer
+    than ``timeout`` raises, as SQLite's own busy timeout would.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._held = False
+        self._queue: deque[threading.Event] = deque()
+
+    @property
+    def waiting(self) -> int:
+        with self._lock:
+            return len(self._queue)
+
+    def acquire(self) -> None:
+        with self._lock:
+            if not self._held and not self._queue:
+                self._held = True
+                return
+            turn = threading.Event()
+            self._queue.append(turn)
+        if turn.wait(self.timeout):
+            return  # handed over by the previous writer
+        with self._lock:
+            if turn.is_set():
+                return
+            self._queue.remove(turn)
+        raise sqlalchemy.exc.OperationalError("write gate", None,
+                                              Exception(f"database is locked (waited {self.timeout:g} s to write)"))
+
+    def release(self) -> None:
+        with self._lock:
+            if self._queue:
+                self._queue.popleft().set()  # ownership passes straight to the next in line
+            else:
+                self._held = False
+
+
+_WRITES = ("insert", "update", "delete", "replace")
+_GATES: weakref.WeakKeyDictionary[Engine, WriteGate] = weakref.WeakKeyDictionary()
+
+
+def write_gate(engine: Engine) -> WriteGate | None:
+    """The gate of a SQLite engine made by :func:`make_engine` (None for PostgreSQL: its writers lock rows)."""
+    return _GATES.get(engine)
+
+
+def _gate_writes(engine: Engine, timeout: float) -> None:
+    gate = WriteGate(timeout)
+    _GATES[engine] = gate
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _take(conn: Connection, _cursor: Any, statement: str, *_args: Any) -> None:
+        if not conn.info.get("gated") and statement.lstrip()[:7].lower().startswith(_WRITES):
+            gate.acquire()
+            conn.info["gated"] = True
+
+    def _give(conn: Connection) -> None:
+        if conn.info.pop("gated", False):
+            gate.release()
+
+    event.listen(engine, "commit", _give)
+    event.listen(engine, "rollback", _give)
+
+
 def make_engine(url: str, cache_mib: int = 64) -> Engine:
-    """An engine; SQLite files get :func:`sqlite_pragmas` and a busy timeout."""
+    """An engine; SQLite files get :func:`sqlite_pragmas`, a busy timeout and a :class:`WriteGate`."""
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(url, connect_args={"check_same_thread": False,
+                                                    "timeout": SQLITE_BUSY_SECONDS})
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
             sqlite_pragmas(dbapi_conn, cache_mib)
 
+        _gate_writes(engine, SQLITE_BUSY_SECONDS)
         return engine
     return create_engine(url, pool_pre_ping=True)
 

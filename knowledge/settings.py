@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     serve_worker: bool = Field(default=True, description="serve also runs the worker in-process (single node).")
     turn_concurrency: int = Field(default=32, ge=1, le=512, description=(
         "customers whose model calls are made at once, before the turns' write transactions (LLM brain only)"))
+    pump_pass_seconds: float = Field(default=0.25, gt=0, le=60, description=(
+        "a pump pass stops writing turns after this long and lets operator actions in (the pump is never held "
+        "by a model call: drafts are made off the write path and wake the pump when done)"))
     pump_lease_seconds: float = Field(default=30.0, gt=0, le=3600, description=(
         "one pump per database: the lease a pump renews every pass; another pump takes over this long after "
         "the holder stopped renewing"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -94,6 +95,25 @@ class ByCall:
     @property
     def requests(self) -> int:
         return self.understand_calls + self.reply_calls
+
+
+class HeldFor(ByCall):
+    """Answers like the model, except that calls carrying ``held`` in their prompt wait until released."""
+
+    def __init__(self, held: str) -> None:
+        super().__init__(understanding(intent="greeting"), text("您好呀～在的"))
+        self.held = held
+        self.release = threading.Event()
+        self.waiting = threading.Event()
+        self.answered = threading.Event()  # a held call came back (released, or the test gave up on it)
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if self.held in request.content.decode():
+            self.waiting.set()
+            released = self.release.wait(30)
+            self.answered.set()
+            assert released, "the test never released the held call"
+        return super().__call__(request)
 
 
 def llm_settings(home: Path, **extra: Any) -> Settings:

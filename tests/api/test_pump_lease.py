@@ -32,11 +32,25 @@ def test_a_second_pump_on_the_same_database_stands_by(service, worker):
 def test_the_standing_by_pump_takes_over_when_the_holder_stops_renewing(service, worker):
     service.pump_once()
     worker.pump_once()
-    worker.clock.advance(timedelta(seconds=service.settings.pump_lease_seconds + 1))
+    stalled = timedelta(seconds=service.settings.pump_lease_seconds + 1)  # the holder stalls; time goes on
+    worker.clock.advance(stalled)
     worker.pump_once()
     assert worker.standing_by is None
+    service.clock.advance(stalled)  # the holder comes back: it finds the lease taken and stands by
     service.pump_once()
     assert service.standing_by is not None
+
+
+def test_a_pump_renews_its_lease_without_a_write_every_pass(service):
+    service.pump_once()
+    before = service.lease.current()
+    service.clock.advance(timedelta(seconds=service.settings.pump_lease_seconds / 6))
+    service.pump_once()
+    assert service.lease.current() == before
+    service.clock.advance(timedelta(seconds=service.settings.pump_lease_seconds / 3))
+    service.pump_once()
+    current = service.lease.current()
+    assert current is not None and before is not None and current[1] > before[1]
 
 
 def test_a_cleanly_stopped_pump_hands_over_at_once(service, worker):
