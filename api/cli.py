@@ -165,12 +165,17 @@ def eval_cmd(
 @sop_app.command("validate")
 def validate_cmd(
     paths: Annotated[list[Path], typer.Argument(help="SOP YAML files or directories")],
-    catalog: Annotated[Path | None, typer.Option(help="directory with materials/campaigns/groups/tags")] = None,
+    catalog: Annotated[Path | None, typer.Option(help="directory with materials/campaigns/groups/tags (default: the "
+                                                      "library directory given, else the configured library)")] = None,
 ) -> None:
     """Validate SOP files; prints every problem as file:line and exits 1 if there is any."""
     from sop_graphs.loader import load_library
     from sop_graphs.validator import validate
 
+    if catalog is None:  # a library directory (its sops/ beside tags.yaml…) is validated against its own catalogue
+        roots = {p for p in paths if p.is_dir() and (p / "tags.yaml").is_file()}
+        roots |= {p.parent for p in paths if p.is_dir() and p.name == "sops" and (p.parent / "tags.yaml").is_file()}
+        catalog = roots.pop() if len(roots) == 1 else None
     library, problems = load_library(paths, catalog or get_settings().library_path)
     problems = sorted(problems + validate(library))
     for problem in problems:

@@ -80,3 +80,10 @@ def test_kb_import_with_a_bad_mapping_is_a_clear_error(tmp_path, monkeypatch):
         get_settings.cache_clear()
     assert result.exit_code == 1, result.output
     assert "m.yaml:1: invalid YAML: anchors and aliases" in result.output.replace("\n", "")
+
+
+def test_validating_a_shops_library_directory_uses_that_librarys_own_catalogue():
+    tea = Path(__file__).resolve().parents[2] / "knowledge" / "tea_shop" / "library"
+    result = runner.invoke(app, ["sop", "validate", str(tea)])
+    assert result.exit_code == 0, result.output
+    assert "4 SOP(s) valid" in result.output
