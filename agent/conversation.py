@@ -240,7 +240,8 @@ class Conversation:
                               grounded=reply.grounded)
         self.send(conn, effects, customer_id, reply.text, key=key, at=at,
                   meta={"intent": understanding.intent, "confidence": understanding.confidence,
-                        "grounded": reply.grounded, "brain": brain.name, "tools": tools.calls})
+                        "grounded": reply.grounded, "brain": brain.name, "tools": tools.calls,
+                        "llm_failed": bool(failed), "llm_rejected": bool(rejected)})
         return TurnResult(understanding, reply, facts, handoff, brain.name)
 
     def _more_questions(self, turn: TurnInput, u: Understanding, reply: Reply, tools: CustomerTools,

@@ -115,6 +115,18 @@ class LLMBrain:
             raise BrainUnavailable(f"{type(exc).__name__}: {str(exc)[:300]}") from exc
         raise BrainUnavailable("no attempt was made")  # pragma: no cover - Retrying always attempts once
 
+    def ask(self, schema: type[T], system: str, user: str) -> T:
+        """Another typed unit (e.g. the daily report's narrative): structured output under the same retry policy;
+        every failure becomes :class:`BrainUnavailable`."""
+        runnable = self.chat.with_structured_output(schema, method="function_calling")
+
+        def parse(result: Any) -> T:
+            if result is None:
+                raise OutputParserException("the model returned no structured output")
+            return result if isinstance(result, schema) else schema.model_validate(result)  # type: ignore[attr-defined]
+
+        return self._call(runnable.invoke, [SystemMessage(system), HumanMessage(user)], parse)
+
     @staticmethod
     def _understanding(result: Any) -> Understanding:
         if result is None:

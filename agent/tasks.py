@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
 
 from agent.inbound import submit
+from knowledge.clock import as_utc
 from sop_graphs.deps import Deps
 from sop_graphs.tables import EmployeeTask
 
 _K = EmployeeTask.__table__.c
 
 
-def mark_done(conn: Connection, task_id: int) -> dict[str, Any] | None:
-    """Mark one task done in the caller's transaction; the task row, or None for an unknown id."""
-    if conn.execute(update(EmployeeTask.__table__).where(_K.id == task_id).values(status="done")).rowcount == 0:
+def mark_done(conn: Connection, task_id: int, at: datetime) -> dict[str, Any] | None:
+    """Mark one task done at ``at`` in the caller's transaction; the task row, or None for an unknown id. A task
+    already done keeps its first completion time."""
+    if conn.execute(update(EmployeeTask.__table__).where(_K.id == task_id).values(
+            status="done", done_at=func.coalesce(_K.done_at, as_utc(at)))).rowcount == 0:
         return None
     return dict(conn.execute(select(EmployeeTask.__table__).where(_K.id == task_id)).mappings().one())
 

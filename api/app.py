@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from api.bounds import BoundedBody
 from api.rate_limit import RateLimiter
-from api.routes import chat, health, operator, wecom
+from api.routes import chat, health, operator, reports, wecom
 from api.service import Service
 
 log = logging.getLogger("sopagent.api")
@@ -42,6 +42,6 @@ def create_app(service: Service, *, run_pump: bool | None = None) -> FastAPI:
     app.state.chat_limits = (RateLimiter(settings.chat_rate_per_address, timedelta(minutes=1)),
                              RateLimiter(settings.chat_rate_per_session, timedelta(minutes=1)))
     service.sync_library(force=True)  # the published versions and pauses survive restarts
-    for router in (health.router, wecom.router, chat.router, operator.router):
+    for router in (health.router, wecom.router, chat.router, operator.router, reports.router):
         app.include_router(router)
     return app

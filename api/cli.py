@@ -243,6 +243,51 @@ def kb_import(
 
 
 @app.command()
+def report(
+    date_: Annotated[str | None, typer.Option("--date", help="shop-local day YYYY-MM-DD (default: yesterday)")] = None,
+    format_: Annotated[str, typer.Option("--format", help="html, md or json")] = "html",
+    out: Annotated[Path | None, typer.Option(help="file to write (default: <home>/reports/<date>.<ext>)")] = None,
+) -> None:
+    """Build the daily review report of a shop day from the database, store it and write it to a file."""
+    from datetime import UTC, date
+
+    import api.tables  # noqa: F401  (registers the report tables)
+    from agent.runtime import load_valid_library
+    from api.report import daily
+    from api.report.build import yesterday
+    from api.report.goals import GoalsError
+    from knowledge.db import init_db, make_engine
+    from knowledge.embeddings import E5Embedder, HashingEmbedder
+
+    if format_ not in ("html", "md", "json"):
+        raise typer.BadParameter("--format must be html, md or json")
+    settings = get_settings()
+    now = datetime.now(UTC)
+    try:
+        day = date.fromisoformat(date_) if date_ else yesterday(now, settings.shop_timezone)
+    except ValueError as exc:
+        raise typer.BadParameter(f"--date must be YYYY-MM-DD: {exc}") from exc
+    engine = make_engine(settings.db_url, settings.sqlite_cache_mib)
+    init_db(engine)
+    library = load_valid_library(settings.library_path)
+    writer = None
+    if settings.brain == "llm":
+        from agent.llm_brain import LLMBrain
+
+        writer = LLMBrain(settings, catalog=library.catalog)
+    embedder = E5Embedder() if settings.embedder == "e5" else HashingEmbedder()
+    try:
+        ctx = daily.context(settings, engine, library, embedder=embedder, writer=writer)
+    except GoalsError as exc:
+        console.print(f"[red]goals.yaml:[/] {exc}", markup=True, highlight=False)
+        raise typer.Exit(1) from exc
+    made = daily.generate(ctx, day, now)
+    ext = {"html": "html", "md": "md", "json": "json"}[format_]
+    path = daily.write(made, format_, out or settings.home / "reports" / f"{day.isoformat()}.{ext}")  # type: ignore[arg-type]
+    console.print(f"report for {day.isoformat()} ({made.narrative.source} narrative): {path}", highlight=False)
+
+
+@app.command()
 def chat(
     customer: Annotated[str, typer.Option(help="customer id (created on first use)")] = "c_chat",
     name: Annotated[str, typer.Option(help="display name for a new customer")] = "访客",

@@ -14,7 +14,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 
 import httpx
@@ -38,6 +38,7 @@ from sop_graphs.tables import DueTouchpoint, Outbox
 
 log = logging.getLogger("sopagent.service")
 POLL_MASS_EVERY = 60.0
+REPORT_RETRY_SECONDS = 900
 PASS_GAP_SECONDS = 0.002  # between back-to-back pump passes: a thread waiting on the pump lock gets it
 
 
@@ -143,6 +144,9 @@ class Service:
         self.paused_applied: set[str] = set()  # SOPs this process paused because the database says so
         self._library_digest: str | None = None
         self._last_library_poll = float("-inf")
+        self._reporting: threading.Thread | None = None
+        self._reported_day: date | None = None
+        self._report_retry_at = float("-inf")
         if runtime.inbound.drafts is not None:  # a finished draft wakes the pump to write its turn
             runtime.inbound.drafts.on_done = self.wake
 
@@ -189,10 +193,40 @@ class Service:
                 self._last_poll = time.monotonic()
                 channel.poll()
             self.metrics.collect(self)
+        self._maybe_report()
         with self._ticked:
             self.ticks += 1
             self._ticked.notify_all()
         return handled
+
+    def _maybe_report(self) -> None:
+        """Yesterday's review report once the shop's report time has passed (api/report), made on its own thread
+        so the pump goes on; the stored report row makes it once per day whatever restarts."""
+        from api.report import daily
+
+        if not self.settings.report_enabled or (self._reporting is not None and self._reporting.is_alive()):
+            return
+        day = daily.due_day(self.settings, self.clock.now())
+        if day is None or day == self._reported_day or time.monotonic() < self._report_retry_at:
+            return
+        self._reported_day = day
+        runtime = self.runtime
+        brain = runtime.conversation.brain if runtime.conversation is not None else None
+
+        def make() -> None:
+            try:
+                ctx = daily.context(self.settings, runtime.deps.engine, runtime.deps.library,
+                                    embedder=runtime.conversation.embedder if runtime.conversation else None,
+                                    writer=brain if brain is not None and brain.name != "offline"
+                                    and runtime.conversation.breaker.status().healthy else None)
+                daily.run_daily(self.settings, ctx, runtime.deps.channel, self.clock.now())
+            except Exception:  # a report that fails is retried a while later; it never stops the pump
+                log.exception("daily report for %s failed; retrying in %d s", day, REPORT_RETRY_SECONDS)
+                self._report_retry_at = time.monotonic() + REPORT_RETRY_SECONDS
+                self._reported_day = None
+
+        self._reporting = threading.Thread(target=make, name="daily-report", daemon=True)
+        self._reporting.start()
 
     def sync_library(self, force: bool = False) -> bool:
         """Apply SOPs published, paused or resumed by any process since the last look (every

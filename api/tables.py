@@ -1,5 +1,5 @@
 """Tables of the API and WeCom channel: stored callbacks, WeCom deliveries, mass-send tasks, kf sessions,
-contacts' welcome codes, SOP versions and the operator audit log."""
+contacts' welcome codes, SOP versions, the operator audit log and the daily reports."""
 
 from __future__ import annotations
 
@@ -97,3 +97,22 @@ class AuditLog(SQLModel, table=True):
     action: str
     target: str
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class DailyMetrics(SQLModel, table=True):
+    """A shop day's computed metrics, kept once the day is final (its 24 h reply window has closed)."""
+
+    day: str = Field(primary_key=True, description="shop-local date, ISO")
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    computed_at: datetime
+
+
+class DailyReport(SQLModel, table=True):
+    """The daily review report of a shop day (api/report), as JSON; HTML and Markdown are rendered from it."""
+
+    day: str = Field(primary_key=True, description="shop-local date, ISO")
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    generated_at: datetime
+    narrative_source: str = "offline"
+    goals_missed: int = 0
+    anomalies: int = 0

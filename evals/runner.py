@@ -225,7 +225,7 @@ class CaseRun:
         with deps.engine.begin() as conn:
             ids = list(conn.execute(select(EmployeeTask.id).where(EmployeeTask.customer_id == cid,
                                                                   EmployeeTask.status == "open")).scalars())
-            tasks = [task for task_id in ids if (task := mark_done(conn, task_id)) is not None]
+            tasks = [task for task_id in ids if (task := mark_done(conn, task_id, deps.clock.now())) is not None]
         for task in tasks:
             announce_done(deps, task)
         self.runtime.run_until(self.clock.now() + timedelta(seconds=5))

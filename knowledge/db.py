@@ -10,6 +10,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
+import sqlalchemy
 import sqlalchemy.exc
 from sqlalchemy import ColumnElement, Row, Table, bindparam, event
 from sqlalchemy.dialects import postgresql, sqlite
@@ -151,8 +152,22 @@ def run_in(conn: Connection, statement: Any, values: Iterable[Any], **params: An
 
 
 def init_db(engine: Engine) -> None:
-    """Create every table registered on the SQLModel metadata (import the table modules first)."""
+    """Create every table registered on the SQLModel metadata (import the table modules first); an embedded
+    database made by an older version gains the nullable columns and the indexes added since (the one kind of
+    change made so far; versioned migrations come with PostgreSQL)."""
     SQLModel.metadata.create_all(engine)
+    if engine.dialect.name != "sqlite":
+        return
+    with engine.begin() as conn:
+        inspector = sqlalchemy.inspect(conn)
+        for table in SQLModel.metadata.sorted_tables:
+            present = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in present and column.nullable and column.server_default is None:
+                    kind = column.type.compile(dialect=conn.dialect)
+                    conn.exec_driver_sql(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}')
+            for index in table.indexes:
+                index.create(conn, checkfirst=True)
 
 
 @cache

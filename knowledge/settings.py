@@ -92,6 +92,14 @@ class Settings(BaseSettings):
     library_poll_seconds: float = Field(default=2.0, gt=0, le=600, description=(
         "how often a pump checks the database for SOPs published, paused or resumed by another process"))
 
+    report_enabled: bool = Field(default=True, description="the pump writes yesterday's review report each day")
+    report_time: str = Field(default="08:30", pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description=(
+        "shop-local time after which yesterday's report is made and sent to the operators"))
+    report_recipients: str = Field(default="@all", max_length=2000, description=(
+        "WeCom userids (joined by |) who get the report's summary as an app message"))
+    public_url: str | None = Field(default=None, max_length=500, description=(
+        "where operators reach this server (links in the report summary), e.g. https://ops.example.com"))
+
     worker_batch: int = Field(default=2000, ge=1, description="Due rows or outbox rows per transaction.")
 
     @property

@@ -106,6 +106,7 @@ class EmployeeTask(SQLModel, table=True):
     due_at: datetime
     status: str = Field(default="open", index=True)
     created_at: datetime
+    done_at: datetime | None = None
 
 
 class ContactState(SQLModel, table=True):

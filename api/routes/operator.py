@@ -429,7 +429,7 @@ def list_tasks(service: ServiceDep, _: OperatorDep, status: Literal["open", "don
 def complete_task(task_id: Annotated[int, PathParam(ge=1, le=INT64_MAX)], service: ServiceDep,
                   actor: OperatorDep) -> Any:
     with service.runtime.deps.engine.begin() as conn:
-        task = mark_done(conn, task_id)
+        task = mark_done(conn, task_id, service.clock.now())
         if task is None:
             raise HTTPException(404, f"unknown task {task_id}")
         _audit(conn, service, actor, "task.complete", str(task_id), {})

@@ -141,6 +141,8 @@ class WeComChannel:
                     self._moment(d)
                 elif d.mode == "task":
                     self._remind_employee(d)
+                elif d.mode == "app_markdown":
+                    self._app_markdown(d)
                 else:
                     self._fallback(d, f"unknown delivery mode {d.mode}")
             except WeComError as exc:
@@ -244,6 +246,11 @@ class WeComChannel:
         text = f"【待办】{d.payload.get('title', '')}\n{d.payload.get('text', '')}".strip()
         self.client.app_message(touser=assignee, content=text)
         self._record([{"key": d.key, "customer_id": d.customer_id, "mode": "task", "result": "sent"}])
+
+    def _app_markdown(self, d: Delivery) -> None:
+        """A markdown app message to employees (the daily report's summary to operators)."""
+        self.client.app_markdown(touser=str(d.payload.get("touser") or "@all"), content=str(d.payload.get("text", "")))
+        self._record([{"key": d.key, "customer_id": d.customer_id, "mode": "app_markdown", "result": "sent"}])
 
     def _transfer(self, customer_id: str, servicer: str) -> None:
         """Hand a kf conversation to a human servicer (state 3), or to the waiting pool (2) if none is known."""

@@ -187,6 +187,12 @@ class WeComClient:
 
     # ------------------------------------------------------------------ employees
 
+    def app_markdown(self, *, touser: str, content: str) -> dict[str, Any]:
+        """An app message of type markdown (content at most 2048 bytes of UTF-8)."""
+        return self.call("/cgi-bin/message/send", {"touser": touser, "msgtype": "markdown",
+                                                   "agentid": self.settings.wecom_agent_id or 0,
+                                                   "markdown": {"content": content}})
+
     def app_message(self, *, touser: str, content: str) -> dict[str, Any]:
         return self.call("/cgi-bin/message/send", {"touser": touser, "msgtype": "text",
                                                    "agentid": self.settings.wecom_agent_id or 0,

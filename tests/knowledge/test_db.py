@@ -75,3 +75,17 @@ def _wait_queued(engine, n: int) -> None:
     assert gate is not None
     while gate.waiting < n:
         threading.Event().wait(0.001)
+
+
+def test_an_older_embedded_database_gains_the_columns_added_since(tmp_path: Path) -> None:
+    from knowledge.db import init_db
+    from sop_graphs.tables import EmployeeTask
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    init_db(engine)
+    with engine.begin() as conn:  # as a database made before EmployeeTask.done_at existed
+        conn.execute(text("ALTER TABLE employeetask DROP COLUMN done_at"))
+    init_db(engine)
+    with engine.connect() as conn:
+        columns = {row[1] for row in conn.execute(text(f"PRAGMA table_info({EmployeeTask.__table__.name})"))}
+    assert "done_at" in columns

@@ -1,0 +1,1 @@
+"""The daily AI review report (issue 13)."""
