@@ -13,6 +13,7 @@ unanswered turns in a row open a human handoff.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import threading
 import time
@@ -72,6 +73,7 @@ class Prepared:
     failed: str | None = None
     facts: Facts | None = None  # looked up when the turn was drafted: the reply was made from these
     tool_calls: tuple[dict[str, Any], ...] = ()
+    usage: tuple[int, int] = (0, 0)  # model calls and tokens
 
 
 class Conversation:
@@ -126,7 +128,7 @@ class Conversation:
         drafted = brain.take_drafted(turn, routed) if isinstance(brain, MemoBrain) else None
         drafted = drafted or self._understand(brain, turn, vector, routed)
         return Prepared(turn, drafted.understanding, vector, brain if drafted.used_model else self.fallback,
-                        drafted.failed, drafted.facts, drafted.tool_calls)
+                        drafted.failed, drafted.facts, drafted.tool_calls, drafted.usage)
 
     def _understand(self, brain: Brain, turn: TurnInput, vector: np.ndarray | None,
                     routed: Understanding) -> Drafted:
@@ -178,6 +180,8 @@ class Conversation:
         brain = self.brain
         if not isinstance(brain, MemoBrain):
             return
+        usage = getattr(brain.inner, "take_usage", lambda: (0, 0))
+        usage()  # what this thread spent before is not this turn's
         with self._thinking, engine.connect() as conn:
             turn, vector, routed = self._inputs(conn, customer_id, text, pending_question)
         drafted = self._understand(brain.inner, turn, vector, routed)
@@ -189,6 +193,7 @@ class Conversation:
             drafted = Drafted(drafted.understanding, True, facts=facts, tool_calls=tuple(tools.calls))
             with contextlib.suppress(Exception):  # kept too: the turn handles it (fallback) without calling again
                 brain.prefetch_reply(turn, drafted.understanding, facts)
+        drafted = dataclasses.replace(drafted, usage=usage())
         brain.keep_drafted(turn, routed, drafted)
 
     def turn(self, conn: Connection, effects: Effects, customer_id: str, text: str, *, key: str, at: datetime,
@@ -241,7 +246,8 @@ class Conversation:
         self.send(conn, effects, customer_id, reply.text, key=key, at=at,
                   meta={"intent": understanding.intent, "confidence": understanding.confidence,
                         "grounded": reply.grounded, "brain": brain.name, "tools": tools.calls,
-                        "llm_failed": bool(failed), "llm_rejected": bool(rejected)})
+                        "llm_failed": bool(failed), "llm_rejected": bool(rejected),
+                        "llm_calls": prepared.usage[0], "llm_tokens": prepared.usage[1]})
         return TurnResult(understanding, reply, facts, handoff, brain.name)
 
     def _more_questions(self, turn: TurnInput, u: Understanding, reply: Reply, tools: CustomerTools,

@@ -39,6 +39,7 @@ and well-typed facts within range.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -94,12 +95,24 @@ class LLMBrain:
         self.chat = ChatOpenAI(model=settings.llm_model, api_key=key, base_url=settings.openai_base_url,
                                timeout=settings.llm_timeout_seconds, max_retries=0, temperature=0.2,
                                http_client=http_client)
-        self.structured = self.chat.with_structured_output(Understanding, method="function_calling")
+        self.structured = self.chat.with_structured_output(Understanding, method="function_calling", include_raw=True)
         self.attempts = settings.llm_max_attempts
         self.wait = wait or wait_exponential(multiplier=0.5, max=4)
         self.max_chars = settings.llm_reply_max_chars
         self.budget = (settings.llm_budget_min, settings.llm_budget_max)
         self.calls = 0
+        self._usage = threading.local()  # calls and tokens of this thread since take_usage (one turn's draft)
+
+    def take_usage(self) -> tuple[int, int]:
+        """(calls, tokens) this thread made since the last look: a turn's draft runs on one thread."""
+        calls, tokens = getattr(self._usage, "calls", 0), getattr(self._usage, "tokens", 0)
+        self._usage.calls = self._usage.tokens = 0
+        return calls, tokens
+
+    def _count(self, result: Any) -> None:
+        raw = result.get("raw") if isinstance(result, dict) else result
+        usage = getattr(raw, "usage_metadata", None) or {}
+        self._usage.tokens = getattr(self._usage, "tokens", 0) + int(usage.get("total_tokens") or 0)
 
     def _call(self, fn: Callable[[list[BaseMessage]], Any], messages: list[BaseMessage],
               parse: Callable[[Any], T]) -> T:
@@ -110,7 +123,10 @@ class LLMBrain:
             for attempt in retrying:
                 with attempt:
                     self.calls += 1
-                    return parse(fn(messages))
+                    self._usage.calls = getattr(self._usage, "calls", 0) + 1
+                    result = fn(messages)
+                    self._count(result)
+                    return parse(result)
         except FAILURES as exc:
             raise BrainUnavailable(f"{type(exc).__name__}: {str(exc)[:300]}") from exc
         raise BrainUnavailable("no attempt was made")  # pragma: no cover - Retrying always attempts once
@@ -129,6 +145,13 @@ class LLMBrain:
 
     @staticmethod
     def _understanding(result: Any) -> Understanding:
+        if isinstance(result, dict) and "parsed" in result:  # include_raw: the parsed value, or why it failed
+            error = result.get("parsing_error")
+            if isinstance(error, BaseException):
+                raise error  # as without include_raw: the same retry and fallback path
+            if error is not None:
+                raise OutputParserException(str(error)[:300])
+            result = result["parsed"]
         if result is None:
             raise OutputParserException("the model returned no structured output")
         return result if isinstance(result, Understanding) else Understanding.model_validate(result)

@@ -45,6 +45,7 @@ class Drafted:
     failed: str | None = None
     facts: Facts | None = None
     tool_calls: tuple[dict[str, Any], ...] = ()
+    usage: tuple[int, int] = (0, 0)  # model calls and tokens the draft spent (retries included)
 
 
 def _key(method: str, *parts: Any) -> str:

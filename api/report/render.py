@@ -22,6 +22,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
 from api.report import charts
+from api.report.goals import METRICS
 from api.report.schema import Report, SopFunnel, Trend
 
 WECOM_MARKDOWN_MAX_BYTES = 2048  # message/send markdown.content: "最长不超过2048个字节，必须是utf8编码"
@@ -222,21 +223,9 @@ class _Builder:
         return DASH if sop_id is None else (self.names.get(sop_id) or sop_id)
 
     def unit_of(self, metric: str) -> Unit | None:
-        """The unit of a metric, from a goal or trend naming it, else guessed from its name."""
-        for goal in self.r.goals:
-            if goal.metric == metric:
-                return goal.unit
-        for trend in self.r.trends:
-            if trend.metric == metric:
-                return trend.unit
-        name = metric.lower()
-        if name.endswith(("rate", "drop_off", "completion", "share")):
-            return "rate"
-        if "minutes" in name:
-            return "minutes"
-        if "gmv" in name or "yuan" in name:
-            return "yuan"
-        return None
+        """The unit of a metric, from the metric registry (api/report/goals.py)."""
+        definition = METRICS.get(metric)
+        return definition.unit if definition is not None else None
 
     def target_of(self, metric: str) -> float | None:
         goals = [g for g in self.r.goals if g.metric == metric]

@@ -160,3 +160,15 @@ def test_turns_still_drafting_when_the_circuit_opens_are_answered_offline_at_onc
     _pass_until(runtime, lambda: bool(_replied(runtime, "c_demo_wang")))
     assert not endpoint.answered.is_set()  # answered while its call was still out
     endpoint.release.set()
+
+
+def test_a_model_turn_records_the_calls_and_tokens_it_spent(tmp_path: Path) -> None:
+    from sqlalchemy import select
+
+    from agent.tables import Message
+
+    runtime = build_shop(tmp_path / "home", WritesWhileAnswering())
+    say(runtime, "在吗")
+    with runtime.deps.engine.connect() as conn:
+        (meta,) = conn.execute(select(Message.meta).where(Message.direction == "out")).scalars()
+    assert (meta["llm_calls"], meta["llm_tokens"]) == (2, 4)  # the fake endpoint reports 2 tokens a call
