@@ -245,6 +245,7 @@ class Conversation:
                               grounded=reply.grounded)
         self.send(conn, effects, customer_id, reply.text, key=key, at=at,
                   meta={"intent": understanding.intent, "confidence": understanding.confidence,
+                        "question": understanding.is_question,
                         "grounded": reply.grounded, "brain": brain.name, "tools": tools.calls,
                         "llm_failed": bool(failed), "llm_rejected": bool(rejected),
                         "llm_calls": prepared.usage[0], "llm_tokens": prepared.usage[1]})

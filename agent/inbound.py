@@ -60,6 +60,7 @@ _AMOUNT_CONTEXT = re.compile(r"预算|价位|以内|以下|之内|左右|上下|
 _ASKS = re.compile(r"[?？吗呢]|多少|怎么|什么|啥|哪|几|能不能|有没有|帮我|麻烦|查|推荐|还有|另外|顺便")
 _BARE_CHOICE = re.compile(r"\W*(?:选|第)?[0-9a-h一二三四五六七八九]\W*")
 _ORDINAL_ONLY = re.compile(r"^\W*(?:我)?选\s*[0-9a-h]")
+ESCALATE_CONFIDENCE = 0.8  # how sure a reading must be to outrank a late questionnaire answer
 MAX_REDRAFTS = 2  # a turn whose inputs changed this often while drafted answers offline
 
 
@@ -299,7 +300,7 @@ class InboundProcessor:
         if waiting is not None and asked is not None and parsed is not None:
             if self._answer(conn, effects, cid, text, u, waiting, asked, parsed, at, key, turn):
                 return
-        elif waiting is None:
+        elif waiting is None and not self._escalates(u):  # a complaint or reaction is never a late answer
             asks = u.intent in QUESTION_INTENTS  # a late answer inside a question is recorded, the question answered
             if self._late_answer(conn, effects, cid, text, at, key, acknowledge=not asks) and not asks:
                 return
@@ -403,6 +404,12 @@ class InboundProcessor:
                     value = int(amount.value) if float(amount.value).is_integer() else amount.value
                     found[step.slot] = (step, value, [])
         return found
+
+    def _escalates(self, u: Understanding) -> bool:
+        """Clearly an incident, complaint, abuse or a request for a person: handled as such, never as a profile
+        answer (a weak reading yields to the answer: "不好意思刚看到 我是混合皮" is not a missing item)."""
+        return u.confidence >= ESCALATE_CONFIDENCE and (
+            u.intent in ESCAPES or "complaint" in self.deps.library.catalog.intents.groups_of(u.intent))
 
     def _late_answer(self, conn: Connection, effects: Effects, cid: str, text: str, at: datetime, key: str,
                      acknowledge: bool = True) -> bool:

@@ -10,6 +10,7 @@ from sqlalchemy.engine import Connection
 
 from agent.inbound import submit
 from knowledge.clock import as_utc
+from sop_graphs.customers import BROADCAST
 from sop_graphs.deps import Deps
 from sop_graphs.tables import EmployeeTask
 
@@ -28,6 +29,6 @@ def mark_done(conn: Connection, task_id: int, at: datetime) -> dict[str, Any] | 
 def announce_done(deps: Deps, task: dict[str, Any]) -> None:
     """After the task's transaction: runs of its customer waiting for ``task_completed`` go on (once per task:
     the inbound key is the task's id, so a repeated completion is a duplicate delivery)."""
-    if task.get("customer_id"):
+    if task.get("customer_id") and task["customer_id"] != BROADCAST:  # a group or moments task waits for no one
         submit(deps, key=f"task-done/{task['id']}", customer_id=task["customer_id"], kind="task_completed",
                payload={"task_id": task["id"], "title": task["title"]})

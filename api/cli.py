@@ -24,13 +24,18 @@ console = Console(width=150)
 def demo(
     home: Annotated[Path | None, typer.Option(help="where the demo's stores go (wiped first)")] = None,
     days: Annotated[int, typer.Option(min=1, max=120)] = 30,
+    shop_days: Annotated[int, typer.Option(min=0, max=60, help="days of the busier shop behind the report "
+                                                               "(0: no report)")] = 14,
+    shop_customers: Annotated[int, typer.Option(min=1, max=5000, help="its new customers")] = 300,
 ) -> None:
-    """Run the scripted 30-day demo on the embedded defaults with a simulated clock."""
+    """Run the scripted 30-day demo on the embedded defaults with a simulated clock, then a busier shop's 14 days
+    and its daily review report (the path is printed)."""
     from api.demo import run_demo
 
     started = time.perf_counter()
     settings = get_settings()
-    run_demo(home or settings.home / "demo", days=days, console=console)
+    run_demo(home or settings.home / "demo", days=days, console=console, shop_days=shop_days,
+             shop_customers=shop_customers)
     console.print(f"demo finished in {time.perf_counter() - started:.1f}s")
 
 

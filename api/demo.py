@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -86,8 +86,11 @@ SCRIPT: list[Beat] = [
 ]
 
 
-def run_demo(home: Path, *, days: int = 30, console: Console | None = None) -> dict[str, Any]:
-    """Play the script over ``days`` simulated days on a fresh embedded setup; print and return a summary."""
+def run_demo(home: Path, *, days: int = 30, console: Console | None = None, shop_days: int = 14,
+             shop_customers: int = 300) -> dict[str, Any]:
+    """Play the script over ``days`` simulated days on a fresh embedded setup; print and return a summary. Then
+    ``shop_days`` days of a shop with ``shop_customers`` new customers (api/report/demo_data.py) and the daily
+    review report of the last of them, written under ``home/reports``."""
     console = console or Console()
     if home.exists():
         shutil.rmtree(home)
@@ -103,7 +106,33 @@ def run_demo(home: Path, *, days: int = 30, console: Console | None = None) -> d
     runtime.run_until(START + timedelta(days=days))
     assert isinstance(deps.channel, SandboxChannel)
     summary = _report(runtime, deps.channel, console)
+    if shop_days > 0:
+        summary["report"] = _shop_and_report(runtime, settings, home, console, shop_days, shop_customers)
     return summary
+
+
+def _shop_and_report(runtime: Runtime, settings: Settings, home: Path, console: Console, days: int,
+                     customers: int) -> Path:
+    """A busier shop for the daily review report: ``days`` days, ``customers`` new customers, then the report."""
+    from api.report import daily
+    from api.report.demo_data import play
+
+    deps = runtime.deps
+    start = deps.shop.at(deps.shop.local_date(deps.clock.now()) + timedelta(days=1), time(0))
+    console.rule(f"[bold]店铺 {days} 天运营[/]：{customers} 位新客户、问答、下单、投诉、社群打卡（最后一天打卡下滑，第 7 天改版 SOP）")
+    played = play(runtime, days=days, customers=customers, start=start, dip_day=days)  # the report's day dips
+    console.print(f"{played.customers} 位客户，{played.messages} 条消息，{played.orders} 笔订单，"
+                  f"{played.checkins} 次打卡，{played.tasks_completed} 个员工任务完成（用时 {played.wall_seconds:.1f} 秒）")
+    day = deps.shop.local_date(played.end - timedelta(seconds=1))
+    ctx = daily.context(settings, deps.engine, deps.library, embedder=runtime.conversation.embedder
+                        if runtime.conversation is not None else None)
+    report = daily.generate(ctx, day, played.end)
+    path = daily.write(report, "html", home / "reports" / f"{day.isoformat()}.html")
+    daily.write(report, "md", path.with_suffix(".md"))
+    console.rule(f"[bold]每日复盘报告 {day.isoformat()}[/]")
+    console.print(report.narrative.text, highlight=False)
+    console.print(f"报告：{path}（Markdown：{path.with_suffix('.md')}）", highlight=False)
+    return path
 
 
 def _shop_records(runtime: Runtime) -> None:

@@ -172,9 +172,11 @@ class Service:
     def wake(self) -> None:
         self._wake.set()
 
-    def pump_once(self) -> int:
+    def pump_once(self, budget: float | None = None) -> int:
         """Apply callbacks, run everything due, poll mass sends; returns how many items were handled. A process
-        that does not hold the pump lease stands by (0): one pump per database."""
+        that does not hold the pump lease stands by (0): one pump per database. With a ``budget`` (seconds; the
+        pump loop's) the pass stops writing turns then and never waits for a model; without one it runs until
+        nothing is due (and waits for drafted model calls)."""
         if not self.lease.acquire():
             holder = self.lease.current()
             why = (f"another pump ({holder[0]}) holds the lease until {holder[1].isoformat(timespec='seconds')}; "
@@ -187,7 +189,7 @@ class Service:
         self.sync_library()
         with self._lock:
             handled = self.processor.process()
-            handled += self.runtime.tick(deadline=time.monotonic() + self.settings.pump_pass_seconds)
+            handled += self.runtime.tick(deadline=None if budget is None else time.monotonic() + budget)
             channel = self.runtime.deps.channel
             if isinstance(channel, WeComChannel) and time.monotonic() - self._last_poll >= POLL_MASS_EVERY:
                 self._last_poll = time.monotonic()
@@ -253,7 +255,7 @@ class Service:
         def loop() -> None:
             while not self._stop.is_set():
                 try:
-                    handled = self.pump_once()
+                    handled = self.pump_once(self.settings.pump_pass_seconds)
                 except Exception:  # keep serving; the failed work stays pending and is retried
                     log.exception("pump pass failed")
                     handled = 0

@@ -88,12 +88,14 @@ def flagged(conn: Connection, day: date, timezone: str) -> list[Flagged]:
 # ---------------------------------------------------------------------------------------- content gaps
 
 def gaps(conn: Connection, day: date, timezone: str, embedder: Embedder | None, limit: int = 10) -> list[Gap]:
-    """The day's questions the agent could not ground in facts, clustered by meaning (largest first). Identical
+    """The day's questions (messages the router read as asking) the agent could not ground in facts, clustered by
+    meaning (largest first). Identical
     phrasings count once for clustering; the ``GAP_QUESTIONS`` most frequent phrasings are clustered."""
     start, end = day_window(day, timezone)
     replies = conn.execute(select(_M.key, _M.customer_id, _M.meta).where(
         _M.direction == "out", _M.at >= start, _M.at < end, _M.key.like("out/%"))).all()
-    unanswered = {key[len("out/"):]: cid for key, cid, meta in replies if (meta or {}).get("grounded") is False}
+    unanswered = {key[len("out/"):]: cid for key, cid, meta in replies
+                  if (meta or {}).get("grounded") is False and (meta or {}).get("question", True)}
     asked: list[tuple[str, str]] = []
     for chunk in in_chunks([f"in/{k}" for k in unanswered]):
         asked += conn.execute(select(_M.key, _M.text).where(_M.key.in_(list(chunk)))).all()

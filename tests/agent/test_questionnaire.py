@@ -99,3 +99,16 @@ def test_name_variable_renders_in_an_ask_question(shop: Runtime) -> None:
     step = AskStep(id="q", kind="ask", question="{name}，你的肤质是？", slot="skin_type", answer=Answer(type="text"))
     with shop.deps.engine.connect() as conn:
         assert render_question(shop.deps, conn, "c9", step) == "小周，你的肤质是？"
+
+
+def test_a_skin_reaction_after_the_question_timed_out_is_an_incident_not_a_late_answer(shop: Runtime) -> None:
+    _start(shop)
+    shop.run_until(shop.deps.clock.now() + timedelta(hours=4))
+    replies = say(shop, "用了两天 脸上刺痛泛红 怎么办啊", cid="c9")
+    assert "skin_type" not in (_slots(shop) or {}) and "敏感肌" not in _tags(shop)
+    assert not any("记下" in r for r in replies)
+    from sop_graphs.tables import EmployeeTask
+
+    with shop.deps.engine.connect() as conn:
+        assert conn.execute(select(EmployeeTask.kind).where(EmployeeTask.customer_id == "c9",
+                                                            EmployeeTask.kind == "handoff")).first() is not None
