@@ -94,3 +94,9 @@ def test_the_bundled_goals_load_and_name_known_sops_and_groups() -> None:
     lib = library()
     goals = load_goals(Path(__file__).resolve().parents[3] / "sop_graphs" / "library")
     assert goals.shop and set(goals.sops) <= set(lib.sops) and set(goals.groups) <= set(lib.catalog.groups)
+
+
+def test_another_shops_goals_are_its_own_data() -> None:
+    tea = Path(__file__).resolve().parents[3] / "knowledge" / "tea_shop" / "library"
+    goals = load_goals(tea)
+    assert goals.handoff_sla_minutes == 15 and set(goals.groups) == {"tea_club"}
