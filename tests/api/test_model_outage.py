@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -44,7 +46,9 @@ def _until(condition, service: Service) -> None:
     raise AssertionError("condition not reached")
 
 
-def test_an_operator_pause_returns_while_a_model_call_hangs(tmp_path: Path) -> None:
+@pytest.fixture
+def hanging(tmp_path: Path) -> Iterator[tuple[Service, HeldFor]]:
+    """A pumping service whose model call for one customer ("慢慢想") is out and will not come back."""
     endpoint = HeldFor("慢慢想")
     service = _service(tmp_path / "home", endpoint)
     service.start(interval=0.05)
@@ -52,29 +56,25 @@ def test_an_operator_pause_returns_while_a_model_call_hangs(tmp_path: Path) -> N
         submit(service.runtime.deps, key="m/slow", customer_id="c_slow", kind="message", payload={"text": "慢慢想"},
                at=NOW)
         _until(endpoint.waiting.is_set, service)
-        client = TestClient(create_app(service, run_pump=False))
-        response = client.post("/api/sops/new_customer_nurture/pause", headers={"Authorization": f"Bearer {OPERATOR}"})
-        assert response.status_code == 200 and response.json()["enabled"] is False
-        assert not endpoint.answered.is_set()  # the pause did not wait for the model
+        yield service, endpoint
     finally:
         endpoint.release.set()
         service.stop()
 
 
-def test_another_customer_is_answered_while_a_model_call_hangs(tmp_path: Path) -> None:
-    endpoint = HeldFor("慢慢想")
-    service = _service(tmp_path / "home", endpoint)
-    service.start(interval=0.05)
-    try:
-        submit(service.runtime.deps, key="m/slow", customer_id="c_slow", kind="message", payload={"text": "慢慢想"},
-               at=NOW)
-        _until(endpoint.waiting.is_set, service)
-        submit(service.runtime.deps, key="m/other", customer_id="c_other", kind="message", payload={"text": "在吗"},
-               at=NOW)
-        _until(lambda: bool(_replies(service, "c_other")), service)
-        assert _replies(service, "c_slow") == [] and not endpoint.answered.is_set()
-        endpoint.release.set()
-        _until(lambda: bool(_replies(service, "c_slow")), service)
-    finally:
-        endpoint.release.set()
-        service.stop()
+def test_an_operator_pause_returns_while_a_model_call_hangs(hanging: tuple[Service, HeldFor]) -> None:
+    service, endpoint = hanging
+    client = TestClient(create_app(service, run_pump=False))
+    response = client.post("/api/sops/new_customer_nurture/pause", headers={"Authorization": f"Bearer {OPERATOR}"})
+    assert response.status_code == 200 and response.json()["enabled"] is False
+    assert not endpoint.answered.is_set()  # the pause did not wait for the model
+
+
+def test_another_customer_is_answered_while_a_model_call_hangs(hanging: tuple[Service, HeldFor]) -> None:
+    service, endpoint = hanging
+    submit(service.runtime.deps, key="m/other", customer_id="c_other", kind="message", payload={"text": "在吗"},
+           at=NOW)
+    _until(lambda: bool(_replies(service, "c_other")), service)
+    assert _replies(service, "c_slow") == [] and not endpoint.answered.is_set()
+    endpoint.release.set()
+    _until(lambda: bool(_replies(service, "c_slow")), service)
