@@ -357,28 +357,32 @@ def _checkin(conn: Connection, library: Library, metrics: Metrics, missed: dict[
     out = []
     for group in metrics.groups:
         anomaly = anomalies.get(("checkin_rate", group.group))
-        goal = missed.get(("checkin_rate", group.group)) or missed.get(("checkin_rate", "shop"))
+        own_goal = missed.get(("checkin_rate", group.group))
+        goal = own_goal or missed.get(("checkin_rate", "shop"))
         if (anomaly is None and goal is None) or group.members < MIN_MEMBERS:
             continue
+        peak = _peak_checkin_hour(conn, metrics.day, timezone, group.group)
+        if anomaly is None and own_goal is None and peak is None:
+            continue  # the shop missed its goal, but nobody checks in in this group: not a reminder problem
         evidence = f"「{group.name}」今日打卡 {group.checkins}/{group.members}，打卡率 {_pct(group.checkin_rate)}"
         if anomaly is not None:
             evidence += f"，较 7 日均值 {_pct(anomaly.baseline)} 下降 {abs(anomaly.change):.0%}"
         if goal is not None:
             evidence += f"（目标 ≥ {_pct(goal.target)}）"
-        peak = _peak_checkin_hour(conn, metrics.day, timezone, group.group)
         sop_id, index, cron = _daily_group_schedule(library)
         proposal = None
         if peak is not None and sop_id is not None and cron is not None:
             fields = cron.split()
             remind = (peak - 1) % 24
-            if len(fields) == 5 and fields[1] != str(remind):
+            if len(fields) == 5 and (fields[0], fields[1]) != ("30", str(remind)):
                 fields[0], fields[1] = "30", str(remind)
                 text = current_text(conn, library, sop_id)
                 proposal = propose(library, sop_id, text, [Edit(("triggers", index), "cron", f'"{" ".join(fields)}"')]) \
                     if text else None
                 evidence += f"；近 7 日多数成员在 {peak}:00–{peak}:59 打卡，提醒目前在 {cron}"
+        what = "打卡率下降" if anomaly is not None else "打卡率低于目标"
         out.append(Suggestion(id=f"checkin:{group.group}", sop_id=sop_id, title=(
-            f"「{group.name}」打卡率下降，建议把打卡提醒调整到成员活跃前半小时，并检查签到激励"),
+            f"「{group.name}」{what}，建议把打卡提醒调整到成员活跃前半小时，并检查签到激励"),
             evidence=evidence, proposed_yaml=proposal[0] if proposal else None,
             diff=proposal[1] if proposal else None, validated=proposal[2] if proposal else False))
     return out

@@ -138,3 +138,13 @@ def test_a_proposal_that_breaks_the_sop_is_marked_not_validated() -> None:
     new, diff, valid = review.propose(lib, "new_customer_nurture", text,
                                       [review.Edit(("steps", index), "timeout", "forever")]) or ("", "", True)
     assert not valid and "timeout: forever" in diff
+
+
+def test_a_group_where_nobody_checks_in_gets_no_reminder_suggestion_for_the_shops_missed_goal(tmp_path) -> None:
+    shop = Shop(tmp_path)
+    for i in range(30):
+        shop.customer(f"m{i}", local(8, days=-10))
+        shop.event(f"m{i}", local(9, days=-10), "behaviour", {"event": "group_joined", "group": "live_group"})
+    report = build(_context(shop, {"shop": [{"metric": "checkin_rate", "min": 0.3}]}), DAY, local(9, days=2))
+    assert [g.status for g in report.goals] == ["missed"]
+    assert not [s for s in report.suggestions if s.id.startswith("checkin:")]
