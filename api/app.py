@@ -9,10 +9,11 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from api.bounds import BoundedBody
 from api.rate_limit import RateLimiter
-from api.routes import chat, health, operator, reports, wecom
+from api.routes import chat, health, operator, people, reports, wecom
 from api.service import Service
 
 log = logging.getLogger("sopagent.api")
@@ -30,7 +31,7 @@ def create_app(service: Service, *, run_pump: bool | None = None) -> FastAPI:
         yield
         service.stop()
 
-    app = FastAPI(title="sopagent", version="0.1.0", lifespan=lifespan,
+    app = FastAPIOffline(title="sopagent", version="0.1.0", lifespan=lifespan,  # /docs with local assets, no CDN
                   description="Private-domain customer-operations SOPs on WeCom: callback, web chat, operator API.")
     app.add_middleware(BoundedBody, max_bytes=settings.max_body_bytes, max_json_depth=settings.max_json_depth,
                        limits=[("/api/knowledge/", settings.knowledge_max_body_bytes)])
@@ -41,7 +42,8 @@ def create_app(service: Service, *, run_pump: bool | None = None) -> FastAPI:
     app.state.generated_operator_token = settings.operator_token is None
     app.state.chat_limits = (RateLimiter(settings.chat_rate_per_address, timedelta(minutes=1)),
                              RateLimiter(settings.chat_rate_per_session, timedelta(minutes=1)))
+    app.state.login_limits = people.login_limiter()
     service.sync_library(force=True)  # the published versions and pauses survive restarts
-    for router in (health.router, wecom.router, chat.router, operator.router, reports.router):
+    for router in (health.router, wecom.router, chat.router, operator.router, reports.router, people.router):
         app.include_router(router)
     return app

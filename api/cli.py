@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -17,6 +17,8 @@ sop_app = typer.Typer(help="Validate and inspect SOP YAML.", no_args_is_help=Tru
 app.add_typer(sop_app, name="sop")
 kb_app = typer.Typer(help="Import shop knowledge: products, orders, logistics, FAQ, policies.", no_args_is_help=True)
 app.add_typer(kb_app, name="kb")
+operator_app = typer.Typer(help="Operator accounts: the people who log in to the console.", no_args_is_help=True)
+app.add_typer(operator_app, name="operator")
 console = Console(width=150)
 
 
@@ -247,6 +249,53 @@ def kb_import(
         console.print(f"indexed {counts[kind]} {kind} document(s)")
 
 
+def _accounts_engine() -> Any:
+    import api.tables  # noqa: F401  (registers the account tables)
+    from knowledge.db import init_db, make_engine
+
+    settings = get_settings()
+    engine = make_engine(settings.db_url, settings.sqlite_cache_mib)
+    init_db(engine)
+    return engine
+
+
+@operator_app.command("add")
+def operator_add(
+    username: Annotated[str, typer.Argument(help="login name (letters, digits, _ . @ -)")],
+    role: Annotated[str, typer.Option(help="admin, operator or advisor")] = "operator",
+    display_name: Annotated[str, typer.Option(help="shown in the console and the audit log")] = "",
+    wecom_userid: Annotated[str | None, typer.Option(help="their WeCom userid: tasks for their role reach them")] = None,
+    password_stdin: Annotated[bool, typer.Option(help="read the password from standard input")] = False,
+) -> None:
+    """Create an operator account (the first admin is made this way)."""
+    import re
+    import sys
+
+    from api import people
+
+    if not re.fullmatch(r"[A-Za-z0-9_.@-]{1,64}", username):
+        raise typer.BadParameter("username: 1–64 letters, digits, _ . @ -")
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else \
+        typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    try:
+        people.create(_accounts_engine(), username, password, role, at=datetime.now(UTC), display_name=display_name,
+                      wecom_userid=wecom_userid)
+    except people.AccountError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from exc
+    console.print(f"operator {username} ({role}) created", highlight=False)
+
+
+@operator_app.command("list")
+def operator_list() -> None:
+    """Every operator account with its role."""
+    from api import people
+
+    for row in people.listing(_accounts_engine()):
+        console.print(f"{row['username']}\t{row['role']}\t{'active' if row['active'] else 'inactive'}\t"
+                      f"{row['wecom_userid'] or ''}", highlight=False, markup=False)
+
+
 @app.command()
 def report(
     date_: Annotated[str | None, typer.Option("--date", help="shop-local day YYYY-MM-DD (default: yesterday)")] = None,
@@ -254,7 +303,7 @@ def report(
     out: Annotated[Path | None, typer.Option(help="file to write (default: <home>/reports/<date>.<ext>)")] = None,
 ) -> None:
     """Build the daily review report of a shop day from the database, store it and write it to a file."""
-    from datetime import UTC, date
+    from datetime import date
 
     import api.tables  # noqa: F401  (registers the report tables)
     from agent.runtime import load_valid_library

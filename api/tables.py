@@ -116,3 +116,24 @@ class DailyReport(SQLModel, table=True):
     narrative_source: str = "offline"
     goals_missed: int = 0
     anomalies: int = 0
+
+
+class OperatorAccount(SQLModel, table=True):
+    """A person who works in the console: their role decides what they may change; tasks for the role reach them."""
+
+    username: str = Field(primary_key=True, max_length=64)
+    display_name: str = ""
+    role: str = Field(description="admin, operator or advisor (售后)")
+    password_hash: str
+    wecom_userid: str | None = Field(default=None, description="their WeCom userid: tasks for their role reach them")
+    active: bool = True
+    created_at: datetime
+
+
+class OperatorSession(SQLModel, table=True):
+    """A login: only the SHA-256 of the bearer token is kept."""
+
+    token_hash: str = Field(primary_key=True)
+    username: str = Field(index=True)
+    created_at: datetime
+    expires_at: datetime

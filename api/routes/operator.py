@@ -23,7 +23,7 @@ from sqlalchemy import func, select, update
 from agent import memory
 from agent.tasks import announce_done, mark_done
 from api.bounds import INT64_MAX
-from api.deps import OperatorDep, ServiceDep
+from api.deps import EditorDep, OperatorDep, PrincipalDep, ServiceDep
 from api.service import Service
 from api.tables import AuditLog, KfSession, SopVersion
 from api.wecom.client import WeComError
@@ -40,7 +40,8 @@ from sop_graphs.tables import EmployeeTask, SopRun, WorkerState
 from sop_graphs.validator import validate
 
 log = logging.getLogger("sopagent.operator")
-router = APIRouter(prefix="/api", tags=["operator"], responses={401: {"description": "operator token required"}})
+router = APIRouter(prefix="/api", tags=["operator"], responses={401: {"description": "operator token required"},
+                                                              403: {"description": "the caller's role may not"}})
 _C, _T, _R = Customer.__table__.c, CustomerTag.__table__.c, SopRun.__table__.c
 _V, _K = SopVersion.__table__.c, EmployeeTask.__table__.c
 
@@ -229,7 +230,7 @@ def sop_graph(sop_id: str, service: ServiceDep, _: OperatorDep) -> str:
 
 @router.put("/sops/{sop_id}", response_model=VersionOut, status_code=201,
             responses={422: {"model": ValidationFailed, "description": "every validation problem, with its line"}})
-def save_sop(sop_id: str, body: SopIn, service: ServiceDep, actor: OperatorDep) -> Any:
+def save_sop(sop_id: str, body: SopIn, service: ServiceDep, actor: EditorDep) -> Any:
     """Validate and save a new draft version (create or update); publish it separately."""
     library = service.runtime.deps.library
     spec, source, problems = load_sop_text(body.yaml, f"{sop_id}.yaml", sop_id)
@@ -259,7 +260,7 @@ def sop_versions(sop_id: str, service: ServiceDep, _: OperatorDep) -> list[dict[
 
 @router.post("/sops/{sop_id}/publish", response_model=SopSummary,
              responses={404: {"description": "unknown version"}, 422: {"model": ValidationFailed}})
-def publish_sop(sop_id: str, body: PublishIn, service: ServiceDep, actor: OperatorDep) -> Any:
+def publish_sop(sop_id: str, body: PublishIn, service: ServiceDep, actor: EditorDep) -> Any:
     """Run this version from now on; new enrolments use it, live runs keep their thread."""
     engine = service.runtime.deps.engine
     with engine.connect() as conn:
@@ -297,13 +298,13 @@ def _set_enabled(service: Service, sop_id: str, enabled: bool, actor: str) -> di
 
 
 @router.post("/sops/{sop_id}/pause", response_model=SopSummary, responses={404: {"description": "unknown SOP"}})
-def pause_sop(sop_id: str, service: ServiceDep, actor: OperatorDep) -> dict[str, Any]:
+def pause_sop(sop_id: str, service: ServiceDep, actor: EditorDep) -> dict[str, Any]:
     """No new enrolments or scheduled occurrences; runs already under way finish."""
     return _set_enabled(service, sop_id, False, actor)
 
 
 @router.post("/sops/{sop_id}/resume", response_model=SopSummary, responses={404: {"description": "unknown SOP"}})
-def resume_sop(sop_id: str, service: ServiceDep, actor: OperatorDep) -> dict[str, Any]:
+def resume_sop(sop_id: str, service: ServiceDep, actor: EditorDep) -> dict[str, Any]:
     return _set_enabled(service, sop_id, True, actor)
 
 
@@ -413,14 +414,17 @@ def release(customer_id: str, body: TakeoverIn, service: ServiceDep, actor: Oper
 # ---------------------------------------------------------------------- tasks
 
 @router.get("/tasks", response_model=list[TaskOut])
-def list_tasks(service: ServiceDep, _: OperatorDep, status: Literal["open", "done"] | None = "open",
+def list_tasks(service: ServiceDep, who: PrincipalDep, status: Literal["open", "done"] | None = "open",
                assignee: str | None = Query(default=None, max_length=128),
+               mine: bool = Query(default=False, description="only tasks for my role or my name"),
                limit: int = Query(default=100, ge=1, le=1000)) -> Any:
     query = select(EmployeeTask.__table__)
     if status:
         query = query.where(_K.status == status)
     if assignee:
         query = query.where(_K.assignee == assignee)
+    if mine:
+        query = query.where(_K.assignee.in_([who.username, who.role]))
     with service.runtime.deps.engine.connect() as conn:
         return [dict(r) for r in conn.execute(query.order_by(_K.due_at, _K.id).limit(limit)).mappings()]
 
@@ -442,7 +446,7 @@ def complete_task(task_id: Annotated[int, PathParam(ge=1, le=INT64_MAX)], servic
 @router.post("/knowledge/{kind}", response_model=ImportOut, responses={400: {"description": "unreadable file"},
                                                                          422: {"model": ImportOut}})
 async def import_knowledge(kind: Literal["products", "orders", "logistics", "faq", "policy", "promotions"],
-                           body: KnowledgeIn, service: ServiceDep, actor: OperatorDep) -> Any:
+                           body: KnowledgeIn, service: ServiceDep, actor: EditorDep) -> Any:
     """Validate every row, import all or none, re-index for retrieval."""
     def run() -> Any:
         with tempfile.TemporaryDirectory() as tmp:

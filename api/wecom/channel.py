@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection, Engine
 
+from api import people
 from api.tables import KfSession, MassTask, WecomContact, WecomDelivery
 from api.wecom.client import (
     SESSION_STATE_INVALID,
@@ -240,7 +241,9 @@ class WeComChannel:
                        "wecom_id": str(data.get("jobid", ""))}])
 
     def _remind_employee(self, d: Delivery) -> None:
-        assignee = self._sender(d) or "@all"
+        role = str(d.payload.get("assignee") or "")  # a task for a role (or a person) reaches its people's WeCom
+        assignee = "|".join(people.userids_of(self.engine, role)) if role else ""
+        assignee = assignee or self._sender(d) or "@all"
         if d.payload.get("task_kind") == "handoff":
             self._transfer(d.customer_id, assignee)
         text = f"【待办】{d.payload.get('title', '')}\n{d.payload.get('text', '')}".strip()
