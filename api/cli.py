@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from knowledge.settings import get_settings
 
@@ -217,11 +218,15 @@ if __name__ == "__main__":
 
 @kb_app.command("import")
 def kb_import(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help=".json, .jsonl, .csv or .md")],
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False,
+                                         help=".json, .jsonl, .csv (UTF-8 or GBK/GB18030), .xlsx or .md")],
     kind: Annotated[str, typer.Option(help="products, orders, logistics, faq, policy or promotions")],
     mapping: Annotated[Path | None, typer.Option(exists=True, help="YAML field/value mapping for the file")] = None,
+    sheet: Annotated[str | None, typer.Option(help=".xlsx: the worksheet to read (default: the first)")] = None,
 ) -> None:
-    """Validate every row, then import all of them or none; re-index for retrieval."""
+    """Validate every row, then import all of them or none; re-index for retrieval.
+
+    CSV and .xlsx rows are numbered as Excel shows them (header row 1, first data row 2)."""
     import knowledge.tables  # noqa: F401  (registers tables)
     from knowledge.db import init_db, make_engine
     from knowledge.embeddings import E5Embedder, HashingEmbedder
@@ -233,16 +238,18 @@ def kb_import(
     init_db(engine)
     err = Console(stderr=True)
     try:
-        report = import_file(engine, file, kind, mapping, settings.shop_timezone)
+        report = import_file(engine, file, kind, mapping, settings.shop_timezone, sheet)
     except ImportFormatError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {escape(str(exc))}")  # a sheet or file name may hold [brackets]
         raise typer.Exit(1) from exc
     if not report.ok:
         for e in report.errors:
             err.print(f"{file}: row {e.row}: {e.field}: {e.message}")
         err.print(f"[red]{len(report.errors)} problem(s) in {report.rows} row(s); nothing imported[/]")
         raise typer.Exit(1)
-    console.print(f"imported {report.written} {kind} row(s) from {file}")
+    read = (f" (sheet {escape(report.sheet)})" if report.sheet
+            else f" ({report.encoding})" if report.encoding not in (None, "utf-8") else "")
+    console.print(f"imported {report.written} {kind} row(s) from {file}{read}")
     if kind in SEARCH_KINDS:
         embedder = E5Embedder() if settings.embedder == "e5" else HashingEmbedder()
         counts = Retriever(engine, settings.chroma_path, embedder).sync([kind])

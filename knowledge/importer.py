@@ -1,10 +1,28 @@
-"""Imports a shop's own exports (JSON, JSONL, CSV, Markdown) into the knowledge tables.
+"""Imports a shop's own exports (JSON, JSONL, CSV, Excel .xlsx, Markdown) into the knowledge tables.
 
 A mapping file (YAML, :class:`Mapping`) says where the rows are, which source value feeds which of
 our fields, and how the shop's values translate, so no code is needed per shop. Every row is
 validated first; if any row is bad the report lists each one with its row number and nothing is
 written. Rows whose key repeats an earlier row of the same file are warnings (``duplicates``, with
 both row numbers): the later row wins, as it would on a re-import.
+
+Row numbers are the ones a person sees where the file is opened:
+
+* ``.csv`` and ``.xlsx``: the spreadsheet row as Excel or WPS shows it. The header is the first
+  non-empty row (row 1 in a plain export), the first data row below it is row 2; fully empty rows
+  are skipped but still counted, so a bad row is reported at the row number on screen. A CSV cell
+  quoted over several lines is one row, as in Excel.
+* ``.json``: the 1-based position in the list of rows; ``.jsonl``: the 1-based row among the rows
+  read (blank lines skipped); Markdown: the ``##`` section number.
+
+Text files are UTF-8 (a BOM is fine). A CSV file that is not valid UTF-8 is read as GB18030, a
+superset of GBK and GB2312: what Excel on Chinese Windows writes with 另存为 CSV. Valid UTF-8 is never
+read as anything else; a file that is mostly UTF-8 with some bytes that are not (damaged, or parts
+saved in different encodings) is refused rather than guessed. An ``.xlsx`` workbook is read from
+its first worksheet (or a named one), formulas by their cached values: numbers stay numbers (119.0
+becomes 119, so a long order number or phone number stored as a number reads as its digits, never
+``1.38e+10``), dates and times become ISO text (``2026-11-01 10:30``); file size, unzipped size,
+rows and columns are capped (``XLSX_MAX_*``).
 
 Mapping syntax (every key optional)::
 
@@ -44,15 +62,19 @@ A column whose name contains ``.``, ``[`` or ``]`` cannot be named (rename it in
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
+import math
 import re
+import warnings
+import zipfile
 from collections.abc import Iterable, Iterator
-from datetime import datetime
+from datetime import date, datetime, time, timedelta
 from functools import cache
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, NamedTuple
 from zoneinfo import ZoneInfo
 
 from pydantic import (
@@ -269,7 +291,8 @@ _MODELS: dict[str, tuple[type[BaseModel], Any]] = {
 
 
 class RowError(BaseModel):
-    row: int = Field(description="1-based data row (CSV header excluded; Markdown: section number)")
+    row: int = Field(description="CSV/XLSX: the spreadsheet row as Excel shows it (header row 1, first data row 2); "
+                                 "JSON/JSONL: the 1-based row; Markdown: the section number; 0: the whole file")
     field: str
     message: str
 
@@ -289,6 +312,8 @@ class ImportReport(BaseModel):
     written: int = Field(default=0, description="rows inserted or updated: rows less duplicates, 0 on errors")
     duplicates: list[Duplicate] = Field(default_factory=list, description="warnings; the later row won")
     errors: list[RowError] = Field(default_factory=list)
+    encoding: str | None = Field(default=None, description="text files: the encoding read (utf-8 or gb18030)")
+    sheet: str | None = Field(default=None, description=".xlsx: the worksheet read")
 
     @property
     def ok(self) -> bool:
@@ -573,39 +598,231 @@ def _json_limit(exc: RecursionError | ValueError) -> str:
     return "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
 
 
-def read_rows(path: Path, kind: str, records: str | None = None) -> Iterator[Any]:
+class RowSource(NamedTuple):
+    """A file's raw rows, each with its row number (see the module docstring), and how the file was read."""
+
+    rows: Iterator[tuple[int, Any]]
+    encoding: str | None = None
+    sheet: str | None = None
+
+
+XLSX = ".xlsx"
+TEXT_SUFFIXES = (".csv", ".json", ".jsonl", ".md", ".markdown")
+CSV_ENCODINGS = ("utf-8", "gb18030")  # in this order: valid UTF-8 is never read as GB18030 (which accepts GBK)
+XLSX_MAX_BYTES = 64 * 1024 * 1024  # the workbook file
+XLSX_MAX_UNZIPPED_BYTES = 256 * 1024 * 1024  # all its parts unpacked: a zip bomb is refused before parsing
+XLSX_MAX_PARTS = 10_000
+XLSX_MAX_ROWS = 200_000  # non-empty rows below the header
+XLSX_MAX_COLUMNS = 1_000  # up to the last non-empty cell of a row
+_CJK = re.compile(r"[\u2e80-\u9fff\uf900-\ufaff\U00020000-\U0003ffff]")
+
+
+def read_rows(path: Path, kind: str, records: str | None = None, sheet: str | None = None) -> Iterator[Any]:
     """Raw rows of a file by its suffix; Markdown yields one row per ``##`` section."""
+    for _, row in open_rows(path, kind, records, sheet).rows:
+        yield row
+
+
+def open_rows(path: Path, kind: str, records: str | None = None, sheet: str | None = None) -> RowSource:
+    """The numbered raw rows of a file by its suffix; any problem with the file is an :class:`ImportFormatError`."""
     suffix = path.suffix.lower()
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ImportFormatError(f"{path}: cannot read as UTF-8 text: {exc}") from exc
     if records is not None and suffix not in (".json", ".jsonl"):
         raise ImportFormatError(f"{path}: `records:` applies to .json and .jsonl files only")
+    if sheet is not None and suffix != XLSX:
+        raise ImportFormatError(f"{path}: a sheet name applies to .xlsx files only")
+    if suffix == XLSX:
+        return _xlsx_source(path, sheet)
+    if suffix not in TEXT_SUFFIXES:
+        hint = " (an old .xls or WPS .et workbook: save it as .xlsx)" if suffix in (".xls", ".et") else ""
+        raise ImportFormatError(f"{path}: unsupported file type {suffix!r}{hint} "
+                                "(use .json, .jsonl, .csv, .xlsx or .md)")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImportFormatError(f"{path}: cannot read the file: {exc.strerror or exc}") from exc
     if suffix == ".csv":
-        yield from csv.DictReader(io.StringIO(text, newline=""))  # a quoted cell may hold newlines
-    elif suffix == ".jsonl":
-        for number, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    data = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ImportFormatError(f"{path}:{number}: invalid JSON line: {exc.msg}") from exc
-                except (RecursionError, ValueError) as exc:
-                    raise ImportFormatError(f"{path}:{number}: unreadable JSON line: {_json_limit(exc)}") from exc
-                yield from (_records(data, records, f"{path}:{number}") if records is not None else [data])
-    elif suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ImportFormatError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from exc
-        except (RecursionError, ValueError) as exc:
-            raise ImportFormatError(f"{path}: unreadable JSON: {_json_limit(exc)}") from exc
-        yield from _records(data, records, str(path))
-    elif suffix in (".md", ".markdown"):
-        yield from _markdown_sections(text, kind, path.stem)
-    else:
-        raise ImportFormatError(f"{path}: unsupported file type {suffix!r} (use .json, .jsonl, .csv or .md)")
+        text, encoding = _decode_csv(data, path)
+        return RowSource(_csv_rows(text, path), encoding)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ImportFormatError(f"{path}:{_line_of(data, exc.start)}: cannot read as UTF-8 text: {exc.reason} "
+                                f"(byte {exc.start})") from exc
+    if suffix == ".jsonl":
+        return RowSource(enumerate(_jsonl_rows(text, path, records), 1), "utf-8")
+    if suffix == ".json":
+        return RowSource(enumerate(_json_rows(text, path, records), 1), "utf-8")
+    return RowSource(enumerate(_markdown_sections(text, kind, path.stem), 1), "utf-8")
+
+
+def _jsonl_rows(text: str, path: Path, records: str | None) -> Iterator[Any]:
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ImportFormatError(f"{path}:{number}: invalid JSON line: {exc.msg}") from exc
+            except (RecursionError, ValueError) as exc:
+                raise ImportFormatError(f"{path}:{number}: unreadable JSON line: {_json_limit(exc)}") from exc
+            yield from (_records(data, records, f"{path}:{number}") if records is not None else [data])
+
+
+def _json_rows(text: str, path: Path, records: str | None) -> Iterator[Any]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ImportFormatError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from exc
+    except (RecursionError, ValueError) as exc:
+        raise ImportFormatError(f"{path}: unreadable JSON: {_json_limit(exc)}") from exc
+    yield from _records(data, records, str(path))
+
+
+def _line_of(data: bytes, offset: int) -> int:
+    """The 1-based line holding byte ``offset`` (UTF-8 and GB18030 never use byte 0x0A inside a character)."""
+    return data.count(b"\n", 0, offset) + 1
+
+
+def _decode_csv(data: bytes, path: Path) -> tuple[str, str]:
+    """``data`` as text and the encoding it was read in: UTF-8 (BOM or not) when it is valid UTF-8, else GB18030.
+
+    GB18030 decodes most byte strings, so a file that is mostly valid UTF-8 (it has a UTF-8 BOM, or its valid
+    multi-byte sequences are Chinese characters in a share that GBK text almost never forms by chance: a few
+    percent) is refused with the line of its first bad byte instead of being read as GB18030 mojibake."""
+    try:
+        return data.decode("utf-8-sig"), "utf-8"
+    except UnicodeDecodeError as exc:
+        first_bad = exc
+    lenient = data.decode("utf-8", errors="replace")
+    chinese, bad = len(lenient) - len(_CJK.sub("", lenient)), lenient.count("\ufffd")
+    if data.startswith(codecs.BOM_UTF8) or (chinese >= 8 and chinese * 4 >= bad):
+        raise ImportFormatError(
+            f"{path}:{_line_of(data, first_bad.start)}: the file is UTF-8 text with bytes that are not UTF-8 "
+            f"(byte {first_bad.start}): damaged, or parts saved in different encodings; save the whole file "
+            "again as CSV UTF-8 (or as GBK)") from first_bad
+    try:
+        return data.decode("gb18030").removeprefix("\ufeff"), "gb18030"
+    except UnicodeDecodeError as exc:
+        raise ImportFormatError(
+            f"{path}:{_line_of(data, exc.start)}: cannot read the text: neither UTF-8 nor GBK/GB18030 "
+            f"(tried {', '.join(CSV_ENCODINGS)}; first bad byte {exc.start}); save it as CSV UTF-8") from exc
+
+
+def _empty(cells: Iterable[Any]) -> bool:
+    return all(c is None or (isinstance(c, str) and not c.strip()) for c in cells)
+
+
+def _csv_rows(text: str, path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Rows of CSV text keyed by the header (the first non-empty row), numbered as a spreadsheet shows them.
+
+    Like :class:`csv.DictReader`: a short row's missing cells are None and cells past the header are dropped."""
+    reader = csv.reader(io.StringIO(text, newline=""))  # a quoted cell may hold newlines: still one row
+    header: list[str] | None = None
+    try:
+        for number, cells in enumerate(reader, 1):
+            if _empty(cells):
+                continue
+            if header is None:
+                header = cells
+                continue
+            yield number, {name: cells[i] if i < len(cells) else None for i, name in enumerate(header)}
+    except csv.Error as exc:
+        raise ImportFormatError(f"{path}:{reader.line_num}: unreadable CSV: {exc}") from exc
+
+
+def _cell(value: Any) -> Any:
+    """An .xlsx cell as the importer reads it: numbers stay numbers (integer-valued floats as int, so 13800138000.0
+    reads as its digits in a text field; fractions to the 15 significant digits Excel shows, so a formula's
+    0.30000000000000004 is 0.3), dates and times as ISO text the validators accept, empty as ""."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and math.isfinite(value):
+        if not value.is_integer():
+            value = float(f"{value:.15g}")
+        return int(value) if value.is_integer() else value
+    if isinstance(value, datetime):
+        if value.time() == time(0):
+            return value.date().isoformat()
+        return value.isoformat(sep=" ", timespec="minutes" if not (value.second or value.microsecond) else "auto")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, time):
+        return value.isoformat(timespec="minutes" if not (value.second or value.microsecond) else "auto")
+    if isinstance(value, timedelta):
+        return str(value)
+    return value
+
+
+def _xlsx_source(path: Path, sheet: str | None) -> RowSource:
+    """The rows of a workbook's first worksheet (or ``sheet``), after checking the file is a bounded zip archive."""
+    import openpyxl  # only .xlsx imports need it
+
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ImportFormatError(f"{path}: cannot read the file: {exc.strerror or exc}") from exc
+    if size > XLSX_MAX_BYTES:
+        raise ImportFormatError(f"{path}: workbook of {size} bytes is over the limit of {XLSX_MAX_BYTES} bytes; "
+                                "split it or export it as CSV")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            parts = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise ImportFormatError(f"{path}: not an .xlsx workbook (not a zip archive: an old .xls file renamed, or a "
+                                "password-protected workbook?); save it as an unprotected .xlsx") from exc
+    unzipped = sum(p.file_size for p in parts)
+    if len(parts) > XLSX_MAX_PARTS or unzipped > XLSX_MAX_UNZIPPED_BYTES:
+        raise ImportFormatError(f"{path}: workbook unpacks to {unzipped} bytes in {len(parts)} parts, over the limit "
+                                f"of {XLSX_MAX_UNZIPPED_BYTES} bytes in {XLSX_MAX_PARTS} parts; split it")
+    try:
+        with warnings.catch_warnings():  # openpyxl warns about styles and extensions it does not read
+            warnings.simplefilter("ignore")
+            workbook = openpyxl.load_workbook(path, read_only=True, data_only=True, keep_links=False)
+    except Exception as exc:  # a broken workbook fails in many ways (zip, XML, a missing part): all are the file's
+        raise ImportFormatError(f"{path}: not a readable .xlsx workbook: {_reason(exc)}") from exc
+    worksheets = {ws.title: ws for ws in workbook.worksheets}
+    if not worksheets or (sheet is not None and sheet not in worksheets):
+        workbook.close()
+        names = ", ".join(repr(n) for n in worksheets) or "none"
+        raise ImportFormatError(f"{path}: no worksheet {sheet!r} (worksheets: {names})" if sheet is not None
+                                else f"{path}: the workbook has no worksheet")
+    worksheet = worksheets[sheet] if sheet is not None else next(iter(worksheets.values()))
+    worksheet.reset_dimensions()  # the declared size may be wrong; read what the sheet holds
+    return RowSource(_xlsx_rows(workbook, worksheet, path), None, worksheet.title)
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
+
+
+def _xlsx_rows(workbook: Any, worksheet: Any, path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Rows of a worksheet keyed by its header (the first non-empty row), numbered as Excel shows them."""
+    where = f"{path} (sheet {worksheet.title!r})"
+    header: list[str] | None = None
+    number, data_rows = 0, 0
+    try:
+        for number, values in enumerate(worksheet.iter_rows(values_only=True), 1):  # missing rows come as ()
+            cells = list(values)
+            while cells and (cells[-1] is None or cells[-1] == ""):
+                cells.pop()
+            if _empty(cells):
+                continue
+            if len(cells) > XLSX_MAX_COLUMNS:
+                raise ImportFormatError(f"{where}: row {number} has {len(cells)} columns, over the limit of "
+                                        f"{XLSX_MAX_COLUMNS}")
+            if header is None:
+                header = [str(_cell(c)).strip() for c in cells]
+                continue
+            data_rows += 1
+            if data_rows > XLSX_MAX_ROWS:
+                raise ImportFormatError(f"{where}: more than {XLSX_MAX_ROWS} rows; split the file")
+            yield number, {name: _cell(cells[i]) if i < len(cells) else "" for i, name in enumerate(header) if name}
+    except ImportFormatError:
+        raise
+    except Exception as exc:  # damaged sheet XML surfaces while streaming
+        raise ImportFormatError(f"{where}: unreadable after row {number}: {_reason(exc)}") from exc
+    finally:
+        workbook.close()
 
 
 def _markdown_sections(text: str, kind: str, stem: str) -> Iterator[dict[str, Any]]:
@@ -628,8 +845,11 @@ def _row_errors(number: int, exc: ValidationError, rules: Mapping) -> Iterator[R
 
 
 def import_file(engine: Engine, path: Path, kind: str, mapping: Path | None = None,
-                shop_timezone: str = "Asia/Shanghai") -> ImportReport:
-    """Validate every row, then write all of them in one transaction (upsert by key) or none."""
+                shop_timezone: str = "Asia/Shanghai", sheet: str | None = None) -> ImportReport:
+    """Validate every row, then write all of them in one transaction (upsert by key) or none.
+
+    ``sheet``: the worksheet of an .xlsx workbook to read (default its first). Row numbers in the report follow
+    the module docstring: for CSV and XLSX the row Excel shows (header row 1, first data row 2)."""
     if kind not in _MODELS:
         raise ImportFormatError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
     model, table = _MODELS[kind]
@@ -640,10 +860,11 @@ def import_file(engine: Engine, path: Path, kind: str, mapping: Path | None = No
     if status_kind:
         context["statuses"] = {**CANONICAL_LABELS[status_kind], **rules.statuses}
     keys = [c.name for c in table.__table__.primary_key.columns]
-    report = ImportReport(kind=kind, path=str(path))
+    source = open_rows(path, kind, rules.records, sheet)
+    report = ImportReport(kind=kind, path=str(path), encoding=source.encoding, sheet=source.sheet)
     valid: dict[tuple[Any, ...], dict[str, Any]] = {}
     first_row: dict[tuple[Any, ...], int] = {}
-    for number, raw in enumerate(read_rows(path, kind, rules.records), 1):
+    for number, raw in source.rows:
         report.rows += 1
         if not isinstance(raw, dict):
             report.errors.append(RowError(row=number, field="-", message="row is not an object"))

@@ -10,14 +10,15 @@ import logging
 import tempfile
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple, get_args
 
 import httpx
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, PlainTextResponse
-from pydantic import BaseModel, Field
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import Base64Bytes, BaseModel, Field, ValidationError, model_validator
 from sqlalchemy import func, select, update
 
 from agent import memory
@@ -150,18 +151,38 @@ class ConversationOut(BaseModel):
 class TaskOut(BaseModel):
     id: int
     customer_id: str | None
+    customer_name: str | None = None
     assignee: str
     kind: str
     title: str
     content: dict[str, Any]
     due_at: datetime
     status: str
+    overdue: bool = False  # open past its due time
+
+
+UploadFormat = Literal["csv", "json", "jsonl", "md", "xlsx"]
+XLSX_MEDIA_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+_UPLOAD_MEDIA_TYPES: dict[str, str] = {XLSX_MEDIA_TYPE: "xlsx", "text/csv": "csv", "application/csv": "csv"}
 
 
 class KnowledgeIn(BaseModel):
-    format: Literal["csv", "json", "jsonl", "md"]
-    content: str = Field(min_length=1, max_length=20_000_000)
+    format: UploadFormat
+    content: str | None = Field(default=None, min_length=1, max_length=20_000_000,
+                                description="The file as text (csv, json, jsonl, md).")
+    content_base64: Base64Bytes | None = Field(default=None, min_length=1, description=(
+        "The file's bytes, base64: an xlsx workbook, or a CSV saved in GBK/GB18030 (read as UTF-8 if it is)."))
     mapping: str | None = Field(default=None, max_length=200_000, description="YAML field/value mapping for the file.")
+    sheet: str | None = Field(default=None, min_length=1, max_length=200,
+                              description="xlsx: the worksheet to read (default: the first).")
+
+    @model_validator(mode="after")
+    def _one_content(self) -> KnowledgeIn:
+        if (self.content is None) == (self.content_base64 is None):
+            raise ValueError("send the file as exactly one of content (text) or content_base64 (bytes)")
+        if self.format == "xlsx" and self.content is not None:
+            raise ValueError("an xlsx workbook is binary: send it as content_base64")
+        return self
 
 
 class ImportOut(BaseModel):
@@ -170,6 +191,8 @@ class ImportOut(BaseModel):
     written: int
     errors: list[dict[str, Any]]
     indexed: int | None = None
+    encoding: str | None = Field(default=None, description="text files: the encoding read (utf-8 or gb18030)")
+    sheet: str | None = Field(default=None, description="xlsx: the worksheet read")
 
 
 class AuditOut(BaseModel):
@@ -319,20 +342,31 @@ def _with_tags(conn: Any, rows: list[Any]) -> list[dict[str, Any]]:
 
 
 @router.get("/customers", response_model=list[CustomerOut])
-def search_customers(service: ServiceDep, _: OperatorDep, tag: str | None = Query(default=None, max_length=64),
+def search_customers(response: Response, service: ServiceDep, _: OperatorDep,
+                     tag: str | None = Query(default=None, max_length=64),
                      stage: Literal["new", "active", "customer", "repeat", "silent", "churned"] | None = None,
+                     channel_code: str | None = Query(default=None, max_length=64),
+                     sop: str | None = Query(default=None, max_length=64, description="has a live run of this SOP"),
                      q: str | None = Query(default=None, max_length=64, description="name or id contains"),
                      limit: int = Query(default=50, ge=1, le=500),
                      offset: int = Query(default=0, ge=0, le=INT64_MAX)) -> Any:
-    query = select(Customer.__table__)
+    """One page of customers, newest first; the ``X-Total-Count`` header says how many match (pagination)."""
+    where = []
     if tag:
-        query = query.where(_C.id.in_(select(_T.customer_id).where(_T.tag == tag)))
+        where.append(_C.id.in_(select(_T.customer_id).where(_T.tag == tag)))
     if stage:
-        query = query.where(_C.stage == stage)
+        where.append(_C.stage == stage)
+    if channel_code:
+        where.append(_C.channel_code == channel_code)
+    if sop:
+        where.append(_C.id.in_(select(_R.customer_id).where(_R.sop_id == sop, _R.status.in_(LIVE))))
     if q:
-        query = query.where(_C.name.contains(q) | _C.id.contains(q))
+        where.append(_C.name.contains(q) | _C.id.contains(q))
     with service.runtime.deps.engine.connect() as conn:
-        rows = conn.execute(query.order_by(_C.added_at.desc(), _C.id).limit(limit).offset(offset)).mappings().all()
+        total = conn.execute(select(func.count()).select_from(Customer.__table__).where(*where)).scalar() or 0
+        rows = conn.execute(select(Customer.__table__).where(*where).order_by(_C.added_at.desc(), _C.id)
+                            .limit(limit).offset(offset)).mappings().all()
+        response.headers["X-Total-Count"] = str(total)
         return _with_tags(conn, list(rows))
 
 
@@ -425,8 +459,13 @@ def list_tasks(service: ServiceDep, who: PrincipalDep, status: Literal["open", "
         query = query.where(_K.assignee == assignee)
     if mine:
         query = query.where(_K.assignee.in_([who.username, who.role]))
+    now = as_utc(service.clock.now())
     with service.runtime.deps.engine.connect() as conn:
-        return [dict(r) for r in conn.execute(query.order_by(_K.due_at, _K.id).limit(limit)).mappings()]
+        rows = [dict(r) for r in conn.execute(query.order_by(_K.due_at, _K.id).limit(limit)).mappings()]
+        ids = sorted({r["customer_id"] for r in rows if r["customer_id"]})
+        names = dict(conn.execute(select(_C.id, _C.name).where(_C.id.in_(ids))).all()) if ids else {}
+    return [{**r, "customer_name": names.get(r["customer_id"]),
+             "overdue": r["status"] == "open" and as_utc(r["due_at"]) < now} for r in rows]
 
 
 @router.post("/tasks/{task_id}/complete", response_model=TaskOut, responses={404: {"description": "unknown task"}})
@@ -443,25 +482,85 @@ def complete_task(task_id: Annotated[int, PathParam(ge=1, le=INT64_MAX)], servic
 
 # ---------------------------------------------------------------------- knowledge and audit
 
-@router.post("/knowledge/{kind}", response_model=ImportOut, responses={400: {"description": "unreadable file"},
-                                                                         422: {"model": ImportOut}})
-async def import_knowledge(kind: Literal["products", "orders", "logistics", "faq", "policy", "promotions"],
-                           body: KnowledgeIn, service: ServiceDep, actor: EditorDep) -> Any:
-    """Validate every row, import all or none, re-index for retrieval."""
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+_UPLOAD_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": KnowledgeIn.model_json_schema()},
+    XLSX_MEDIA_TYPE: _BINARY, "text/csv": _BINARY, "application/octet-stream": _BINARY}}}
+
+
+class _Upload(NamedTuple):
+    suffix: str
+    data: bytes
+    mapping: str | None = None
+    sheet: str | None = None
+
+
+async def _read_upload(request: Request, format_: UploadFormat | None, filename: str | None, mapping: str | None,
+                       sheet: str | None) -> _Upload:
+    """The uploaded file: a JSON body (:class:`KnowledgeIn`), or the file itself as the body, its type from
+    ``format``, else the extension of ``filename``, else the Content-Type."""
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    raw = await request.body()
+    if media == "application/json" or (media.startswith("application/") and media.endswith("+json")):
+        if format_ or filename or mapping or sheet:
+            raise HTTPException(400, "a JSON body carries format, mapping and sheet itself; the query parameters "
+                                     "are for a file sent as the request body")
+        try:
+            body = KnowledgeIn.model_validate_json(raw)
+        except ValidationError as exc:
+            raise RequestValidationError([{**e, "loc": ("body", *e["loc"])}
+                                          for e in exc.errors(include_url=False, include_context=False,
+                                                              include_input=False)]) from exc  # no 20 MB echo
+        data = body.content.encode("utf-8") if body.content is not None else body.content_base64 or b""
+        return _Upload(body.format, data, body.mapping, body.sheet)
+    suffix = format_ or (Path(filename).suffix.lower().lstrip(".") if filename else None) \
+        or _UPLOAD_MEDIA_TYPES.get(media)
+    if suffix not in get_args(UploadFormat):
+        raise HTTPException(415, f"cannot tell the file type of the body ({media or 'no Content-Type'}"
+                                 f"{f', named {filename!r}' if filename else ''}): send .csv, .json, .jsonl, .md or "
+                                 f".xlsx with ?filename=NAME.xlsx or ?format=xlsx, or Content-Type {XLSX_MEDIA_TYPE} "
+                                 "or text/csv (an old .xls workbook: save it as .xlsx)")
+    if not raw:
+        raise HTTPException(400, "empty upload: send the file as the request body")
+    return _Upload(suffix, raw, mapping, sheet)
+
+
+@router.post("/knowledge/{kind}", response_model=ImportOut, openapi_extra=_UPLOAD_BODY, responses={
+    400: {"description": "unreadable file"}, 415: {"description": "file type unknown"}, 422: {"model": ImportOut}})
+async def import_knowledge(
+        kind: Literal["products", "orders", "logistics", "faq", "policy", "promotions"], request: Request,
+        service: ServiceDep, actor: EditorDep,
+        format_: Annotated[UploadFormat | None, Query(alias="format", description=(
+            "file sent as the body: its type (default: from filename, else the Content-Type)"))] = None,
+        filename: Annotated[str | None, Query(max_length=255, description=(
+            "file sent as the body: its name, e.g. 商品.xlsx; only the extension is used"))] = None,
+        mapping: Annotated[str | None, Query(max_length=200_000, description=(
+            "file sent as the body: YAML field/value mapping (long mappings: use the JSON body)"))] = None,
+        sheet: Annotated[str | None, Query(min_length=1, max_length=200, description=(
+            "file sent as the body: the xlsx worksheet to read (default: the first)"))] = None) -> Any:
+    """Validate every row, import all or none, re-index for retrieval.
+
+    The file comes as a JSON body (``content`` text, or ``content_base64`` bytes for an xlsx workbook or a GBK CSV)
+    or as the request body itself (an .xlsx upload, a CSV in UTF-8 or GBK/GB18030, ...), its type from
+    ``?format=``, the extension of ``?filename=`` or the Content-Type. CSV and xlsx row errors carry the row
+    number Excel shows (header row 1, first data row 2)."""
+    upload = await _read_upload(request, format_, filename, mapping, sheet)
+
     def run() -> Any:
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / f"upload.{body.format}"
-            path.write_text(body.content, encoding="utf-8")
-            mapping = None
-            if body.mapping:
-                mapping = Path(tmp) / "mapping.yaml"
-                mapping.write_text(body.mapping, encoding="utf-8")
+            path = Path(tmp) / f"upload.{upload.suffix}"
+            path.write_bytes(upload.data)
+            mapping_path = None
+            if upload.mapping:
+                mapping_path = Path(tmp) / "mapping.yaml"
+                mapping_path.write_text(upload.mapping, encoding="utf-8")
             try:
-                report = import_file(service.runtime.deps.engine, path, kind, mapping,
-                                     service.settings.shop_timezone)
+                report = import_file(service.runtime.deps.engine, path, kind, mapping_path,
+                                     service.settings.shop_timezone, upload.sheet)
             except ImportFormatError as exc:  # name the parts of the request, not our temporary files
                 raise HTTPException(400, str(exc).replace(f"{tmp}/", "")) from exc
-        out = ImportOut(ok=report.ok, rows=report.rows, written=report.written,
+        out = ImportOut(ok=report.ok, rows=report.rows, written=report.written, encoding=report.encoding,
+                        sheet=report.sheet,
                         errors=[{"row": e.row, "field": e.field, "message": e.message} for e in report.errors])
         if report.ok:
             conversation = service.runtime.conversation

@@ -122,7 +122,7 @@ def test_knowledge_import_reports_bad_rows_and_imports_nothing(client, operator_
     csv = "sku,name,price\nX1,新品面膜,59\nX2,坏行,not-a-price\n"
     response = client.post("/api/knowledge/products", json={"format": "csv", "content": csv},
                            headers=operator_headers)
-    assert response.status_code == 422 and response.json()["errors"][0]["row"] == 2
+    assert response.status_code == 422 and response.json()["errors"][0]["row"] == 3  # the row Excel shows
     ok = client.post("/api/knowledge/products", json={"format": "csv", "content": "sku,name,price\nX1,新品面膜,59\n"},
                      headers=operator_headers).json()
     assert ok["written"] == 1 and ok["indexed"] >= 1

@@ -49,7 +49,7 @@ def test_one_bad_row_is_reported_by_number_and_nothing_is_written(engine: Engine
                                     encoding="utf-8")
     report = import_file(engine, tmp_path / "p.csv", "products", tmp_path / "m.yaml")
     assert not report.ok
-    assert {(e.row, e.field) for e in report.errors} == {(2, "price"), (3, "name")}
+    assert {(e.row, e.field) for e in report.errors} == {(3, "price"), (4, "name")}  # Excel rows: header is 1
     assert count(engine, Product) == 0
 
 
@@ -263,7 +263,7 @@ def test_repeated_key_in_one_file_is_a_warning_and_the_later_row_wins(engine: En
                                     encoding="utf-8")
     report = import_file(engine, tmp_path / "p.csv", "products", tmp_path / "m.yaml")
     assert report.ok and (report.rows, report.written) == (3, 2)
-    assert [(d.row, d.earlier_row, d.key) for d in report.duplicates] == [(3, 1, "A1")]
+    assert [(d.row, d.earlier_row, d.key) for d in report.duplicates] == [(4, 2, "A1")]  # Excel rows
     assert count(engine, Product) == 2 and product(engine, "A1")["price"] == 89
 
 

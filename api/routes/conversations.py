@@ -1,0 +1,145 @@
+"""The operators' workbench: conversations that need a person now, a human reply into a taken-over conversation,
+and tag edits by an operator (audited, with provenance)."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Query
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from agent.tables import Message
+from api.deps import OperatorDep, ServiceDep
+from api.tables import AuditLog
+from knowledge.clock import as_utc
+from knowledge.db import insert_ignore
+from knowledge.tables import Customer, CustomerTag, TimelineEntry
+from sop_graphs.effects import Effects
+from sop_graphs.enrolment import change_tags
+from sop_graphs.tables import EmployeeTask
+
+router = APIRouter(prefix="/api", tags=["workbench"], responses={401: {"description": "operator token required"}})
+_C, _M, _K = Customer.__table__.c, Message.__table__.c, EmployeeTask.__table__.c
+_T = TimelineEntry.__table__.c
+NEGATIVE = ("abuse", "complaint", "adverse_reaction", "damaged", "quality_issue", "missing_item", "human")
+
+
+class Attention(BaseModel):
+    customer_id: str
+    name: str
+    reasons: list[str]
+    bot_paused: bool
+    last_message: str | None
+    last_at: datetime | None
+    open_tasks: int
+
+
+class ReplyIn(BaseModel):
+    text: str = Field(min_length=1, max_length=2000)
+    by: str = Field(default="operator", max_length=64)
+
+
+class TagEdit(BaseModel):
+    add: list[str] = Field(default_factory=list, max_length=50)
+    remove: list[str] = Field(default_factory=list, max_length=50)
+
+
+def _audit(conn: Any, at: datetime, actor: str, action: str, target: str, detail: dict[str, Any]) -> None:
+    conn.execute(AuditLog.__table__.insert().values(at=as_utc(at), actor=actor, action=action, target=target,
+                                                    detail=detail))
+
+
+@router.get("/conversations/attention", response_model=list[Attention])
+def needing_attention(service: ServiceDep, _: OperatorDep, hours: int = Query(default=24, ge=1, le=720),
+                      limit: int = Query(default=100, ge=1, le=500)) -> Any:
+    """Customers a person should look at now: an open handoff, the bot paused, or in the last ``hours`` a
+    negative or complaining message, or a question the bot could not answer. Most reasons first."""
+    now = as_utc(service.clock.now())
+    since = now - timedelta(hours=hours)
+    reasons: dict[str, list[str]] = {}
+
+    def add(cid: str, reason: str) -> None:
+        bucket = reasons.setdefault(cid, [])
+        if reason not in bucket:
+            bucket.append(reason)
+
+    with service.runtime.deps.engine.connect() as conn:
+        tasks: dict[str, int] = {}
+        for cid, kind in conn.execute(select(_K.customer_id, _K.kind).where(_K.status == "open",
+                                                                            _K.customer_id.is_not(None))).all():
+            tasks[cid] = tasks.get(cid, 0) + 1
+            if kind == "handoff":
+                add(cid, "待人工处理")
+        for (cid,) in conn.execute(select(_C.id).where(_C.bot_paused.is_(True))).all():
+            add(cid, "机器人已暂停")
+        for cid, meta in conn.execute(select(_M.customer_id, _M.meta).where(
+                _M.direction == "out", _M.at >= since, _M.key.like("out/%"))).all():
+            meta = meta or {}
+            if meta.get("intent") in NEGATIVE:
+                add(cid, "情绪负面/投诉")
+            if meta.get("grounded") is False:
+                add(cid, "未能回答")
+        ids = sorted(reasons, key=lambda c: (-len(reasons[c]), c))[:limit]
+        if not ids:
+            return []
+        rows = {r["id"]: r for r in conn.execute(select(_C.id, _C.name, _C.bot_paused).where(_C.id.in_(ids)))
+                .mappings()}
+        last: dict[str, tuple[str, datetime]] = {}
+        for cid, text, at in conn.execute(select(_M.customer_id, _M.text, _M.at).where(
+                _M.customer_id.in_(ids), _M.direction == "in").order_by(_M.at)).all():
+            last[cid] = (text, as_utc(at))
+    return [Attention(customer_id=cid, name=rows[cid]["name"] if cid in rows else cid, reasons=reasons[cid],
+                      bot_paused=bool(rows[cid]["bot_paused"]) if cid in rows else False,
+                      last_message=last.get(cid, (None, None))[0], last_at=last.get(cid, (None, None))[1],
+                      open_tasks=tasks.get(cid, 0)) for cid in ids if cid in rows]
+
+
+@router.post("/conversations/{customer_id}/reply", status_code=202,
+             responses={404: {"description": "unknown customer"}, 409: {"description": "the bot is not paused"}})
+def human_reply(customer_id: str, body: ReplyIn, service: ServiceDep, actor: OperatorDep) -> dict[str, str]:
+    """A person answers in a conversation they took over: sent through the customer's channel, in the transcript."""
+    now = as_utc(service.clock.now())
+    key = f"human/{customer_id}/{now.isoformat()}/{secrets.token_hex(4)}"
+    with service.runtime.deps.engine.begin() as conn:
+        paused = conn.execute(select(_C.bot_paused).where(_C.id == customer_id)).first()
+        if paused is None:
+            raise HTTPException(404, f"unknown customer {customer_id!r}")
+        if not paused[0]:
+            raise HTTPException(409, "take the conversation over first (POST …/takeover): the bot is answering")
+        effects = Effects()
+        effects.send(key=key, action="message", customer_id=customer_id, at=now, payload={"text": body.text},
+                     mode="kf", executor="human")
+        effects.note(customer_id=customer_id, at=now, kind="human_reply", key=key, summary=f"{body.by}：{body.text}")
+        effects.flush(conn)
+        insert_ignore(conn, Message.__table__, [{"key": f"out/{key}", "customer_id": customer_id, "direction": "out",
+                                                 "text": body.text, "at": now, "meta": {"human": body.by}}])
+        _audit(conn, now, actor, "conversation.reply", customer_id, {"by": body.by})
+    service.wake()
+    return {"key": key}
+
+
+@router.post("/customers/{customer_id}/tags", responses={404: {"description": "unknown customer"},
+                                                         422: {"description": "a tag outside the taxonomy"}})
+def edit_tags(customer_id: str, body: TagEdit, service: ServiceDep, actor: OperatorDep) -> dict[str, list[str]]:
+    """An operator adds or removes tags (of the taxonomy): synced to WeCom, tag-triggered SOPs fire, audited; the
+    tag's provenance names the operator."""
+    deps = service.runtime.deps
+    taxonomy = deps.library.catalog.tags
+    unknown = sorted(set(body.add + body.remove) - taxonomy)
+    if unknown:
+        raise HTTPException(422, f"not in the tag taxonomy: {', '.join(unknown)}")
+    now = as_utc(service.clock.now())
+    with deps.engine.begin() as conn:
+        if conn.execute(select(_C.id).where(_C.id == customer_id)).first() is None:
+            raise HTTPException(404, f"unknown customer {customer_id!r}")
+        effects = Effects()
+        change_tags(conn, deps, effects, customer_id, list(dict.fromkeys(body.add)), list(dict.fromkeys(body.remove)),
+                    source=f"operator:{actor}", at=now)
+        effects.flush(conn)
+        _audit(conn, now, actor, "customer.tags", customer_id, {"add": body.add, "remove": body.remove})
+        tags = sorted(conn.execute(select(CustomerTag.tag).where(CustomerTag.customer_id == customer_id)).scalars())
+    service.wake()
+    return {"tags": tags}
