@@ -13,7 +13,7 @@ from fastapi_offline import FastAPIOffline
 
 from api.bounds import BoundedBody
 from api.rate_limit import RateLimiter
-from api.routes import chat, conversations, health, operator, people, reports, sop_editor, wecom
+from api.routes import chat, conversations, health, library, operator, people, reports, sop_editor, wecom
 from api.service import Service
 
 log = logging.getLogger("sopagent.api")
@@ -45,6 +45,6 @@ def create_app(service: Service, *, run_pump: bool | None = None) -> FastAPI:
     app.state.login_limits = people.login_limiter()
     service.sync_library(force=True)  # the published versions and pauses survive restarts
     for router in (health.router, wecom.router, chat.router, operator.router, sop_editor.router, conversations.router,
-                   reports.router, people.router):
+                   library.router, reports.router, people.router):
         app.include_router(router)
     return app

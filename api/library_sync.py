@@ -5,12 +5,14 @@ database, and each pump compares their digest every few seconds and applies a ch
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
-from api.tables import SopVersion
+from api import library_files
+from api.tables import LibraryFileVersion, SopVersion
 from sop_graphs.loader import load_sop_text
 from sop_graphs.tables import WorkerState
 
@@ -19,6 +21,8 @@ if TYPE_CHECKING:
 
 _V = SopVersion.__table__.c
 _W = WorkerState.__table__.c
+_F = LibraryFileVersion.__table__.c
+log = logging.getLogger("sopagent.library")
 
 
 def _state(conn: Connection) -> tuple[list[tuple[str, int, str]], set[str]]:
@@ -33,9 +37,12 @@ def _paused(conn: Connection) -> set[str]:
 
 
 def library_digest(conn: Connection) -> str:
-    """What the operators changed: published (SOP, version) pairs and paused SOPs (polled: no SOP text read)."""
+    """What the operators changed: published (SOP, version) pairs, paused SOPs and published catalogue files
+    (polled: no text read)."""
     published = conn.execute(select(_V.sop_id, _V.version).where(_V.status == "published").order_by(_V.sop_id))
-    text = "\n".join(f"{sop_id}@{version}" for sop_id, version in published) + "|" + ",".join(sorted(_paused(conn)))
+    files = conn.execute(select(_F.name, _F.version).where(_F.status == "published").order_by(_F.name))
+    text = "\n".join(f"{sop_id}@{version}" for sop_id, version in published) + "|" + ",".join(sorted(_paused(conn))) \
+        + "|" + ",".join(f"{name}@{version}" for name, version in files)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -45,7 +52,16 @@ def apply_published(service: Service) -> str:
     with runtime.deps.engine.connect() as conn:
         published, paused = _state(conn)
         digest = library_digest(conn)
+        files = {name: text for name, (_, text) in library_files.published(conn).items()}
+    catalog = None
+    if files:  # catalogue edits made through the API (by any process)
+        catalog, problems = library_files.catalog_with(service.settings.library_path, files)
+        if problems:
+            log.warning("published catalogue files do not load; keeping the running catalogue: %s", problems[:3])
+            catalog = None
     with service._lock:
+        if catalog is not None:
+            library_files.apply(runtime, catalog)
         for sop_id, _, text in published:
             spec, source, problems = load_sop_text(text, f"{sop_id}.yaml", sop_id)
             if spec is not None and not problems:

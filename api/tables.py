@@ -137,3 +137,18 @@ class OperatorSession(SQLModel, table=True):
     username: str = Field(index=True)
     created_at: datetime
     expires_at: datetime
+
+
+class LibraryFileVersion(SQLModel, table=True):
+    """An operator's version of a library catalogue file (materials, campaigns, groups, tags); the published one
+    is what runs."""
+
+    __table_args__ = (UniqueConstraint("name", "version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True, description="materials.yaml, campaigns.yaml, groups.yaml or tags.yaml")
+    version: int
+    source: str = Field(sa_column=Column(Text, nullable=False))
+    status: str = Field(default="published", description="published or retired")
+    created_at: datetime
+    created_by: str = "operator"
