@@ -60,6 +60,7 @@ _AMOUNT_CONTEXT = re.compile(r"预算|价位|以内|以下|之内|左右|上下|
 _ASKS = re.compile(r"[?？吗呢]|多少|怎么|什么|啥|哪|几|能不能|有没有|帮我|麻烦|查|推荐|还有|另外|顺便")
 _BARE_CHOICE = re.compile(r"\W*(?:选|第)?[0-9a-h一二三四五六七八九]\W*")
 _ORDINAL_ONLY = re.compile(r"^\W*(?:我)?选\s*[0-9a-h]")
+LATE_WINDOW = timedelta(hours=48)  # a question that timed out this recently still takes a bare answer
 ESCALATE_CONFIDENCE = 0.8  # how sure a reading must be to outrank a late questionnaire answer
 MAX_REDRAFTS = 2  # a turn whose inputs changed this often while drafted answers offline
 
@@ -413,15 +414,22 @@ class InboundProcessor:
 
     def _late_answer(self, conn: Connection, effects: Effects, cid: str, text: str, at: datetime, key: str,
                      acknowledge: bool = True) -> bool:
-        """An answer to a question that already timed out: recorded (fact + tags) and acknowledged."""
+        """An answer to a question that already timed out: recorded (fact + tags) and acknowledged. The question
+        that timed out last (within ``LATE_WINDOW``) also takes what only answers make sense for: a bare choice
+        ("1") or a short amount without a currency word ("大概三百吧", "一百多")."""
         normalised = normalise(text)
-        if _BARE_CHOICE.fullmatch(normalised):
-            return False
+        bare = bool(_BARE_CHOICE.fullmatch(normalised))
         rows = conn.execute(select(_R.id, _R.sop_id).where(_R.customer_id == cid).order_by(_R.started_at.desc())
                             .limit(5)).all()
         today = self.deps.shop.local_date(at)
         profile = self.deps.library.catalog.profile.facts
         t = TimelineEntry.__table__.c
+        last = conn.execute(select(t.key).where(t.run_id.in_([r for r, _ in rows]), t.kind == "ask_timeout",
+                                                t.at >= as_utc(at) - LATE_WINDOW).order_by(t.at.desc(), t.id.desc())
+                            ).scalar() if rows else None
+        if bare and last is None:
+            return False
+        short_amount = len(normalised) <= 12 and not _ASKS.search(normalised)
         recorded = []
         for run_id, sop_id in rows:
             spec = self.deps.library.sops.get(sop_id)
@@ -433,7 +441,11 @@ class InboundProcessor:
                     continue
                 if step.answer.type not in ("choice", "number") or current_fact(conn, cid, step.slot) is not None:
                     continue
-                if step.answer.type == "number" and not _AMOUNT_CONTEXT.search(normalised):
+                latest = last is not None and str(last).startswith(f"{run_id}/{step.id}/")
+                if bare and not latest:
+                    continue
+                if step.answer.type == "number" and not _AMOUNT_CONTEXT.search(normalised) and \
+                        not (latest and short_amount):
                     continue
                 parsed = parse_answer(step.answer, text, today, profile.get(step.slot))
                 if not parsed.ok:

@@ -112,3 +112,26 @@ def test_a_skin_reaction_after_the_question_timed_out_is_an_incident_not_a_late_
     with shop.deps.engine.connect() as conn:
         assert conn.execute(select(EmployeeTask.kind).where(EmployeeTask.customer_id == "c9",
                                                             EmployeeTask.kind == "handoff")).first() is not None
+
+
+def test_a_bare_number_after_the_question_timed_out_answers_it(shop: Runtime) -> None:
+    _start(shop)
+    shop.run_until(shop.deps.clock.now() + timedelta(hours=4))
+    (reply,) = say(shop, "2", cid="c9")
+    assert _slots(shop)["skin_type"] == "油皮" and "记下" in reply
+
+
+def test_a_short_amount_without_a_currency_word_answers_a_budget_question_that_timed_out(shop: Runtime) -> None:
+    _start(shop)
+    say(shop, "油皮", cid="c9")
+    say(shop, "想补水", cid="c9")
+    shop.run_until(shop.deps.clock.now() + timedelta(hours=30))  # the budget question timed out long ago
+    (reply,) = say(shop, "大概三百吧", cid="c9")
+    assert _slots(shop)["budget"] == 300 and "记下" in reply
+
+
+def test_a_bare_number_long_after_any_question_is_not_taken_as_an_answer(shop: Runtime) -> None:
+    _start(shop)
+    shop.run_until(shop.deps.clock.now() + timedelta(days=5))
+    say(shop, "2", cid="c9")
+    assert "skin_type" not in (_slots(shop) or {})
