@@ -655,26 +655,27 @@ def open_rows(path: Path, kind: str, records: str | None = None, sheet: str | No
     return RowSource(enumerate(_markdown_sections(text, kind, path.stem), 1), "utf-8")
 
 
+def _parse_json(text: str, where: str, what: str) -> Any:
+    """``text`` as JSON; a syntax error or a document too deep to read is an :class:`ImportFormatError` at
+    ``where`` (``path`` or ``path:line``)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        line = f":{exc.lineno}" if ":" not in where.rsplit("/", 1)[-1] else ""
+        raise ImportFormatError(f"{where}{line}: invalid {what}: {exc.msg}") from exc
+    except (RecursionError, ValueError) as exc:
+        raise ImportFormatError(f"{where}: unreadable {what}: {_json_limit(exc)}") from exc
+
+
 def _jsonl_rows(text: str, path: Path, records: str | None) -> Iterator[Any]:
     for number, line in enumerate(text.splitlines(), 1):
         if line.strip():
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ImportFormatError(f"{path}:{number}: invalid JSON line: {exc.msg}") from exc
-            except (RecursionError, ValueError) as exc:
-                raise ImportFormatError(f"{path}:{number}: unreadable JSON line: {_json_limit(exc)}") from exc
+            data = _parse_json(line, f"{path}:{number}", "JSON line")
             yield from (_records(data, records, f"{path}:{number}") if records is not None else [data])
 
 
 def _json_rows(text: str, path: Path, records: str | None) -> Iterator[Any]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ImportFormatError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from exc
-    except (RecursionError, ValueError) as exc:
-        raise ImportFormatError(f"{path}: unreadable JSON: {_json_limit(exc)}") from exc
-    yield from _records(data, records, str(path))
+    yield from _records(_parse_json(text, str(path), "JSON"), records, str(path))
 
 
 def _line_of(data: bytes, offset: int) -> int:
