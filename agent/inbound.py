@@ -356,7 +356,9 @@ class InboundProcessor:
                 text_out = self._t(lead) if u.intent == "hold_on" else f"{self._t(lead)}{question}"
                 send(conn, effects, cid, text_out, key=key, at=at, meta={"holding": token})
             return True
-        asks_too = u.intent in QUESTION_INTENTS and u.is_question
+        # a question asked instead of an answer is answered (then the question asked again), even one the router
+        # cannot place ("你们这个是哪个工厂生产的"): it is no invalid answer to re-ask over
+        asks_too = u.is_question and (u.intent in QUESTION_INTENTS or (not valid and u.intent == "unknown"))
         if not valid and (asks_too or others):
             if asks_too:
                 turn()

@@ -135,3 +135,10 @@ def test_a_bare_number_long_after_any_question_is_not_taken_as_an_answer(shop: R
     shop.run_until(shop.deps.clock.now() + timedelta(days=5))
     say(shop, "2", cid="c9")
     assert "skin_type" not in (_slots(shop) or {})
+
+
+def test_a_question_the_router_cannot_place_is_answered_not_taken_as_an_invalid_answer(shop: Runtime) -> None:
+    _start(shop)
+    replies = say(shop, "你们这个是哪个工厂生产的", cid="c9")
+    assert len(replies) == 2 and "1/3" in replies[-1]  # an answer to the question, then the question again
+    assert "q_skin" in (_waiting(shop) or "")
