@@ -60,6 +60,7 @@ _AMOUNT_CONTEXT = re.compile(r"预算|价位|以内|以下|之内|左右|上下|
 _ASKS = re.compile(r"[?？吗呢]|多少|怎么|什么|啥|哪|几|能不能|有没有|帮我|麻烦|查|推荐|还有|另外|顺便")
 _BARE_CHOICE = re.compile(r"\W*(?:选|第)?[0-9a-h一二三四五六七八九]\W*")
 _ORDINAL_ONLY = re.compile(r"^\W*(?:我)?选\s*[0-9a-h]")
+_UNSURE = re.compile(r"不(太|是很)?(清楚|确定)|不知道|说不好")  # after the question has gone: not an answer, not a query
 LATE_WINDOW = timedelta(hours=48)  # a question that timed out this recently still takes a bare answer
 ESCALATE_CONFIDENCE = 0.8  # how sure a reading must be to outrank a late questionnaire answer
 MAX_REDRAFTS = 2  # a turn whose inputs changed this often while drafted answers offline
@@ -457,9 +458,20 @@ class InboundProcessor:
                 change_tags(conn, self.deps, effects, cid, parsed.tags, [], source=f"late:{run_id}/{step.id}", at=at)
                 label = profile[step.slot].label if step.slot in profile else step.slot
                 recorded.append(self._t("late_answer", label=label, value=parsed.value))
+        if not recorded and short_amount and self._declines_last(rows, last, text, today):
+            recorded.append(self._t("late_decline"))  # "保密" / "不太清楚" to the last question: fine, not a query
         if recorded and acknowledge and self.conversation is not None:
             self.conversation.send(conn, effects, cid, "\n".join(recorded), key=key, at=at, meta={"late": True})
         return bool(recorded)
+
+    def _declines_last(self, rows: Sequence[Any], last: str | None, text: str, today: date) -> bool:
+        """Does ``text`` decline the question that timed out last (``last``: its timeout's key)? "保密", "不太清楚"."""
+        for run_id, sop_id in rows if last is not None else ():
+            spec = self.deps.library.sops.get(sop_id)
+            for step in spec.steps if spec is not None else ():
+                if isinstance(step, AskStep) and str(last).startswith(f"{run_id}/{step.id}/"):
+                    return parse_answer(step.answer, text, today).skipped or bool(_UNSURE.search(normalise(text)))
+        return False
 
     def _prefill(self, conn: Connection, effects: Effects, cid: str, text: str, u: Understanding, intents: set[str],
                  at: datetime, key: str) -> None:

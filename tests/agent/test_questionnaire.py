@@ -142,3 +142,10 @@ def test_a_question_the_router_cannot_place_is_answered_not_taken_as_an_invalid_
     replies = say(shop, "你们这个是哪个工厂生产的", cid="c9")
     assert len(replies) == 2 and "1/3" in replies[-1]  # an answer to the question, then the question again
     assert "q_skin" in (_waiting(shop) or "")
+
+
+def test_declining_a_question_that_timed_out_is_acknowledged_not_treated_as_a_query(shop: Runtime) -> None:
+    _start(shop)
+    shop.run_until(shop.deps.clock.now() + timedelta(hours=4))
+    (reply,) = say(shop, "不太清楚", cid="c9")
+    assert "没关系" in reply and "没法准确回答" not in reply and "skin_type" not in (_slots(shop) or {})
