@@ -8,6 +8,7 @@ recorded everything it implies — never half.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import re
 import time
@@ -234,16 +235,14 @@ class InboundProcessor:
             effects.note(customer_id=cid, at=at, kind="rejected", key=f"rejected/{row['key']}",
                          summary=f"忽略未知客户的事件 {kind}")
             return "rejected"
-        handler = {"message": self._message, "order": self._order, "behaviour": self._behaviour,
-                   "customer_deleted": self._deleted, "tags": self._tags, "task_completed": self._task_done}.get(kind)
+        handler = {"message": functools.partial(self._message, offline=offline), "order": self._order,
+                   "behaviour": self._behaviour, "customer_deleted": self._deleted, "tags": self._tags,
+                   "task_completed": self._task_done}.get(kind)
         if handler is None:
             effects.note(customer_id=cid, at=at, kind="rejected", key=f"rejected/{row['key']}",
                          summary=f"未知事件类型 {kind}")
             return "rejected"
-        if kind == "message":
-            self._message(conn, effects, cid, payload, at, row["key"], offline=offline)
-        else:
-            handler(conn, effects, cid, payload, at, row["key"])
+        handler(conn, effects, cid, payload, at, row["key"])
         return "done"
 
     def _added(self, conn: Connection, effects: Effects, cid: str, p: dict[str, Any], at: datetime, key: str) -> None:
@@ -434,6 +433,7 @@ class InboundProcessor:
             return False
         short_amount = len(normalised) <= 12 and not _ASKS.search(normalised)
         recorded = []
+        last_step: AskStep | None = None  # the question that timed out last
         for run_id, sop_id in rows:
             spec = self.deps.library.sops.get(sop_id)
             if spec is None:
@@ -442,9 +442,10 @@ class InboundProcessor:
             for step in spec.steps:
                 if not isinstance(step, AskStep) or not any(str(k).startswith(f"{run_id}/{step.id}/") for k in timed_out):
                     continue
+                latest = last is not None and str(last).startswith(f"{run_id}/{step.id}/")
+                last_step = step if latest else last_step
                 if step.answer.type not in ("choice", "number") or current_fact(conn, cid, step.slot) is not None:
                     continue
-                latest = last is not None and str(last).startswith(f"{run_id}/{step.id}/")
                 if bare and not latest:
                     continue
                 if step.answer.type == "number" and not _AMOUNT_CONTEXT.search(normalised) and \
@@ -458,20 +459,12 @@ class InboundProcessor:
                 change_tags(conn, self.deps, effects, cid, parsed.tags, [], source=f"late:{run_id}/{step.id}", at=at)
                 label = profile[step.slot].label if step.slot in profile else step.slot
                 recorded.append(self._t("late_answer", label=label, value=parsed.value))
-        if not recorded and short_amount and self._declines_last(rows, last, text, today):
-            recorded.append(self._t("late_decline"))  # "保密" / "不太清楚" to the last question: fine, not a query
+        if not recorded and short_amount and last_step is not None and (  # "保密" / "不太清楚": fine, not a query
+                parse_answer(last_step.answer, text, today).skipped or _UNSURE.search(normalised)):
+            recorded.append(self._t("late_decline"))
         if recorded and acknowledge and self.conversation is not None:
             self.conversation.send(conn, effects, cid, "\n".join(recorded), key=key, at=at, meta={"late": True})
         return bool(recorded)
-
-    def _declines_last(self, rows: Sequence[Any], last: str | None, text: str, today: date) -> bool:
-        """Does ``text`` decline the question that timed out last (``last``: its timeout's key)? "保密", "不太清楚"."""
-        for run_id, sop_id in rows if last is not None else ():
-            spec = self.deps.library.sops.get(sop_id)
-            for step in spec.steps if spec is not None else ():
-                if isinstance(step, AskStep) and str(last).startswith(f"{run_id}/{step.id}/"):
-                    return parse_answer(step.answer, text, today).skipped or bool(_UNSURE.search(normalise(text)))
-        return False
 
     def _prefill(self, conn: Connection, effects: Effects, cid: str, text: str, u: Understanding, intents: set[str],
                  at: datetime, key: str) -> None:

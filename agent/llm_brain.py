@@ -79,6 +79,21 @@ RETRYABLE = TRANSIENT + MALFORMED
 FAILURES: tuple[type[BaseException], ...] = (openai.OpenAIError, *MALFORMED)
 
 
+def _structured(schema: type[T], result: Any) -> T:
+    """A structured-output result (``include_raw``: the raw message, the parsed value or why parsing failed) as
+    ``schema``; a parse failure is raised as itself, so it takes the retry and fallback path."""
+    if isinstance(result, dict) and "parsed" in result:
+        error = result.get("parsing_error")
+        if isinstance(error, BaseException):
+            raise error
+        if error is not None:
+            raise OutputParserException(str(error)[:300])
+        result = result["parsed"]
+    if result is None:
+        raise OutputParserException("the model returned no structured output")
+    return result if isinstance(result, schema) else schema.model_validate(result)  # type: ignore[attr-defined]
+
+
 def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, RETRYABLE)
 
@@ -134,27 +149,13 @@ class LLMBrain:
     def ask(self, schema: type[T], system: str, user: str) -> T:
         """Another typed unit (e.g. the daily report's narrative): structured output under the same retry policy;
         every failure becomes :class:`BrainUnavailable`."""
-        runnable = self.chat.with_structured_output(schema, method="function_calling")
-
-        def parse(result: Any) -> T:
-            if result is None:
-                raise OutputParserException("the model returned no structured output")
-            return result if isinstance(result, schema) else schema.model_validate(result)  # type: ignore[attr-defined]
-
-        return self._call(runnable.invoke, [SystemMessage(system), HumanMessage(user)], parse)
+        runnable = self.chat.with_structured_output(schema, method="function_calling", include_raw=True)
+        return self._call(runnable.invoke, [SystemMessage(system), HumanMessage(user)],
+                          lambda result: _structured(schema, result))
 
     @staticmethod
     def _understanding(result: Any) -> Understanding:
-        if isinstance(result, dict) and "parsed" in result:  # include_raw: the parsed value, or why it failed
-            error = result.get("parsing_error")
-            if isinstance(error, BaseException):
-                raise error  # as without include_raw: the same retry and fallback path
-            if error is not None:
-                raise OutputParserException(str(error)[:300])
-            result = result["parsed"]
-        if result is None:
-            raise OutputParserException("the model returned no structured output")
-        return result if isinstance(result, Understanding) else Understanding.model_validate(result)
+        return _structured(Understanding, result)
 
     def _text(self, message: Any) -> str:
         content = getattr(message, "content", None)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
@@ -20,7 +19,7 @@ from api.report.metrics import REPLY_WINDOW, compute, day_window
 from api.report.narrative import Writer
 from api.report.schema import Metrics, Narrative, Report
 from api.tables import DailyMetrics, DailyReport
-from knowledge.clock import as_utc
+from knowledge.clock import ShopTime, as_utc
 from knowledge.db import upsert
 from knowledge.embeddings import Embedder
 from sop_graphs.loader import Library
@@ -115,4 +114,4 @@ def listing(engine: Engine, limit: int = 60) -> list[dict[str, object]]:
 
 def yesterday(now: datetime, timezone: str) -> date:
     """The shop-local day before ``now``'s (the day a morning report covers)."""
-    return as_utc(now).astimezone(ZoneInfo(timezone)).date() - timedelta(days=1)
+    return ShopTime(timezone).local_date(now) - timedelta(days=1)

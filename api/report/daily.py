@@ -4,10 +4,9 @@
 from __future__ import annotations
 
 import logging
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Literal
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
@@ -19,7 +18,7 @@ from api.report.metrics import day_window
 from api.report.render import operator_summary, render_html, render_json, render_markdown
 from api.report.schema import Report
 from api.tables import DailyReport
-from knowledge.clock import as_utc
+from knowledge.clock import ShopTime
 from knowledge.embeddings import Embedder
 from knowledge.settings import Settings
 from knowledge.tables import Customer
@@ -63,9 +62,9 @@ def notify(channel: Channel, report: Report, *, recipients: str, link: str | Non
 
 def due_day(settings: Settings, now: datetime) -> date | None:
     """The day whose report is due at ``now``: yesterday, once the shop's report time has passed today."""
-    local = as_utc(now).astimezone(ZoneInfo(settings.shop_timezone))
     hours, minutes = map(int, settings.report_time.split(":"))
-    return local.date() - timedelta(days=1) if local.time() >= time(hours, minutes) else None
+    local = ShopTime(settings.shop_timezone).local(now)
+    return builder.yesterday(now, settings.shop_timezone) if local.time() >= time(hours, minutes) else None
 
 
 def run_daily(settings: Settings, ctx: ReportContext, channel: Channel, now: datetime) -> Report | None:

@@ -38,7 +38,8 @@ from agent.inbound import submit
 from agent.runtime import Runtime
 from agent.tables import InboundEvent, Message
 from agent.tasks import announce_done, mark_done
-from api.tables import AuditLog, SopVersion
+from api import audit
+from api.tables import SopVersion
 from knowledge.clock import as_utc
 from knowledge.db import init_db, upsert
 from knowledge.tables import Customer, Product, Shipment, ShopOrder
@@ -779,14 +780,12 @@ class _Play:
                     created_by="library"))
             conn.execute(SopVersion.__table__.insert().values(sop_id=sop_id, version=version, source=text,
                                                               status="draft", created_at=now, created_by=actor))
-            conn.execute(AuditLog.__table__.insert().values(at=now, actor=actor, action="sop.save", target=sop_id,
-                                                            detail={"version": version}))
+            audit.record(conn, at=now, actor=actor, action="sop.save", target=sop_id, detail={"version": version})
             conn.execute(update(SopVersion.__table__).where(v.sop_id == sop_id, v.status == "published")
                          .values(status="retired"))
             conn.execute(update(SopVersion.__table__).where(v.sop_id == sop_id, v.version == version)
                          .values(status="published"))
-            conn.execute(AuditLog.__table__.insert().values(at=now, actor=actor, action="sop.publish", target=sop_id,
-                                                            detail={"version": version}))
+            audit.record(conn, at=now, actor=actor, action="sop.publish", target=sop_id, detail={"version": version})
         self.edited_version[sop_id] = version
         self.summary.sop_edits += 1
         self.summary.published.append(f"{sop_id}@{version}")

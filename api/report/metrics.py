@@ -22,11 +22,11 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from datetime import date, datetime, time, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.engine import Connection
 
+from agent.inbound import ESCAPES
 from agent.tables import InboundEvent, Message
 from api.report.schema import (
     Attribution,
@@ -44,7 +44,7 @@ from api.report.schema import (
     StepFunnel,
     Tasks,
 )
-from knowledge.clock import as_utc
+from knowledge.clock import ShopTime, as_utc
 from knowledge.tables import Customer, TimelineEntry
 from sop_graphs.loader import Library
 from sop_graphs.tables import CouponLedger, EmployeeTask, Outbox, SopRun
@@ -56,7 +56,7 @@ LOW_CONFIDENCE = 0.5
 CUSTOMER_FACING = ("message", "ask", "group_invite", "coupon")
 # WeCom sends an employee confirms or makes (群发助手, group and moments tasks, to-dos); the rest the AI sends itself
 EMPLOYEE_MODES = ("member_task", "group_task", "moment_task", "task")
-COMPLAINT_INTENTS = ("complaint", "quality_issue", "damaged", "missing_item", "adverse_reaction", "abuse")
+COMPLAINT_INTENTS = tuple(sorted(ESCAPES - {"human"}))  # the incidents and complaints the agent escalates
 
 _O, _R, _T = Outbox.__table__.c, SopRun.__table__.c, TimelineEntry.__table__.c
 _M, _I, _K = Message.__table__.c, InboundEvent.__table__.c, EmployeeTask.__table__.c
@@ -65,9 +65,8 @@ _C, _L = Customer.__table__.c, CouponLedger.__table__.c
 
 def day_window(day: date, timezone: str) -> tuple[datetime, datetime]:
     """The UTC instants where the shop's local ``day`` begins and ends."""
-    tz = ZoneInfo(timezone)
-    start = datetime.combine(day, time(0), tzinfo=tz)
-    return as_utc(start), as_utc(datetime.combine(day + timedelta(days=1), time(0), tzinfo=tz))
+    shop = ShopTime(timezone)
+    return shop.at(day, time(0)), shop.at(day + timedelta(days=1), time(0))
 
 
 def rate(part: int | float, whole: int | float) -> float | None:
@@ -95,7 +94,7 @@ def compute(conn: Connection, library: Library, day: date, timezone: str, *, sla
     _coupons_and_orders(conn, metrics, start, end)
     _service(conn, library, metrics, start, end, now)
     _groups(conn, library, metrics, start, end)
-    _conversations(conn, metrics, start, end)
+    _conversations(conn, library, metrics, start, end)
     return metrics
 
 
@@ -333,13 +332,7 @@ def _amount(value: Any) -> float:
 
 
 def _service(conn: Connection, library: Library, m: Metrics, start: datetime, end: datetime, now: datetime) -> None:
-    s = m.service
-    complaint_intents = set(COMPLAINT_INTENTS) | {
-        i for i in library.catalog.intents.names if "complaint" in library.catalog.intents.groups_of(i)}
-    s.complaints = conn.execute(select(func.count(func.distinct(_M.customer_id))).where(
-        _M.direction == "out", _M.at >= start, _M.at < end,
-        func.json_extract(_M.meta, "$.intent").in_(sorted(complaint_intents)))).scalar() or 0 \
-        if conn.dialect.name == "sqlite" else _complaints_portable(conn, complaint_intents, start, end)
+    s = m.service  # complaints are counted with the day's turns (_conversations)
     waits = []
     for created, done_at, status in conn.execute(select(_K.created_at, _K.done_at, _K.status).where(
             _K.kind == "handoff", _K.created_at >= start, _K.created_at < end)).all():
@@ -355,11 +348,6 @@ def _service(conn: Connection, library: Library, m: Metrics, start: datetime, en
             s.breached += 1
     s.time_to_human_minutes_p50 = median(waits)
     s.sla_rate = rate(s.within_sla, s.within_sla + s.breached)
-
-
-def _complaints_portable(conn: Connection, intents: set[str], start: datetime, end: datetime) -> int:
-    rows = conn.execute(select(_M.customer_id, _M.meta).where(_M.direction == "out", _M.at >= start, _M.at < end))
-    return len({cid for cid, meta in rows if (meta or {}).get("intent") in intents})
 
 
 def _groups(conn: Connection, library: Library, m: Metrics, start: datetime, end: datetime) -> None:
@@ -388,13 +376,20 @@ def _groups(conn: Connection, library: Library, m: Metrics, start: datetime, end
     m.groups = stats
 
 
-def _conversations(conn: Connection, m: Metrics, start: datetime, end: datetime) -> None:
+def _conversations(conn: Connection, library: Library, m: Metrics, start: datetime, end: datetime) -> None:
+    """The day's turns (one scan of the replies): answered or not, confidence, the model's part, and the
+    customers whose message was a complaint (the service metrics' complaints)."""
     c, llm = Conversations(), Llm()
-    for meta in conn.execute(select(_M.meta).where(_M.direction == "out", _M.at >= start, _M.at < end,
-                                                   _M.key.like("out/%"))).scalars():
+    intents = library.catalog.intents
+    complaint_intents = set(COMPLAINT_INTENTS) | {i for i in intents.names if "complaint" in intents.groups_of(i)}
+    complainers: set[str] = set()
+    for cid, meta in conn.execute(select(_M.customer_id, _M.meta).where(
+            _M.direction == "out", _M.at >= start, _M.at < end, _M.key.like("out/%"))).all():
         meta = meta or {}
         if "intent" not in meta:
             continue
+        if meta["intent"] in complaint_intents:
+            complainers.add(cid)
         c.turns += 1
         c.unanswered += meta.get("grounded") is False
         c.low_confidence += float(meta.get("confidence") or 0) < LOW_CONFIDENCE
@@ -408,3 +403,4 @@ def _conversations(conn: Connection, m: Metrics, start: datetime, end: datetime)
     c.handed_off = conn.execute(select(func.count()).where(_T.kind == "handoff", _T.at >= start, _T.at < end)
                                 ).scalar() or 0
     m.conversations, m.llm = c, llm
+    m.service.complaints = len(complainers)

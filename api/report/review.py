@@ -10,14 +10,13 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
 from agent.tables import InboundEvent, Message
-from api.report.metrics import day_window, rate
+from api.report.metrics import COMPLAINT_INTENTS, day_window, rate
 from api.report.schema import (
     Anomaly,
     Flagged,
@@ -30,11 +29,12 @@ from api.report.schema import (
     VersionComparison,
 )
 from api.tables import SopVersion
-from knowledge.clock import as_utc
+from knowledge.clock import ShopTime, as_utc
 from knowledge.db import in_chunks
 from knowledge.embeddings import Embedder
 from knowledge.tables import Customer, TimelineEntry
 from sop_graphs.loader import Library, load_sop_text
+from sop_graphs.spec import parse_duration
 from sop_graphs.tables import Outbox, SopRun
 from sop_graphs.validator import validate
 
@@ -49,7 +49,6 @@ GAP_QUESTIONS = 150  # distinct unanswered phrasings of a day clustered (the mos
 GAP_SEMANTIC_CLOSE, GAP_SEMANTIC_NEAR = 0.905, 0.87  # e5: alike on their own / alike when they share a word
 GAP_HASHED_CLOSE = 0.4  # hashed character bigrams (tests, or a shop without the e5 model)
 FUNCTION_CHARS = set("吗呢吧啊呀么的了是在有能可以怎什你我们这那要会还就都也请问下个和与")
-NEGATIVE = ("abuse", "complaint", "adverse_reaction", "damaged", "quality_issue", "missing_item")
 
 
 # ---------------------------------------------------------------------------------------- flagged conversations
@@ -61,7 +60,7 @@ def flagged(conn: Connection, day: date, timezone: str) -> list[Flagged]:
     for cid, meta in conn.execute(select(_M.customer_id, _M.meta).where(
             _M.direction == "out", _M.at >= start, _M.at < end, _M.key.like("out/%"))).all():
         meta = meta or {}
-        if meta.get("intent") in NEGATIVE and "情绪负面/投诉" not in reasons[cid]:
+        if meta.get("intent") in COMPLAINT_INTENTS and "情绪负面/投诉" not in reasons[cid]:
             reasons[cid].append("情绪负面/投诉")
         if meta.get("grounded") is False and "未能回答" not in reasons[cid]:
             reasons[cid].append("未能回答")
@@ -183,15 +182,11 @@ def comparisons(conn: Connection, day: date, timezone: str, window_days: int = 1
         (before_v, before_first), (after_v, published) = versions[-2], versions[-1]
         out.append(VersionComparison(
             sop_id=sop_id, version_before=before_v, version_after=after_v,
-            published_on=_local_day(published, timezone),
+            published_on=ShopTime(timezone).local_date(published),
             before=_summary(conn, sop_id, before_v, max(before_first, published - timedelta(days=BEFORE_DAYS)),
                             published),
             after=_summary(conn, sop_id, after_v, published, end)))
     return out
-
-
-def _local_day(instant: datetime, timezone: str) -> date:
-    return as_utc(instant).astimezone(ZoneInfo(timezone)).date()
 
 
 def _summary(conn: Connection, sop_id: str, version: int, start: datetime, end: datetime) -> FunnelSummary:
@@ -280,14 +275,6 @@ def _apply(lines: list[str], where: dict[tuple[str | int, ...], int], edit: Edit
     return True
 
 
-def _duration(text: str) -> timedelta:
-    total = timedelta()
-    for amount, unit in re.findall(r"(\d+)\s*([dhm])", text):
-        total += {"d": timedelta(days=int(amount)), "h": timedelta(hours=int(amount)),
-                  "m": timedelta(minutes=int(amount))}[unit]
-    return total
-
-
 def _format_duration(value: timedelta) -> str:
     hours = int(value.total_seconds() // 3600)
     return f"{hours // 24}d" if hours % 24 == 0 else f"{hours}h"
@@ -333,7 +320,7 @@ def _questionnaire(conn: Connection, library: Library, metrics: Metrics,
         index = next((i for i, s in enumerate(spec.steps) if s.id == q.step_id), None) if spec else None
         if spec is None or index is None:
             continue
-        current = _duration(str(getattr(spec.steps[index], "timeout", "24h")))
+        current = parse_duration(str(getattr(spec.steps[index], "timeout", "24h")))
         longer = min(current * 2, timedelta(days=3))
         text = current_text(conn, library, q.sop_id)
         proposal = propose(library, q.sop_id, text, [Edit(("steps", index), "timeout", _format_duration(longer))]) \
@@ -391,11 +378,12 @@ def _checkin(conn: Connection, library: Library, metrics: Metrics, missed: dict[
 def _peak_checkin_hour(conn: Connection, day: date, timezone: str, group: str) -> int | None:
     start = day_window(day - timedelta(days=6), timezone)[0]
     end = day_window(day, timezone)[1]
+    shop = ShopTime(timezone)
     hours: Counter[int] = Counter()
     for at, payload in conn.execute(select(_I.received_at, _I.payload).where(
             _I.kind == "behaviour", _I.received_at >= start, _I.received_at < end)).all():
         if (payload or {}).get("event") == "group_checkin" and (payload or {}).get("group") == group:
-            hours[as_utc(at).astimezone(ZoneInfo(timezone)).hour] += 1
+            hours[shop.local(at).hour] += 1
     return hours.most_common(1)[0][0] if sum(hours.values()) >= 10 else None
 
 

@@ -11,9 +11,10 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
+from agent.inbound import ESCAPES
 from agent.tables import Message
+from api import audit
 from api.deps import OperatorDep, ServiceDep
-from api.tables import AuditLog
 from knowledge.clock import as_utc
 from knowledge.db import insert_ignore
 from knowledge.tables import Customer, CustomerTag, TimelineEntry
@@ -24,7 +25,6 @@ from sop_graphs.tables import EmployeeTask
 router = APIRouter(prefix="/api", tags=["workbench"], responses={401: {"description": "operator token required"}})
 _C, _M, _K = Customer.__table__.c, Message.__table__.c, EmployeeTask.__table__.c
 _T = TimelineEntry.__table__.c
-NEGATIVE = ("abuse", "complaint", "adverse_reaction", "damaged", "quality_issue", "missing_item", "human")
 
 
 class Attention(BaseModel):
@@ -45,11 +45,6 @@ class ReplyIn(BaseModel):
 class TagEdit(BaseModel):
     add: list[str] = Field(default_factory=list, max_length=50)
     remove: list[str] = Field(default_factory=list, max_length=50)
-
-
-def _audit(conn: Any, at: datetime, actor: str, action: str, target: str, detail: dict[str, Any]) -> None:
-    conn.execute(AuditLog.__table__.insert().values(at=as_utc(at), actor=actor, action=action, target=target,
-                                                    detail=detail))
 
 
 @router.get("/conversations/attention", response_model=list[Attention])
@@ -78,7 +73,7 @@ def needing_attention(service: ServiceDep, _: OperatorDep, hours: int = Query(de
         for cid, meta in conn.execute(select(_M.customer_id, _M.meta).where(
                 _M.direction == "out", _M.at >= since, _M.key.like("out/%"))).all():
             meta = meta or {}
-            if meta.get("intent") in NEGATIVE:
+            if meta.get("intent") in ESCAPES:  # an incident, a complaint, abuse or asking for a person
                 add(cid, "情绪负面/投诉")
             if meta.get("grounded") is False:
                 add(cid, "未能回答")
@@ -116,7 +111,7 @@ def human_reply(customer_id: str, body: ReplyIn, service: ServiceDep, actor: Ope
         effects.flush(conn)
         insert_ignore(conn, Message.__table__, [{"key": f"out/{key}", "customer_id": customer_id, "direction": "out",
                                                  "text": body.text, "at": now, "meta": {"human": body.by}}])
-        _audit(conn, now, actor, "conversation.reply", customer_id, {"by": body.by})
+        audit.record(conn, at=now, actor=actor, action="conversation.reply", target=customer_id, detail={"by": body.by})
     service.wake()
     return {"key": key}
 
@@ -139,7 +134,8 @@ def edit_tags(customer_id: str, body: TagEdit, service: ServiceDep, actor: Opera
         change_tags(conn, deps, effects, customer_id, list(dict.fromkeys(body.add)), list(dict.fromkeys(body.remove)),
                     source=f"operator:{actor}", at=now)
         effects.flush(conn)
-        _audit(conn, now, actor, "customer.tags", customer_id, {"add": body.add, "remove": body.remove})
+        audit.record(conn, at=now, actor=actor, action="customer.tags", target=customer_id,
+                     detail={"add": body.add, "remove": body.remove})
         tags = sorted(conn.execute(select(CustomerTag.tag).where(CustomerTag.customer_id == customer_id)).scalars())
     service.wake()
     return {"tags": tags}

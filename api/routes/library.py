@@ -10,10 +10,9 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from api import library_files
+from api import audit, library_files
 from api.deps import EditorDep, OperatorDep, ServiceDep
 from api.routes.operator import ProblemOut, ValidationFailed
-from api.tables import AuditLog
 from knowledge.clock import as_utc
 
 router = APIRouter(prefix="/api/library", tags=["library"], responses={401: {"description": "operator token required"}})
@@ -64,8 +63,7 @@ def edit_file(name: FileName, body: FileIn, service: ServiceDep, actor: EditorDe
     now = as_utc(service.clock.now())
     with engine.begin() as conn:
         version = library_files.save(conn, name, body.yaml, actor=actor, at=now)
-        conn.execute(AuditLog.__table__.insert().values(at=now, actor=actor, action="library.edit", target=name,
-                                                        detail={"version": version}))
+        audit.record(conn, at=now, actor=actor, action="library.edit", target=name, detail={"version": version})
     with service._lock:
         library_files.apply(runtime, catalog)
     return library_files.versions(engine, name)

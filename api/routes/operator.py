@@ -23,6 +23,7 @@ from sqlalchemy import func, select, update
 
 from agent import memory
 from agent.tasks import announce_done, mark_done
+from api import audit
 from api.bounds import INT64_MAX
 from api.deps import EditorDep, OperatorDep, PrincipalDep, ServiceDep
 from api.service import Service
@@ -206,8 +207,7 @@ class AuditOut(BaseModel):
 # ---------------------------------------------------------------------- helpers
 
 def _audit(conn: Any, service: Service, actor: str, action: str, target: str, detail: dict[str, Any]) -> None:
-    conn.execute(AuditLog.__table__.insert().values(at=as_utc(service.clock.now()), actor=actor, action=action,
-                                                    target=target, detail=detail))
+    audit.record(conn, at=service.clock.now(), actor=actor, action=action, target=target, detail=detail)
 
 
 def _spec_or_404(service: Service, sop_id: str) -> Any:

@@ -10,12 +10,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, Field
 
-from api import people
+from api import audit, people
 from api.deps import AdminDep, PrincipalDep, ServiceDep, bearer
 from api.people import AccountError, Role
 from api.rate_limit import RateLimiter
-from api.tables import AuditLog
-from knowledge.clock import as_utc
 
 router = APIRouter(prefix="/api", tags=["people"])
 LOGINS_PER_MINUTE = 10  # per client address and name: guessing a password is slowed to a crawl
@@ -69,8 +67,7 @@ class AccountOut(BaseModel):
 
 def _audit(service: Any, actor: str, action: str, target: str, detail: dict[str, Any]) -> None:
     with service.runtime.deps.engine.begin() as conn:
-        conn.execute(AuditLog.__table__.insert().values(at=as_utc(service.clock.now()), actor=actor, action=action,
-                                                        target=target, detail=detail))
+        audit.record(conn, at=service.clock.now(), actor=actor, action=action, target=target, detail=detail)
 
 
 @router.post("/auth/login", response_model=LoginOut, responses={401: {"description": "wrong name or password"},
