@@ -13,8 +13,22 @@ from fastapi_offline import FastAPIOffline
 
 from api.bounds import BoundedBody
 from api.rate_limit import RateLimiter
-from api.routes import chat, conversations, health, library, operator, people, reports, sop_editor, wecom
+from api.routes import (
+    chat,
+    conversations,
+    health,
+    knowledge,
+    library,
+    operator,
+    people,
+    reports,
+    simulator,
+    sop_editor,
+    sops,
+    wecom,
+)
 from api.service import Service
+from api.simulator import Simulator
 
 log = logging.getLogger("sopagent.api")
 
@@ -30,6 +44,7 @@ def create_app(service: Service, *, run_pump: bool | None = None) -> FastAPI:
             service.start()
         yield
         service.stop()
+        app.state.simulator.close_all()
 
     app = FastAPIOffline(title="sopagent", version="0.1.0", lifespan=lifespan,  # /docs with local assets, no CDN
                   description="Private-domain customer-operations SOPs on WeCom: callback, web chat, operator API.")
@@ -43,8 +58,10 @@ def create_app(service: Service, *, run_pump: bool | None = None) -> FastAPI:
     app.state.chat_limits = (RateLimiter(settings.chat_rate_per_address, timedelta(minutes=1)),
                              RateLimiter(settings.chat_rate_per_session, timedelta(minutes=1)))
     app.state.login_limits = people.login_limiter()
+    app.state.simulator = Simulator()
     service.sync_library(force=True)  # the published versions and pauses survive restarts
-    for router in (health.router, wecom.router, chat.router, operator.router, sop_editor.router, conversations.router,
-                   library.router, reports.router, people.router):
+    for router in (health.router, wecom.router, chat.router, sops.router, operator.router, sop_editor.router,
+                   conversations.router, library.router, reports.router, people.router, simulator.router,
+                   knowledge.router):
         app.include_router(router)
     return app

@@ -7,22 +7,19 @@ contact policy's deferrals and cancellations and the answers recorded."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 
 from agent.inbound import submit
 from agent.runtime import Runtime
-from knowledge.clock import SimClock, as_utc
+from api.throwaway import ThrowawayShop
+from knowledge.clock import as_utc
 from knowledge.embeddings import Embedder
 from knowledge.settings import Settings
 from knowledge.tables import Customer, CustomerTag, TimelineEntry
-from sop_graphs.channel import SandboxChannel
 from sop_graphs.effects import Effects
 from sop_graphs.enrolment import schedule_enrolment
 from sop_graphs.loader import Library, SopSource
@@ -80,22 +77,13 @@ class TestRunOut(BaseModel):
 
 
 def test_run(settings: Settings, library: Library, spec: SopSpec, source: SopSource, body: TestRunIn, *,
-             now: datetime, embedder: Embedder | None = None) -> TestRunOut:
-    """Simulate ``spec`` for the described customer; the throwaway setup is removed afterwards."""
-    home = Path(tempfile.mkdtemp(prefix="sopagent-test-run-"))
-    try:
-        models = settings.home / "models"
-        if models.is_dir():  # the intent classifier trained for this shop: reused, not retrained
-            (home / "models").symlink_to(models.resolve(), target_is_directory=True)
-        trial = Settings(**{**settings.model_dump(), "home": home, "database_url": None, "brain": "offline"})
-        only = Library(sops={spec.id: spec.model_copy(update={"enabled": True})}, catalog=library.catalog,
-                       sources={spec.id: source})
-        start = as_utc(body.start or now)
-        runtime = Runtime.build(trial, clock=SimClock(start), library=only, embedder=embedder,
-                                channel=SandboxChannel(home / "sandbox.sqlite"))
-        return _play(runtime, spec, body, start)
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
+             now: datetime, engine: Engine, embedder: Embedder | None = None) -> TestRunOut:
+    """Simulate ``spec`` for the described customer in a throwaway copy of the shop (``engine``'s knowledge)."""
+    only = Library(sops={spec.id: spec.model_copy(update={"enabled": True})}, catalog=library.catalog,
+                   sources={spec.id: source})
+    start = as_utc(body.start or now)
+    with ThrowawayShop(settings, only, engine, start=start, embedder=embedder, prefix="sopagent-test-run-") as shop:
+        return _play(shop.runtime, spec, body, start)
 
 
 def _play(runtime: Runtime, spec: SopSpec, body: TestRunIn, start: datetime) -> TestRunOut:

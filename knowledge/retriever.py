@@ -123,6 +123,11 @@ class Retriever:
                 counts[kind] = len(docs)
         return counts
 
+    def indexed(self, kind: str) -> int:
+        """How many documents of ``kind`` the vector index holds."""
+        with self._lock:
+            return int(self._collection(kind).count())
+
     def unknown_nouns(self, query: str, kind: str) -> list[str]:
         """Chinese nouns of ``query`` that no document of ``kind`` contains ("美白牙膏多少钱" → 牙膏, "有香水吗 想送
         女朋友当礼物" → 香水). Generic shopping nouns (``generic_nouns.txt``) never count; whether the question names

@@ -27,9 +27,10 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 class YamlError(ValueError):
     """Malformed or refused YAML, with the 1-based line of the problem."""
 
-    def __init__(self, line: int, reason: str) -> None:
+    def __init__(self, line: int, reason: str, column: int | None = None) -> None:
         super().__init__(f"line {line}: {reason}")
         self.line = line
+        self.column = column  # 1-based, where the parser knows it
         self.reason = reason
 
 
@@ -102,7 +103,7 @@ def load_with_lines(text: str) -> tuple[Any, dict[Path, int]]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
-        raise YamlError(line, str(exc.problem or exc)) from exc
+        raise YamlError(line, str(exc.problem or exc), mark.column + 1 if mark else None) from exc
     except yaml.YAMLError as exc:
         raise YamlError(1, str(exc)) from exc
     finally:

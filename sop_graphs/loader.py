@@ -32,6 +32,7 @@ class Problem:
     line: int
     where: str
     reason: str
+    column: int | None = None  # 1-based; known for malformed YAML
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}: [{self.where}] {self.reason}"
@@ -98,7 +99,7 @@ def load_sop_text(text: str, file: str, name: str = "sop") -> tuple[SopSpec | No
     try:
         data, lines = load_with_lines(text)
     except YamlError as exc:
-        return None, SopSource(file, {}), [Problem(file, exc.line, name, f"malformed YAML: {exc.reason}")]
+        return None, SopSource(file, {}), [Problem(file, exc.line, name, f"malformed YAML: {exc.reason}", exc.column)]
     source = SopSource(file, lines)
     if not isinstance(data, dict):
         return None, source, [Problem(file, 1, name, "an SOP file holds one mapping with id, name, steps…")]

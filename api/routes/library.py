@@ -7,12 +7,11 @@ from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from api import audit, library_files
 from api.deps import EditorDep, OperatorDep, ServiceDep
-from api.routes.operator import ProblemOut, ValidationFailed
+from api.problems import ValidationFailed, invalid
 from knowledge.clock import as_utc
 
 router = APIRouter(prefix="/api/library", tags=["library"], responses={401: {"description": "operator token required"}})
@@ -58,8 +57,7 @@ def edit_file(name: FileName, body: FileIn, service: ServiceDep, actor: EditorDe
     catalog, problems = library_files.check(runtime.deps.library, service.settings.library_path, others, name,
                                             body.yaml)
     if problems:
-        return JSONResponse(ValidationFailed(problems=[ProblemOut(line=p.line, where=p.where, reason=p.reason)
-                                                       for p in problems]).model_dump(), status_code=422)
+        return invalid(problems, body.yaml)
     now = as_utc(service.clock.now())
     with engine.begin() as conn:
         version = library_files.save(conn, name, body.yaml, actor=actor, at=now)

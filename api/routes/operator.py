@@ -17,9 +17,9 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, Response
 from pydantic import Base64Bytes, BaseModel, Field, ValidationError, model_validator
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
 from agent import memory
 from agent.tasks import announce_done, mark_done
@@ -36,10 +36,7 @@ from knowledge.tables import Customer, CustomerTag, ProfileFact, TimelineEntry
 from sop_graphs.actions import pause_bot_for, release_handoff
 from sop_graphs.effects import Effects
 from sop_graphs.enrolment import LIVE
-from sop_graphs.loader import Problem, load_sop_text, with_sop
-from sop_graphs.mermaid import to_mermaid
-from sop_graphs.tables import EmployeeTask, SopRun, WorkerState
-from sop_graphs.validator import validate
+from sop_graphs.tables import DueTouchpoint, EmployeeTask, SopRun
 
 log = logging.getLogger("sopagent.operator")
 router = APIRouter(prefix="/api", tags=["operator"], responses={401: {"description": "operator token required"},
@@ -49,46 +46,6 @@ _V, _K = SopVersion.__table__.c, EmployeeTask.__table__.c
 
 
 # ---------------------------------------------------------------------- schemas
-
-class SopSummary(BaseModel):
-    id: str
-    name: str
-    family: str
-    version: int
-    enabled: bool
-    live_runs: int
-    published_version: int | None = Field(description="operator version running, None = bundled library")
-
-
-class SopDetail(SopSummary):
-    spec: dict[str, Any]
-
-
-class SopIn(BaseModel):
-    yaml: str = Field(min_length=1, max_length=200_000, description="The whole SOP as YAML.")
-
-
-class ProblemOut(BaseModel):
-    line: int
-    where: str
-    reason: str
-
-
-class ValidationFailed(BaseModel):
-    problems: list[ProblemOut]
-
-
-class VersionOut(BaseModel):
-    sop_id: str
-    version: int
-    status: str
-    created_at: datetime
-    created_by: str
-
-
-class PublishIn(BaseModel):
-    version: int = Field(ge=1, le=INT64_MAX)
-
 
 class CustomerOut(BaseModel):
     id: str
@@ -138,6 +95,8 @@ class RunOut(BaseModel):
     current_step: str | None
     waiting_kind: str | None
     started_at: datetime
+    next_step: str | None = Field(default=None, description="the step of the run's next scheduled action")
+    next_due_at: datetime | None = None
 
 
 class TakeoverIn(BaseModel):
@@ -210,125 +169,11 @@ def _audit(conn: Any, service: Service, actor: str, action: str, target: str, de
     audit.record(conn, at=service.clock.now(), actor=actor, action=action, target=target, detail=detail)
 
 
-def _spec_or_404(service: Service, sop_id: str) -> Any:
-    spec = service.runtime.deps.library.sops.get(sop_id)
-    if spec is None:
-        raise HTTPException(404, f"unknown SOP {sop_id!r}")
-    return spec
-
-
-def _summary(service: Service, spec: Any) -> dict[str, Any]:
-    with service.runtime.deps.engine.connect() as conn:
-        live = conn.execute(select(func.count()).select_from(SopRun.__table__)
-                            .where(_R.sop_id == spec.id, _R.status.in_(LIVE))).scalar() or 0
-        published = conn.execute(select(_V.version).where(_V.sop_id == spec.id, _V.status == "published")).scalar()
-    return {"id": spec.id, "name": spec.name, "family": spec.family, "version": spec.version, "enabled": spec.enabled,
-            "live_runs": live, "published_version": published}
-
-
 def _customer_or_404(conn: Any, customer_id: str) -> Any:
     row = conn.execute(select(Customer.__table__).where(_C.id == customer_id)).mappings().first()
     if row is None:
         raise HTTPException(404, f"unknown customer {customer_id!r}")
     return row
-
-
-# ---------------------------------------------------------------------- SOPs
-
-@router.get("/sops", response_model=list[SopSummary])
-def list_sops(service: ServiceDep, _: OperatorDep) -> list[dict[str, Any]]:
-    return [_summary(service, spec) for spec in sorted(service.runtime.deps.library.sops.values(), key=lambda s: s.id)]
-
-
-@router.get("/sops/{sop_id}", response_model=SopDetail, responses={404: {"description": "unknown SOP"}})
-def get_sop(sop_id: str, service: ServiceDep, _: OperatorDep) -> dict[str, Any]:
-    spec = _spec_or_404(service, sop_id)
-    return {**_summary(service, spec), "spec": spec.model_dump(mode="json", by_alias=True)}
-
-
-@router.get("/sops/{sop_id}/graph", response_class=PlainTextResponse, responses={404: {"description": "unknown SOP"}})
-def sop_graph(sop_id: str, service: ServiceDep, _: OperatorDep) -> str:
-    return to_mermaid(_spec_or_404(service, sop_id))
-
-
-@router.put("/sops/{sop_id}", response_model=VersionOut, status_code=201,
-            responses={422: {"model": ValidationFailed, "description": "every validation problem, with its line"}})
-def save_sop(sop_id: str, body: SopIn, service: ServiceDep, actor: EditorDep) -> Any:
-    """Validate and save a new draft version (create or update); publish it separately."""
-    library = service.runtime.deps.library
-    spec, source, problems = load_sop_text(body.yaml, f"{sop_id}.yaml", sop_id)
-    if spec is not None and spec.id != sop_id:
-        problems.append(Problem(source.file, source.line("id"), spec.id,
-                                f"id {spec.id!r} does not match the URL's {sop_id!r}"))
-    if spec is not None and not problems:
-        problems = [p for p in validate(with_sop(library, spec, source)) if p.file == source.file]
-    if problems:
-        return JSONResponse(ValidationFailed(problems=[ProblemOut(line=p.line, where=p.where, reason=p.reason)
-                                                       for p in problems]).model_dump(), status_code=422)
-    now = as_utc(service.clock.now())
-    with service.runtime.deps.engine.begin() as conn:
-        version = (conn.execute(select(func.max(_V.version)).where(_V.sop_id == sop_id)).scalar() or 0) + 1
-        conn.execute(SopVersion.__table__.insert().values(sop_id=sop_id, version=version, source=body.yaml,
-                                                          status="draft", created_at=now, created_by=actor))
-        _audit(conn, service, actor, "sop.save", sop_id, {"version": version})
-    return VersionOut(sop_id=sop_id, version=version, status="draft", created_at=now, created_by=actor)
-
-
-@router.get("/sops/{sop_id}/versions", response_model=list[VersionOut])
-def sop_versions(sop_id: str, service: ServiceDep, _: OperatorDep) -> list[dict[str, Any]]:
-    with service.runtime.deps.engine.connect() as conn:
-        rows = conn.execute(select(SopVersion.__table__).where(_V.sop_id == sop_id).order_by(_V.version)).mappings()
-        return [dict(r) for r in rows]
-
-
-@router.post("/sops/{sop_id}/publish", response_model=SopSummary,
-             responses={404: {"description": "unknown version"}, 422: {"model": ValidationFailed}})
-def publish_sop(sop_id: str, body: PublishIn, service: ServiceDep, actor: EditorDep) -> Any:
-    """Run this version from now on; new enrolments use it, live runs keep their thread."""
-    engine = service.runtime.deps.engine
-    with engine.connect() as conn:
-        text = conn.execute(select(_V.source).where(_V.sop_id == sop_id, _V.version == body.version)).scalar()
-    if text is None:
-        raise HTTPException(404, f"SOP {sop_id!r} has no version {body.version}")
-    spec, source, problems = load_sop_text(text, f"{sop_id}.yaml", sop_id)
-    if spec is None or problems:  # the catalog may have changed since it was saved
-        return JSONResponse(ValidationFailed(problems=[ProblemOut(line=p.line, where=p.where, reason=p.reason)
-                                                       for p in problems]).model_dump(), status_code=422)
-    with service._lock:
-        service.runtime.replace_sop(spec, source)
-    with engine.begin() as conn:
-        conn.execute(update(SopVersion.__table__).where(_V.sop_id == sop_id, _V.status == "published")
-                     .values(status="retired"))
-        conn.execute(update(SopVersion.__table__).where(_V.sop_id == sop_id, _V.version == body.version)
-                     .values(status="published"))
-        conn.execute(WorkerState.__table__.delete().where(WorkerState.__table__.c.name == f"sop_paused/{sop_id}"))
-        _audit(conn, service, actor, "sop.publish", sop_id, {"version": body.version})
-    return _summary(service, spec)
-
-
-def _set_enabled(service: Service, sop_id: str, enabled: bool, actor: str) -> dict[str, Any]:
-    spec = _spec_or_404(service, sop_id)
-    with service._lock:
-        service.runtime.replace_sop(spec.model_copy(update={"enabled": enabled}),
-                                    service.runtime.deps.library.sources[sop_id])
-    with service.runtime.deps.engine.begin() as conn:
-        name = f"sop_paused/{sop_id}"
-        conn.execute(WorkerState.__table__.delete().where(WorkerState.__table__.c.name == name))
-        if not enabled:
-            conn.execute(WorkerState.__table__.insert().values(name=name, value=as_utc(service.clock.now()).isoformat()))
-        _audit(conn, service, actor, "sop.resume" if enabled else "sop.pause", sop_id, {})
-    return _summary(service, service.runtime.deps.library.sops[sop_id])
-
-
-@router.post("/sops/{sop_id}/pause", response_model=SopSummary, responses={404: {"description": "unknown SOP"}})
-def pause_sop(sop_id: str, service: ServiceDep, actor: EditorDep) -> dict[str, Any]:
-    """No new enrolments or scheduled occurrences; runs already under way finish."""
-    return _set_enabled(service, sop_id, False, actor)
-
-
-@router.post("/sops/{sop_id}/resume", response_model=SopSummary, responses={404: {"description": "unknown SOP"}})
-def resume_sop(sop_id: str, service: ServiceDep, actor: EditorDep) -> dict[str, Any]:
-    return _set_enabled(service, sop_id, True, actor)
 
 
 # ---------------------------------------------------------------------- customers
@@ -401,9 +246,17 @@ def customer_runs(customer_id: str, service: ServiceDep, _: OperatorDep,
         _R.customer_id == customer_id)
     if active:
         query = query.where(_R.status.in_(LIVE))
+    d = DueTouchpoint.__table__.c
     with service.runtime.deps.engine.connect() as conn:
         _customer_or_404(conn, customer_id)
-        return [dict(r) for r in conn.execute(query.order_by(_R.started_at)).mappings()]
+        runs = [dict(r) for r in conn.execute(query.order_by(_R.started_at)).mappings()]
+        due = conn.execute(select(d.run_id, d.step_id, d.due_at).where(
+            d.customer_id == customer_id, d.status == "pending", d.run_id.in_([r["id"] for r in runs]))
+            .order_by(d.due_at.desc())).all()
+    following = {run_id: (step_id, at) for run_id, step_id, at in due}  # earliest wins: rows come latest first
+    for run in runs:
+        run["next_step"], run["next_due_at"] = following.get(run["id"], (None, None))
+    return runs
 
 
 # ---------------------------------------------------------------------- conversations

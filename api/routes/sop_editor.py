@@ -10,19 +10,12 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from api.bounds import INT64_MAX
 from api.deps import EditorDep, OperatorDep, ServiceDep
-from api.routes.operator import (
-    ProblemOut,
-    PublishIn,
-    SopIn,
-    SopSummary,
-    ValidationFailed,
-    publish_sop,
-    save_sop,
-)
+from api.problems import ValidationFailed, invalid
+from api.routes.sops import PublishIn, SopIn, SopSummary, publish_sop, save_sop
 from api.service import Service
 from api.tables import SopVersion
 from api.test_run import TestRunIn, TestRunOut, test_run
@@ -73,11 +66,27 @@ async def run_test(sop_id: str, body: TestRunIn, service: ServiceDep, _: EditorD
         if spec is not None and not problems:
             problems = [p for p in validate(with_sop(library, spec, source)) if p.file == source.file]
         if spec is None or problems:
-            return JSONResponse(ValidationFailed(problems=[ProblemOut(line=p.line, where=p.where, reason=p.reason)
-                                                           for p in problems]).model_dump(), status_code=422)
+            return invalid(problems, body.yaml)
     conversation = service.runtime.conversation
     return await run_in_threadpool(test_run, service.settings, library, spec, source, body, now=service.clock.now(),
+                                   engine=service.runtime.deps.engine,
                                    embedder=conversation.embedder if conversation is not None else None)
+
+
+class SourceOut(BaseModel):
+    sop_id: str
+    version: int = Field(description="0 = the library file")
+    yaml: str
+
+
+@router.get("/{sop_id}/source", response_model=SourceOut, responses={404: {"description": "unknown SOP or version"}})
+def sop_source(sop_id: str, service: ServiceDep, _: OperatorDep,
+               version: Annotated[int | None, Query(ge=0, le=INT64_MAX)] = None) -> Any:
+    """An SOP's YAML as written: a given version, or by default the newest saved one (else the library file)."""
+    if version is None:
+        with service.runtime.deps.engine.connect() as conn:
+            version = conn.execute(select(func.max(_V.version)).where(_V.sop_id == sop_id)).scalar() or LIBRARY
+    return SourceOut(sop_id=sop_id, version=version, yaml=_text(service, sop_id, version))
 
 
 @router.get("/{sop_id}/diff", response_model=DiffOut, responses={404: {"description": "unknown version"}})
