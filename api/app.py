@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from api.bounds import BoundedBody
+from api.console import mount_console
 from api.rate_limit import RateLimiter
 from api.routes import (
     chat,
@@ -64,4 +65,5 @@ def create_app(service: Service, *, run_pump: bool | None = None) -> FastAPI:
                    conversations.router, library.router, reports.router, people.router, simulator.router,
                    knowledge.router):
         app.include_router(router)
+    mount_console(app, settings.console_dir)
     return app

@@ -304,6 +304,18 @@ def operator_list() -> None:
 
 
 @app.command()
+def openapi(out: Annotated[Path | None, typer.Option(help="file to write (default: stdout)")] = None) -> None:
+    """Print the API's OpenAPI document (the console's types are generated from it: console/openapi.json)."""
+    from api.openapi import document, dumps
+
+    text = dumps(document())
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+
+
+@app.command()
 def report(
     date_: Annotated[str | None, typer.Option("--date", help="shop-local day YYYY-MM-DD (default: yesterday)")] = None,
     format_: Annotated[str, typer.Option("--format", help="html, md or json")] = "html",

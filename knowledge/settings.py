@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     shop_dir: Path | None = Field(default=None, description="Demo shop data (files + shop.yaml manifest) loaded "
                                   "into an empty catalogue; default the bundled skincare shop.")
     shop_timezone: str = "Asia/Shanghai"
+    console_dir: Path | None = Field(default=None, description="The operator console's built files; default the "
+                                     "bundle shipped inside the package (api/console_dist).")
 
     daily_marketing_cap: int = Field(default=1, ge=1, description="Marketing pushes per customer per day.")
     min_marketing_interval_hours: float = Field(default=4.0, ge=0)

@@ -37,6 +37,15 @@ class Attention(BaseModel):
     open_tasks: int
 
 
+class MessageOut(BaseModel):
+    at: datetime
+    direction: str = Field(description="in (the customer) or out (the bot or a person)")
+    text: str
+    intent: str | None = None
+    grounded: bool | None = None
+    human: str | None = Field(default=None, description="who replied, when a person did")
+
+
 class ReplyIn(BaseModel):
     text: str = Field(min_length=1, max_length=2000)
     by: str = Field(default="operator", max_length=64)
@@ -90,6 +99,31 @@ def needing_attention(service: ServiceDep, _: OperatorDep, hours: int = Query(de
                       bot_paused=bool(rows[cid]["bot_paused"]) if cid in rows else False,
                       last_message=last.get(cid, (None, None))[0], last_at=last.get(cid, (None, None))[1],
                       open_tasks=tasks.get(cid, 0)) for cid in ids if cid in rows]
+
+
+@router.get("/conversations/{customer_id}/messages", response_model=list[MessageOut],
+            responses={404: {"description": "unknown customer"}})
+def transcript(customer_id: str, service: ServiceDep, _: OperatorDep,
+               limit: int = Query(default=100, ge=1, le=1000)) -> list[MessageOut]:
+    """The last ``limit`` messages both ways, oldest first."""
+    with service.runtime.deps.engine.connect() as conn:
+        if conn.execute(select(_C.id).where(_C.id == customer_id)).first() is None:
+            raise HTTPException(404, f"unknown customer {customer_id!r}")
+        rows = conn.execute(select(_M.at, _M.direction, _M.text, _M.meta).where(_M.customer_id == customer_id)
+                            .order_by(_M.at.desc(), _M.id.desc()).limit(limit)).all()
+    out = []
+    for at, direction, text, meta in reversed(rows):
+        meta = meta or {}
+        grounded = meta.get("grounded")
+        out.append(MessageOut(at=at, direction=direction, text=text, intent=meta.get("intent"),
+                              grounded=grounded if isinstance(grounded, bool) else None, human=meta.get("human")))
+    return out
+
+
+@router.get("/tags", response_model=list[str])
+def taxonomy(service: ServiceDep, _: OperatorDep) -> list[str]:
+    """The shop's tag taxonomy: the tags an operator may set."""
+    return sorted(service.runtime.deps.library.catalog.tags)
 
 
 @router.post("/conversations/{customer_id}/reply", status_code=202,

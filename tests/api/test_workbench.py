@@ -91,3 +91,23 @@ def test_tasks_say_their_customer_and_whether_they_are_overdue(client, service) 
     tasks = {t["title"]: t for t in client.get("/api/tasks", headers=HEADERS).json() if t["title"] in ("late", "soon")}
     assert tasks["late"]["overdue"] and not tasks["soon"]["overdue"]
     assert tasks["late"]["customer_name"] == "客户c1" and tasks["late"]["content"]["text"] == "复制我"
+
+
+def test_the_transcript_shows_both_directions_oldest_first(client, service, operator_headers):
+    from agent.inbound import submit
+
+    submit(service.runtime.deps, key="add-t1", customer_id="t1", kind="customer_added", payload={"name": "小林"})
+    submit(service.runtime.deps, key="m-t1", customer_id="t1", kind="message", payload={"text": "你们发什么快递"})
+    service.pump_once()
+    messages = client.get("/api/conversations/t1/messages", headers=operator_headers).json()
+    assert messages[0]["direction"] == "in" and messages[0]["text"] == "你们发什么快递"
+    assert any(m["direction"] == "out" for m in messages[1:])
+    assert [m["at"] for m in messages] == sorted(m["at"] for m in messages)
+
+
+def test_the_transcript_of_an_unknown_customer_is_404(client, operator_headers):
+    assert client.get("/api/conversations/nobody/messages", headers=operator_headers).status_code == 404
+
+
+def test_the_taxonomy_lists_the_tags_an_operator_may_set(client, service, operator_headers):
+    assert client.get("/api/tags", headers=operator_headers).json() == sorted(service.runtime.deps.library.catalog.tags)
