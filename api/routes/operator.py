@@ -428,7 +428,22 @@ async def import_knowledge(
 
 
 @router.get("/audit", response_model=list[AuditOut])
-def audit_log(service: ServiceDep, _: OperatorDep, limit: int = Query(default=100, ge=1, le=1000)) -> Any:
+def audit_log(response: Response, service: ServiceDep, _: OperatorDep,
+              limit: int = Query(default=100, ge=1, le=1000), offset: int = Query(default=0, ge=0, le=INT64_MAX),
+              actor: str | None = Query(default=None, max_length=64, description="who did it"),
+              target: str | None = Query(default=None, max_length=128, description="what it was done to"),
+              action: str | None = Query(default=None, max_length=64, description="action, or its prefix (sop.)")) -> Any:
+    """The audit log, newest first; ``X-Total-Count`` says how many entries match."""
     a = AuditLog.__table__.c
+    where = []
+    if actor:
+        where.append(a.actor == actor)
+    if target:
+        where.append(a.target == target)
+    if action:
+        where.append(a.action.startswith(action, autoescape=True))
     with service.runtime.deps.engine.connect() as conn:
-        return [dict(r) for r in conn.execute(select(AuditLog.__table__).order_by(a.id.desc()).limit(limit)).mappings()]
+        response.headers["X-Total-Count"] = str(conn.execute(select(func.count()).select_from(AuditLog.__table__)
+                                                             .where(*where)).scalar() or 0)
+        return [dict(r) for r in conn.execute(select(AuditLog.__table__).where(*where).order_by(a.id.desc())
+                                              .limit(limit).offset(offset)).mappings()]

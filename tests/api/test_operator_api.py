@@ -159,3 +159,14 @@ def test_release_resets_the_unanswered_counter(client, service, operator_headers
         from sqlalchemy import select
 
         assert conn.execute(select(CustomerMemory.unanswered_streak)).scalar() == 0
+
+
+def test_the_audit_log_filters_by_person_and_action_prefix(client, operator_headers):
+    yaml = NURTURE.read_text(encoding="utf-8")
+    client.put("/api/sops/new_customer_nurture", json={"yaml": yaml}, headers=operator_headers)
+    client.post("/api/sops/new_customer_nurture/pause", headers=operator_headers)
+    response = client.get("/api/audit", params={"action": "sop.", "actor": "operator", "limit": 1},
+                          headers=operator_headers)
+    assert response.headers["X-Total-Count"] == "2"
+    assert [e["action"] for e in response.json()] == ["sop.pause"]
+    assert client.get("/api/audit", params={"actor": "nobody"}, headers=operator_headers).json() == []

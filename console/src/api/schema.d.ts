@@ -11,7 +11,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Audit Log */
+        /**
+         * Audit Log
+         * @description The audit log, newest first; ``X-Total-Count`` says how many entries match.
+         */
         get: operations["audit_log_api_audit_get"];
         put?: never;
         post?: never;
@@ -88,6 +91,26 @@ export interface paths {
          *     negative or complaining message, or a question the bot could not answer. Most reasons first.
          */
         get: operations["needing_attention_api_conversations_attention_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/conversations/{customer_id}/messages": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Transcript
+         * @description The last ``limit`` messages both ways, oldest first.
+         */
+        get: operations["transcript_api_conversations__customer_id__messages_get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -736,6 +759,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/tags": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Taxonomy
+         * @description The shop's tag taxonomy: the tags an operator may set.
+         */
+        get: operations["taxonomy_api_tags_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/tasks": {
         parameters: {
             query?: never;
@@ -895,7 +938,7 @@ export interface components {
              * Display Name
              * @default
              */
-            display_name: string;
+            display_name?: string;
             /** Password */
             password: string;
             /**
@@ -982,12 +1025,12 @@ export interface components {
              * Attributed Gmv
              * @default 0
              */
-            attributed_gmv: number;
+            attributed_gmv?: number;
             /**
              * Attributed Orders
              * @default 0
              */
-            attributed_orders: number;
+            attributed_orders?: number;
             /** By Sop */
             by_sop?: {
                 [key: string]: components["schemas"]["SopAttribution"];
@@ -996,12 +1039,12 @@ export interface components {
              * Gmv
              * @default 0
              */
-            gmv: number;
+            gmv?: number;
             /**
              * Orders
              * @default 0
              */
-            orders: number;
+            orders?: number;
             /** Rule */
             rule: string;
         };
@@ -1114,22 +1157,22 @@ export interface components {
              * Handed Off
              * @default 0
              */
-            handed_off: number;
+            handed_off?: number;
             /**
              * Low Confidence
              * @default 0
              */
-            low_confidence: number;
+            low_confidence?: number;
             /**
              * Turns
              * @default 0
              */
-            turns: number;
+            turns?: number;
             /**
              * Unanswered
              * @default 0
              */
-            unanswered: number;
+            unanswered?: number;
         };
         /** Coupons */
         Coupons: {
@@ -1141,12 +1184,12 @@ export interface components {
              * Issued
              * @default 0
              */
-            issued: number;
+            issued?: number;
             /**
              * Redeemed
              * @default 0
              */
-            redeemed: number;
+            redeemed?: number;
             /** Redemption Rate */
             redemption_rate?: number | null;
         };
@@ -1327,14 +1370,14 @@ export interface components {
              * Checkins
              * @default 0
              */
-            checkins: number;
+            checkins?: number;
             /** Group */
             group: string;
             /**
              * Members
              * @default 0
              */
-            members: number;
+            members?: number;
             /** Name */
             name: string;
         };
@@ -1418,32 +1461,32 @@ export interface components {
              * Calls
              * @default 0
              */
-            calls: number;
+            calls?: number;
             /**
              * Errors
              * @default 0
              */
-            errors: number;
+            errors?: number;
             /**
              * Fallbacks
              * @default 0
              */
-            fallbacks: number;
+            fallbacks?: number;
             /**
              * Rejected
              * @default 0
              */
-            rejected: number;
+            rejected?: number;
             /**
              * Tokens
              * @default 0
              */
-            tokens: number;
+            tokens?: number;
             /**
              * Turns By Model
              * @default 0
              */
-            turns_by_model: number;
+            turns_by_model?: number;
         };
         /** LoginIn */
         LoginIn: {
@@ -1479,6 +1522,30 @@ export interface components {
             /** Username */
             username: string;
         };
+        /** MessageOut */
+        MessageOut: {
+            /**
+             * At
+             * Format: date-time
+             */
+            at: string;
+            /**
+             * Direction
+             * @description in (the customer) or out (the bot or a person)
+             */
+            direction: string;
+            /** Grounded */
+            grounded?: boolean | null;
+            /**
+             * Human
+             * @description who replied, when a person did
+             */
+            human?: string | null;
+            /** Intent */
+            intent?: string | null;
+            /** Text */
+            text: string;
+        };
         /**
          * Metrics
          * @description One shop day, computed from the database.
@@ -1491,7 +1558,7 @@ export interface components {
              * Customers Total
              * @default 0
              */
-            customers_total: number;
+            customers_total?: number;
             /**
              * Day
              * Format: date
@@ -1501,12 +1568,12 @@ export interface components {
              * Deletions
              * @default 0
              */
-            deletions: number;
+            deletions?: number;
             /**
              * Enrolments
              * @default 0
              */
-            enrolments: number;
+            enrolments?: number;
             /** Funnels */
             funnels?: components["schemas"]["SopFunnel"][];
             /** Groups */
@@ -1524,7 +1591,7 @@ export interface components {
              * New Customers
              * @default 0
              */
-            new_customers: number;
+            new_customers?: number;
             /** Questions */
             questions?: components["schemas"]["QuestionStat"][];
             replies?: components["schemas"]["Replies"];
@@ -1537,7 +1604,7 @@ export interface components {
              * Unsubscribes
              * @default 0
              */
-            unsubscribes: number;
+            unsubscribes?: number;
         };
         /** Narrative */
         Narrative: {
@@ -1609,12 +1676,12 @@ export interface components {
              * Answered
              * @default 0
              */
-            answered: number;
+            answered?: number;
             /**
              * Asked
              * @default 0
              */
-            asked: number;
+            asked?: number;
             /** Completion */
             completion?: number | null;
             /** Slot */
@@ -1631,7 +1698,7 @@ export interface components {
              * @description ok, or degraded while the LLM circuit is not closed (the offline brain answers; the service stays ready)
              * @default ok
              */
-            brain: string;
+            brain?: string;
             brain_health?: components["schemas"]["BrainHealth"] | null;
             /** Channel */
             channel: string;
@@ -1653,26 +1720,26 @@ export interface components {
              * Customers Writing
              * @default 0
              */
-            customers_writing: number;
+            customers_writing?: number;
             /** First Reply Minutes P50 */
             first_reply_minutes_p50?: number | null;
             /**
              * Inbound Messages
              * @default 0
              */
-            inbound_messages: number;
+            inbound_messages?: number;
             /**
              * Replied
              * @default 0
              */
-            replied: number;
+            replied?: number;
             /** Reply Rate */
             reply_rate?: number | null;
             /**
              * Touched
              * @default 0
              */
-            touched: number;
+            touched?: number;
         };
         /** ReplyIn */
         ReplyIn: {
@@ -1680,7 +1747,7 @@ export interface components {
              * By
              * @default operator
              */
-            by: string;
+            by?: string;
             /** Text */
             text: string;
         };
@@ -1789,7 +1856,7 @@ export interface components {
              * Cancelled
              * @default 0
              */
-            cancelled: number;
+            cancelled?: number;
             /** Deferrals By Reason */
             deferrals_by_reason?: {
                 [key: string]: number;
@@ -1798,17 +1865,17 @@ export interface components {
              * Deferred
              * @default 0
              */
-            deferred: number;
+            deferred?: number;
             /**
              * Marketing
              * @default 0
              */
-            marketing: number;
+            marketing?: number;
             /**
              * Total
              * @default 0
              */
-            total: number;
+            total?: number;
         };
         /**
          * Service
@@ -1819,22 +1886,22 @@ export interface components {
              * Breached
              * @default 0
              */
-            breached: number;
+            breached?: number;
             /**
              * Complaints
              * @default 0
              */
-            complaints: number;
+            complaints?: number;
             /**
              * Handled
              * @default 0
              */
-            handled: number;
+            handled?: number;
             /**
              * Handoffs
              * @default 0
              */
-            handoffs: number;
+            handoffs?: number;
             /** Sla Minutes */
             sla_minutes: number;
             /** Sla Rate */
@@ -1845,7 +1912,7 @@ export interface components {
              * Within Sla
              * @default 0
              */
-            within_sla: number;
+            within_sla?: number;
         };
         /** SimEvent */
         SimEvent: {
@@ -1866,7 +1933,7 @@ export interface components {
              * @description simulated time since the previous turn, e.g. 1m, 2h, 1d
              * @default 1m
              */
-            after: string;
+            after?: string;
             /** Text */
             text: string;
             /**
@@ -1874,7 +1941,7 @@ export interface components {
              * @description how long to let the agent run after the message
              * @default 5m
              */
-            wait: string;
+            wait?: string;
         };
         /** SimRun */
         SimRun: {
@@ -1968,12 +2035,12 @@ export interface components {
              * Gmv
              * @default 0
              */
-            gmv: number;
+            gmv?: number;
             /**
              * Orders
              * @default 0
              */
-            orders: number;
+            orders?: number;
         };
         /** SopDetail */
         SopDetail: {
@@ -2028,19 +2095,19 @@ export interface components {
              * Active
              * @default 0
              */
-            active: number;
+            active?: number;
             /**
              * Completed
              * @default 0
              */
-            completed: number;
+            completed?: number;
             /** Completion Rate */
             completion_rate?: number | null;
             /**
              * Enrolled
              * @default 0
              */
-            enrolled: number;
+            enrolled?: number;
             /** Exit Reasons */
             exit_reasons?: {
                 [key: string]: number;
@@ -2049,7 +2116,7 @@ export interface components {
              * Exited
              * @default 0
              */
-            exited: number;
+            exited?: number;
             /** Name */
             name: string;
             /** Sop Id */
@@ -2135,19 +2202,19 @@ export interface components {
              * Dropped
              * @default 0
              */
-            dropped: number;
+            dropped?: number;
             /** Kind */
             kind: string;
             /**
              * Reached
              * @default 0
              */
-            reached: number;
+            reached?: number;
             /**
              * Sent
              * @default 0
              */
-            sent: number;
+            sent?: number;
             /** Step Id */
             step_id: string;
         };
@@ -2171,7 +2238,7 @@ export interface components {
              * Validated
              * @default false
              */
-            validated: boolean;
+            validated?: boolean;
         };
         /** TagEdit */
         TagEdit: {
@@ -2199,7 +2266,7 @@ export interface components {
              * @description Who takes over (employee userid).
              * @default operator
              */
-            by: string;
+            by?: string;
         };
         /** TaskOut */
         TaskOut: {
@@ -2226,7 +2293,7 @@ export interface components {
              * Overdue
              * @default false
              */
-            overdue: boolean;
+            overdue?: boolean;
             /** Status */
             status: string;
             /** Title */
@@ -2244,17 +2311,17 @@ export interface components {
              * Created
              * @default 0
              */
-            created: number;
+            created?: number;
             /**
              * Done
              * @default 0
              */
-            done: number;
+            done?: number;
             /**
              * Overdue
              * @default 0
              */
-            overdue: number;
+            overdue?: number;
         };
         /** TestCustomer */
         TestCustomer: {
@@ -2268,13 +2335,13 @@ export interface components {
              * Name
              * @default 测试客户
              */
-            name: string;
+            name?: string;
             /**
              * Stage
              * @default new
              * @enum {string}
              */
-            stage: "new" | "active" | "customer" | "repeat" | "silent" | "churned";
+            stage?: "new" | "active" | "customer" | "repeat" | "silent" | "churned";
             /** Tags */
             tags?: string[];
         };
@@ -2313,7 +2380,7 @@ export interface components {
              * Days
              * @default 14
              */
-            days: number;
+            days?: number;
             /** Replies */
             replies?: components["schemas"]["TestReply"][];
             /**
@@ -2448,6 +2515,13 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
+                offset?: number;
+                /** @description who did it */
+                actor?: string | null;
+                /** @description what it was done to */
+                target?: string | null;
+                /** @description action, or its prefix (sop.) */
+                action?: string | null;
             };
             header?: never;
             path?: never;
@@ -2611,6 +2685,53 @@ export interface operations {
             };
             /** @description operator token required */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    transcript_api_conversations__customer_id__messages_get: {
+        parameters: {
+            query?: {
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                customer_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MessageOut"][];
+                };
+            };
+            /** @description operator token required */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description unknown customer */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4376,6 +4497,33 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
+            };
+        };
+    };
+    taxonomy_api_tags_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": string[];
+                };
+            };
+            /** @description operator token required */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
         };
     };

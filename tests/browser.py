@@ -1,4 +1,4 @@
-"""The browser the rendering tests drive: Debian's Chromium through Playwright for Python.
+"""The browser the report-rendering and console tests drive: Debian's Chromium through Playwright for Python.
 
 Missing browser or package: the browser tests skip with one line, except under ``CI=true`` where they fail.
 """

@@ -1,1 +1,0 @@
-import{u as e,v as t}from"./element-plus-CWcIEi4P.js";import{t as n}from"./index-D1YbbKP_.js";var r={},i={class:`page`};function a(n,r){return t(),e(`div`,i,`SopListView`)}var o=n(r,[[`render`,a]]);export{o as default};
