@@ -132,6 +132,19 @@ def listing(engine: Engine) -> list[dict[str, object]]:
     return [dict(r) for r in rows]
 
 
+def names_of(engine: Engine, username: str) -> set[str]:
+    """The names tasks and customers may give a person: username, display name and WeCom userid."""
+    with engine.connect() as conn:
+        row = conn.execute(select(_A.display_name, _A.wecom_userid).where(_A.username == username)).first()
+    return {username} | ({n for n in row if n} if row is not None else set())
+
+
+def userid_of(engine: Engine, username: str) -> str | None:
+    """The person's WeCom userid, if they have one."""
+    with engine.connect() as conn:
+        return conn.execute(select(_A.wecom_userid).where(_A.username == username)).scalar()
+
+
 def userids_of(engine: Engine, assignee: str) -> list[str]:
     """The WeCom userids a task for ``assignee`` reaches: the active people of that role, or that person."""
     with engine.connect() as conn:

@@ -20,11 +20,12 @@ from knowledge.db import insert_ignore
 from knowledge.tables import Customer, CustomerTag, TimelineEntry
 from sop_graphs.effects import Effects
 from sop_graphs.enrolment import change_tags
-from sop_graphs.tables import EmployeeTask
+from sop_graphs.tables import EmployeeTask, Outbox
 
 router = APIRouter(prefix="/api", tags=["workbench"], responses={401: {"description": "operator token required"}})
 _C, _M, _K = Customer.__table__.c, Message.__table__.c, EmployeeTask.__table__.c
 _T = TimelineEntry.__table__.c
+SOP_SENDS = ("message", "ask", "coupon", "group_invite")  # what a customer sees of an SOP (tags and tasks they don't)
 
 
 class Attention(BaseModel):
@@ -44,11 +45,15 @@ class MessageOut(BaseModel):
     intent: str | None = None
     grounded: bool | None = None
     human: str | None = Field(default=None, description="who replied, when a person did")
+    sop_id: str | None = Field(default=None, description="an SOP's step sent this")
+    step_id: str | None = None
+    action: str | None = Field(default=None, description="SOP sends: message, ask, coupon, group_invite")
+    mode: str | None = Field(default=None, description="SOP sends: how it went out (kf, welcome, member_task…)")
 
 
 class ReplyIn(BaseModel):
     text: str = Field(min_length=1, max_length=2000)
-    by: str = Field(default="operator", max_length=64)
+    by: str | None = Field(default=None, max_length=64, description="who writes (default: the caller)")
 
 
 class TagEdit(BaseModel):
@@ -105,19 +110,31 @@ def needing_attention(service: ServiceDep, _: OperatorDep, hours: int = Query(de
             responses={404: {"description": "unknown customer"}})
 def transcript(customer_id: str, service: ServiceDep, _: OperatorDep,
                limit: int = Query(default=100, ge=1, le=1000)) -> list[MessageOut]:
-    """The last ``limit`` messages both ways, oldest first."""
+    """The last ``limit`` messages both ways, oldest first: the customer's, the bot's and people's replies, and
+    what SOP steps sent (questions, messages, coupons, group invitations)."""
+    o = Outbox.__table__.c
     with service.runtime.deps.engine.connect() as conn:
         if conn.execute(select(_C.id).where(_C.id == customer_id)).first() is None:
             raise HTTPException(404, f"unknown customer {customer_id!r}")
-        rows = conn.execute(select(_M.at, _M.direction, _M.text, _M.meta).where(_M.customer_id == customer_id)
+        rows = conn.execute(select(_M.at, _M.id, _M.direction, _M.text, _M.meta).where(_M.customer_id == customer_id)
                             .order_by(_M.at.desc(), _M.id.desc()).limit(limit)).all()
-    out = []
-    for at, direction, text, meta in reversed(rows):
+        sends = conn.execute(select(o.sent_at, o.id, o.sop_id, o.step_id, o.action, o.mode, o.payload).where(
+            o.customer_id == customer_id, o.status == "sent", o.sop_id.is_not(None), o.action.in_(SOP_SENDS))
+            .order_by(o.sent_at.desc(), o.id.desc()).limit(limit)).all()
+    out: list[tuple[datetime, int, MessageOut]] = []
+    for at, row_id, direction, text, meta in rows:
         meta = meta or {}
         grounded = meta.get("grounded")
-        out.append(MessageOut(at=at, direction=direction, text=text, intent=meta.get("intent"),
-                              grounded=grounded if isinstance(grounded, bool) else None, human=meta.get("human")))
-    return out
+        out.append((as_utc(at), row_id, MessageOut(
+            at=at, direction=direction, text=text, intent=meta.get("intent"),
+            grounded=grounded if isinstance(grounded, bool) else None, human=meta.get("human"))))
+    for at, row_id, sop_id, step_id, action, mode, payload in sends:
+        payload = payload or {}
+        text = str(payload.get("text") or payload.get("question") or payload.get("title") or payload.get("code") or "")
+        out.append((as_utc(at), row_id, MessageOut(at=at, direction="out", text=text, sop_id=sop_id, step_id=step_id,
+                                                   action=action, mode=mode)))
+    out.sort(key=lambda m: (m[0], m[1]))
+    return [m for _, _, m in out[-limit:]]
 
 
 @router.get("/tags", response_model=list[str])
@@ -131,6 +148,7 @@ def taxonomy(service: ServiceDep, _: OperatorDep) -> list[str]:
 def human_reply(customer_id: str, body: ReplyIn, service: ServiceDep, actor: OperatorDep) -> dict[str, str]:
     """A person answers in a conversation they took over: sent through the customer's channel, in the transcript."""
     now = as_utc(service.clock.now())
+    by = body.by or actor
     key = f"human/{customer_id}/{now.isoformat()}/{secrets.token_hex(4)}"
     with service.runtime.deps.engine.begin() as conn:
         paused = conn.execute(select(_C.bot_paused).where(_C.id == customer_id)).first()
@@ -141,11 +159,11 @@ def human_reply(customer_id: str, body: ReplyIn, service: ServiceDep, actor: Ope
         effects = Effects()
         effects.send(key=key, action="message", customer_id=customer_id, at=now, payload={"text": body.text},
                      mode="kf", executor="human")
-        effects.note(customer_id=customer_id, at=now, kind="human_reply", key=key, summary=f"{body.by}：{body.text}")
+        effects.note(customer_id=customer_id, at=now, kind="human_reply", key=key, summary=f"{by}：{body.text}")
         effects.flush(conn)
         insert_ignore(conn, Message.__table__, [{"key": f"out/{key}", "customer_id": customer_id, "direction": "out",
-                                                 "text": body.text, "at": now, "meta": {"human": body.by}}])
-        audit.record(conn, at=now, actor=actor, action="conversation.reply", target=customer_id, detail={"by": body.by})
+                                                 "text": body.text, "at": now, "meta": {"human": by}}])
+        audit.record(conn, at=now, actor=actor, action="conversation.reply", target=customer_id, detail={"by": by})
     service.wake()
     return {"key": key}
 

@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 
 from agent import memory
 from agent.tasks import announce_done, mark_done
-from api import audit
+from api import audit, people
 from api.bounds import INT64_MAX
 from api.deps import EditorDep, OperatorDep, PrincipalDep, ServiceDep
 from api.service import Service
@@ -34,6 +34,7 @@ from knowledge.importer import ImportFormatError, import_file
 from knowledge.retriever import SEARCH_KINDS
 from knowledge.tables import Customer, CustomerTag, ProfileFact, TimelineEntry
 from sop_graphs.actions import pause_bot_for, release_handoff
+from sop_graphs.customers import BROADCAST
 from sop_graphs.effects import Effects
 from sop_graphs.enrolment import LIVE
 from sop_graphs.tables import DueTouchpoint, EmployeeTask, SopRun
@@ -43,6 +44,7 @@ router = APIRouter(prefix="/api", tags=["operator"], responses={401: {"descripti
                                                               403: {"description": "the caller's role may not"}})
 _C, _T, _R = Customer.__table__.c, CustomerTag.__table__.c, SopRun.__table__.c
 _V, _K = SopVersion.__table__.c, EmployeeTask.__table__.c
+OWNER_ASSIGNEES = ("owner", "group_owner")  # a task for whoever owns the customer (跟进人)
 
 
 # ---------------------------------------------------------------------- schemas
@@ -100,7 +102,8 @@ class RunOut(BaseModel):
 
 
 class TakeoverIn(BaseModel):
-    by: str = Field(default="operator", max_length=64, description="Who takes over (employee userid).")
+    by: str | None = Field(default=None, max_length=64, description=(
+        "Who takes over (employee userid); default the caller: their WeCom userid, else their name."))
 
 
 class ConversationOut(BaseModel):
@@ -119,6 +122,8 @@ class TaskOut(BaseModel):
     due_at: datetime
     status: str
     overdue: bool = False  # open past its due time
+    created_at: datetime
+    done_at: datetime | None = None
 
 
 UploadFormat = Literal["csv", "json", "jsonl", "md", "xlsx"]
@@ -215,6 +220,20 @@ def search_customers(response: Response, service: ServiceDep, _: OperatorDep,
         return _with_tags(conn, list(rows))
 
 
+class ChannelCodeOut(BaseModel):
+    code: str
+    customers: int
+
+
+@router.get("/channel-codes", response_model=list[ChannelCodeOut])
+def channel_codes(service: ServiceDep, _: OperatorDep) -> Any:
+    """The channel codes (渠道活码) customers came through, most customers first."""
+    with service.runtime.deps.engine.connect() as conn:
+        rows = conn.execute(select(_C.channel_code, func.count()).where(_C.channel_code.is_not(None))
+                            .group_by(_C.channel_code).order_by(func.count().desc(), _C.channel_code)).all()
+    return [ChannelCodeOut(code=code, customers=n) for code, n in rows]
+
+
 @router.get("/customers/{customer_id}", response_model=ProfileOut, responses={404: {"description": "unknown"}})
 def customer_profile(customer_id: str, service: ServiceDep, _: OperatorDep) -> Any:
     with service.runtime.deps.engine.connect() as conn:
@@ -261,26 +280,31 @@ def customer_runs(customer_id: str, service: ServiceDep, _: OperatorDep,
 
 # ---------------------------------------------------------------------- conversations
 
+def _who(service: Service, body: TakeoverIn, actor: str) -> str:
+    return body.by or people.userid_of(service.runtime.deps.engine, actor) or actor
+
+
 @router.post("/conversations/{customer_id}/takeover", response_model=ConversationOut,
              responses={404: {"description": "unknown customer"}})
 def take_over(customer_id: str, body: TakeoverIn, service: ServiceDep, actor: OperatorDep) -> Any:
     """A human takes the conversation: the bot stays quiet for this customer until released."""
     now = service.clock.now()
+    by = _who(service, body, actor)
     with service.runtime.deps.engine.begin() as conn:
         _customer_or_404(conn, customer_id)
         effects = Effects()
         pause_bot_for(conn, effects, customer_id, at=now, key=f"takeover/{customer_id}/{now.isoformat()}",
-                      summary=f"{body.by} 接管了对话：机器人暂停")
+                      summary=f"{by} 接管了对话：机器人暂停")
         effects.flush(conn)
         session = conn.execute(select(KfSession.__table__).where(KfSession.__table__.c.customer_id == customer_id)
                                ).mappings().first()
-        _audit(conn, service, actor, "conversation.takeover", customer_id, {"by": body.by})
+        _audit(conn, service, actor, "conversation.takeover", customer_id, {"by": by})
     if session is not None and service.client is not None:
         try:
             service.client.kf_trans(open_kfid=session["open_kfid"], external_userid=customer_id, service_state=3,
-                                    servicer_userid=body.by)
+                                    servicer_userid=by)
         except (WeComError, httpx.TransportError) as exc:  # the bot is paused either way; WeCom can be retried
-            log.warning("kf transfer of %s to %s failed: %s", customer_id, body.by, exc)
+            log.warning("kf transfer of %s to %s failed: %s", customer_id, by, exc)
     return ConversationOut(customer_id=customer_id, bot_paused=True)
 
 
@@ -288,36 +312,51 @@ def take_over(customer_id: str, body: TakeoverIn, service: ServiceDep, actor: Op
              responses={404: {"description": "unknown customer"}})
 def release(customer_id: str, body: TakeoverIn, service: ServiceDep, actor: OperatorDep) -> Any:
     now = service.clock.now()
+    by = _who(service, body, actor)
     with service.runtime.deps.engine.begin() as conn:
         _customer_or_404(conn, customer_id)
         effects = Effects()
-        release_handoff(conn, effects, customer_id, at=now, by=body.by)
+        release_handoff(conn, effects, customer_id, at=now, by=by)
         memory.reset_streak(conn, customer_id)  # the bot starts afresh: earlier unanswered turns were the human's
         effects.flush(conn)
-        _audit(conn, service, actor, "conversation.release", customer_id, {"by": body.by})
+        _audit(conn, service, actor, "conversation.release", customer_id, {"by": by})
     return ConversationOut(customer_id=customer_id, bot_paused=False)
 
 
 # ---------------------------------------------------------------------- tasks
 
 @router.get("/tasks", response_model=list[TaskOut])
-def list_tasks(service: ServiceDep, who: PrincipalDep, status: Literal["open", "done"] | None = "open",
+def list_tasks(response: Response, service: ServiceDep, who: PrincipalDep,
+               status: Literal["open", "done", "all"] = "open",
                assignee: str | None = Query(default=None, max_length=128),
-               mine: bool = Query(default=False, description="only tasks for my role or my name"),
-               limit: int = Query(default=100, ge=1, le=1000)) -> Any:
-    query = select(EmployeeTask.__table__)
-    if status:
-        query = query.where(_K.status == status)
+               mine: bool = Query(default=False, description=(
+                   "only my tasks: for my role or my name, and those for the owner (跟进人) of customers I own")),
+               limit: int = Query(default=100, ge=1, le=1000),
+               offset: int = Query(default=0, ge=0, le=INT64_MAX)) -> Any:
+    """One page of employee tasks, open ones by due time (done ones newest first); ``X-Total-Count`` says how
+    many match."""
+    where = []
+    if status != "all":
+        where.append(_K.status == status)
     if assignee:
-        query = query.where(_K.assignee == assignee)
+        where.append(_K.assignee == assignee)
+    engine = service.runtime.deps.engine
     if mine:
-        query = query.where(_K.assignee.in_([who.username, who.role]))
+        names = people.names_of(engine, who.username)
+        owned = select(_C.id).where(_C.owner.in_(names))
+        where.append(_K.assignee.in_(names | {who.role})
+                     | (_K.assignee.in_(OWNER_ASSIGNEES) & _K.customer_id.in_(owned)))
+    order = (_K.done_at.desc(), _K.id.desc()) if status == "done" else (_K.due_at, _K.id)
     now = as_utc(service.clock.now())
-    with service.runtime.deps.engine.connect() as conn:
-        rows = [dict(r) for r in conn.execute(query.order_by(_K.due_at, _K.id).limit(limit)).mappings()]
+    with engine.connect() as conn:
+        response.headers["X-Total-Count"] = str(conn.execute(
+            select(func.count()).select_from(EmployeeTask.__table__).where(*where)).scalar() or 0)
+        rows = [dict(r) for r in conn.execute(select(EmployeeTask.__table__).where(*where).order_by(*order)
+                                              .limit(limit).offset(offset)).mappings()]
         ids = sorted({r["customer_id"] for r in rows if r["customer_id"]})
-        names = dict(conn.execute(select(_C.id, _C.name).where(_C.id.in_(ids))).all()) if ids else {}
-    return [{**r, "customer_name": names.get(r["customer_id"]),
+        names_by_id = dict(conn.execute(select(_C.id, _C.name).where(_C.id.in_(ids))).all()) if ids else {}
+    return [{**r, "customer_id": None if r["customer_id"] == BROADCAST else r["customer_id"],
+             "customer_name": names_by_id.get(r["customer_id"]),
              "overdue": r["status"] == "open" and as_utc(r["due_at"]) < now} for r in rows]
 
 

@@ -111,3 +111,63 @@ def test_the_transcript_of_an_unknown_customer_is_404(client, operator_headers):
 
 def test_the_taxonomy_lists_the_tags_an_operator_may_set(client, service, operator_headers):
     assert client.get("/api/tags", headers=operator_headers).json() == sorted(service.runtime.deps.library.catalog.tags)
+
+
+def _task(service, key, assignee, customer_id=None, status="open"):
+    from knowledge.clock import as_utc
+    from sop_graphs.tables import EmployeeTask
+
+    now = as_utc(service.clock.now())
+    with service.runtime.deps.engine.begin() as conn:
+        conn.execute(EmployeeTask.__table__.insert().values(key=key, customer_id=customer_id, assignee=assignee,
+                                                            kind="send_private", title=key, content={}, due_at=now,
+                                                            status=status, created_at=now))
+
+
+def test_my_tasks_include_those_for_the_owner_of_my_customers(client, service, operator_headers):
+    from agent.inbound import submit
+    from api import people
+
+    people.create(service.runtime.deps.engine, "xiaohe", "password-123", "advisor", at=service.clock.now(),
+                  display_name="顾问小禾")
+    submit(service.runtime.deps, key="add-o1", customer_id="o1", kind="customer_added",
+           payload={"name": "小林", "owner": "顾问小禾"})
+    submit(service.runtime.deps, key="add-o2", customer_id="o2", kind="customer_added",
+           payload={"name": "阿杰", "owner": "别人"})
+    service.pump_once()
+    _task(service, "mine-owner", "owner", "o1")
+    _task(service, "someone-elses", "owner", "o2")
+    _task(service, "my-role", "advisor")
+    token = client.post("/api/auth/login", json={"username": "xiaohe", "password": "password-123"}).json()["token"]
+    tasks = client.get("/api/tasks?mine=true", headers={"Authorization": f"Bearer {token}"}).json()
+    assert {t["title"] for t in tasks} >= {"mine-owner", "my-role"}
+    assert "someone-elses" not in {t["title"] for t in tasks}
+
+
+def test_tasks_are_paged_with_a_total_and_every_status(client, service, operator_headers):
+    for i in range(3):
+        _task(service, f"open-{i}", "advisor")
+    _task(service, "done-0", "advisor", status="done")
+    response = client.get("/api/tasks?status=all&limit=2&offset=0", headers=operator_headers)
+    assert response.headers["X-Total-Count"] == "4" and len(response.json()) == 2
+
+
+def test_an_sop_send_is_in_the_transcript_with_its_step(client, service, operator_headers):
+    from agent.inbound import submit
+
+    submit(service.runtime.deps, key="add-s1", customer_id="s1", kind="customer_added", payload={"name": "小林"})
+    service.pump_once()
+    messages = client.get("/api/conversations/s1/messages", headers=operator_headers).json()
+    welcome = next(m for m in messages if m["step_id"] == "welcome")
+    assert welcome["sop_id"] == "new_customer_nurture" and welcome["direction"] == "out" and welcome["text"]
+
+
+def test_channel_codes_are_listed_with_their_customers(client, service, operator_headers):
+    from agent.inbound import submit
+
+    for i, code in enumerate(["xhs", "xhs", "live_qr"]):
+        submit(service.runtime.deps, key=f"add-c{i}", customer_id=f"c{i}", kind="customer_added",
+               payload={"name": "客户", "channel_code": code})
+    service.pump_once()
+    assert client.get("/api/channel-codes", headers=operator_headers).json() == [
+        {"code": "xhs", "customers": 2}, {"code": "live_qr", "customers": 1}]

@@ -78,6 +78,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/channel-codes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Channel Codes
+         * @description The channel codes (渠道活码) customers came through, most customers first.
+         */
+        get: operations["channel_codes_api_channel_codes_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/conversations/attention": {
         parameters: {
             query?: never;
@@ -108,7 +128,8 @@ export interface paths {
         };
         /**
          * Transcript
-         * @description The last ``limit`` messages both ways, oldest first.
+         * @description The last ``limit`` messages both ways, oldest first: the customer's, the bot's and people's replies, and
+         *     what SOP steps sent (questions, messages, coupons, group invitations).
          */
         get: operations["transcript_api_conversations__customer_id__messages_get"];
         put?: never;
@@ -786,7 +807,11 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** List Tasks */
+        /**
+         * List Tasks
+         * @description One page of employee tasks, open ones by due time (done ones newest first); ``X-Total-Count`` says how
+         *     many match.
+         */
         get: operations["list_tasks_api_tasks_get"];
         put?: never;
         post?: never;
@@ -1085,6 +1110,13 @@ export interface components {
             name: string;
             /** Opened At */
             opened_at?: string | null;
+        };
+        /** ChannelCodeOut */
+        ChannelCodeOut: {
+            /** Code */
+            code: string;
+            /** Customers */
+            customers: number;
         };
         /** ChatIn */
         ChatIn: {
@@ -1525,6 +1557,11 @@ export interface components {
         /** MessageOut */
         MessageOut: {
             /**
+             * Action
+             * @description SOP sends: message, ask, coupon, group_invite
+             */
+            action?: string | null;
+            /**
              * At
              * Format: date-time
              */
@@ -1543,6 +1580,18 @@ export interface components {
             human?: string | null;
             /** Intent */
             intent?: string | null;
+            /**
+             * Mode
+             * @description SOP sends: how it went out (kf, welcome, member_task…)
+             */
+            mode?: string | null;
+            /**
+             * Sop Id
+             * @description an SOP's step sent this
+             */
+            sop_id?: string | null;
+            /** Step Id */
+            step_id?: string | null;
             /** Text */
             text: string;
         };
@@ -1745,9 +1794,9 @@ export interface components {
         ReplyIn: {
             /**
              * By
-             * @default operator
+             * @description who writes (default: the caller)
              */
-            by?: string;
+            by?: string | null;
             /** Text */
             text: string;
         };
@@ -2263,10 +2312,9 @@ export interface components {
         TakeoverIn: {
             /**
              * By
-             * @description Who takes over (employee userid).
-             * @default operator
+             * @description Who takes over (employee userid); default the caller: their WeCom userid, else their name.
              */
-            by?: string;
+            by?: string | null;
         };
         /** TaskOut */
         TaskOut: {
@@ -2276,10 +2324,17 @@ export interface components {
             content: {
                 [key: string]: unknown;
             };
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
             /** Customer Id */
             customer_id: string | null;
             /** Customer Name */
             customer_name?: string | null;
+            /** Done At */
+            done_at?: string | null;
             /**
              * Due At
              * Format: date-time
@@ -2655,6 +2710,40 @@ export interface operations {
             };
             /** @description not logged in */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    channel_codes_api_channel_codes_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ChannelCodeOut"][];
+                };
+            };
+            /** @description operator token required */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description the caller's role may not */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4530,11 +4619,12 @@ export interface operations {
     list_tasks_api_tasks_get: {
         parameters: {
             query?: {
-                status?: ("open" | "done") | null;
+                status?: "open" | "done" | "all";
                 assignee?: string | null;
-                /** @description only tasks for my role or my name */
+                /** @description only my tasks: for my role or my name, and those for the owner (跟进人) of customers I own */
                 mine?: boolean;
                 limit?: number;
+                offset?: number;
             };
             header?: never;
             path?: never;

@@ -1,1 +1,0 @@
-import{E as e,m as t}from"./element-plus-9OxgnQet.js";import{t as n}from"./index-Cha5kMwu.js";var r={},i={class:`page`};function a(n,r){return e(),t(`div`,i,`ReportsView`)}var o=n(r,[[`render`,a]]);export{o as default};

@@ -1,1 +1,0 @@
-function e(e){if(!e)return`—`;let t=new Date(e);if(Number.isNaN(t.getTime()))return e;let n=e=>String(e).padStart(2,`0`);return`${t.getFullYear()}-${n(t.getMonth()+1)}-${n(t.getDate())} ${n(t.getHours())}:${n(t.getMinutes())}`}var t={new:`新客`,active:`活跃`,customer:`已购`,repeat:`复购`,silent:`沉默`,churned:`流失`};export{e as n,t};

@@ -1,0 +1,1 @@
+export{E as createGitGraphServices}from"./mermaid-parser.core-CzdrNoEH.js";import"./chunk-FOHPRMQF-DhwWuAwv.js";
