@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import Engine, select, update
 
 from agent.inbound import submit
-from api.test_run import TestCustomer
+from api.test_run import TestCustomer, shop_local
 from api.throwaway import ThrowawayShop
 from knowledge.clock import as_utc
 from knowledge.embeddings import Embedder
@@ -40,7 +40,8 @@ SHOWN = ("answer", "answer_invalid", "ask_timeout", "handoff", "deferred", "canc
 class SimStart(BaseModel):
     customer: TestCustomer = Field(default_factory=TestCustomer)
     sops: list[str] | None = Field(default=None, max_length=100, description="the SOPs to run (default: all running)")
-    start: datetime | None = Field(default=None, description="simulated start (default: now)")
+    start: datetime | None = Field(default=None, description="simulated start (default: now); without a UTC "
+                                   "offset it is the shop's local time")
 
 
 class SimMessage(BaseModel):
@@ -123,7 +124,7 @@ class Simulator:
         chosen = set(body.sops) if body.sops is not None else None
         sops = {i: s for i, s in library.sops.items() if chosen is None or i in chosen}
         only = Library(sops=sops, catalog=library.catalog, sources={i: library.sources[i] for i in sops})
-        start = as_utc(body.start or now)
+        start = as_utc(shop_local(body.start, settings.shop_timezone) or now)
         shop = ThrowawayShop(settings, only, engine, start=start, embedder=embedder, prefix="sopagent-simulator-")
         session = _Session(shop)
         try:
@@ -189,7 +190,7 @@ class Simulator:
         runtime = session.shop.runtime
         before = {"stage": c.stage, "tags": [], "runs": {}, "facts": {}}
         submit(runtime.deps, key="sim/added", customer_id=CUSTOMER, kind="customer_added", at=start,
-               payload={"name": c.name, "owner": "模拟器", "channel_code": c.channel_code, "tags": list(c.tags),
+               payload={"name": c.name, "owner": c.owner, "channel_code": c.channel_code, "tags": list(c.tags),
                         "attributes": dict(c.attributes)})
         runtime.run_until(start)
         if c.stage != "new":

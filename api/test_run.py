@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from typing import Literal
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import Engine, select
@@ -46,6 +47,7 @@ class TestReply(BaseModel):
 
 class TestCustomer(BaseModel):
     name: str = Field(default="测试客户", max_length=64)
+    owner: str = Field(default="", max_length=64, description="the employee who follows the customer (跟进人)")
     channel_code: str | None = Field(default=None, max_length=64)
     stage: Literal["new", "active", "customer", "repeat", "silent", "churned"] = "new"
     tags: list[str] = Field(default_factory=list, max_length=50)
@@ -57,7 +59,15 @@ class TestRunIn(BaseModel):
     customer: TestCustomer = Field(default_factory=TestCustomer)
     replies: list[TestReply] = Field(default_factory=list, max_length=30)
     days: int = Field(default=14, ge=1, le=60)
-    start: datetime | None = Field(default=None, description="simulated start (default: now)")
+    start: datetime | None = Field(default=None, description="simulated start (default: now); without a UTC "
+                                   "offset it is the shop's local time")
+
+
+def shop_local(start: datetime | None, timezone: str) -> datetime | None:
+    """A start without a UTC offset is the shop's wall-clock time (what an operator picks in the console)."""
+    if start is None or start.tzinfo is not None:
+        return start
+    return start.replace(tzinfo=ZoneInfo(timezone))
 
 
 class TestEvent(BaseModel):
@@ -81,7 +91,7 @@ def test_run(settings: Settings, library: Library, spec: SopSpec, source: SopSou
     """Simulate ``spec`` for the described customer in a throwaway copy of the shop (``engine``'s knowledge)."""
     only = Library(sops={spec.id: spec.model_copy(update={"enabled": True})}, catalog=library.catalog,
                    sources={spec.id: source})
-    start = as_utc(body.start or now)
+    start = as_utc(shop_local(body.start, settings.shop_timezone) or now)
     with ThrowawayShop(settings, only, engine, start=start, embedder=embedder, prefix="sopagent-test-run-") as shop:
         return _play(shop.runtime, spec, body, start)
 
@@ -90,7 +100,7 @@ def _play(runtime: Runtime, spec: SopSpec, body: TestRunIn, start: datetime) -> 
     deps = runtime.deps
     c = body.customer
     with deps.engine.begin() as conn:
-        conn.execute(Customer.__table__.insert().values(id=TEST_CUSTOMER, name=c.name, channel_code=c.channel_code,
+        conn.execute(Customer.__table__.insert().values(id=TEST_CUSTOMER, name=c.name, owner=c.owner, channel_code=c.channel_code,
                                                         stage=c.stage, attributes=dict(c.attributes), added_at=start))
         for tag in dict.fromkeys(c.tags):
             conn.execute(CustomerTag.__table__.insert().values(customer_id=TEST_CUSTOMER, tag=tag, source="test-run",

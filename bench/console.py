@@ -65,7 +65,7 @@ def main() -> None:
                 page.get_by_test_id("username").fill(console_shop.ADMIN)
                 page.get_by_test_id("password").fill(console_shop.ADMIN_PASSWORD)
                 page.get_by_test_id("login").click()
-                page.get_by_test_id("who").wait_for()
+                page.get_by_test_id("who").wait_for(state="attached")
                 for name, route in pages(day.isoformat()).items():
                     for _ in range(args.runs):
                         page.goto("about:blank")

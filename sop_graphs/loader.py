@@ -85,6 +85,12 @@ def _where(data: Any, loc: tuple[Any, ...]) -> str:
     return str(sop_id)
 
 
+def _pointed(error: Any) -> tuple[Any, ...]:
+    """Where an error is in the file: an unknown step ``kind`` is at the ``kind:`` line, not the step's first."""
+    loc = tuple(error["loc"])
+    return (*loc, "kind") if error["type"] == "union_tag_invalid" else loc
+
+
 def load_sop_file(path: Path) -> tuple[SopSpec | None, SopSource, list[Problem]]:
     """Parse one SOP file; on failure return every pydantic problem with its line."""
     try:
@@ -107,7 +113,7 @@ def load_sop_text(text: str, file: str, name: str = "sop") -> tuple[SopSpec | No
         return SopSpec.model_validate(data), source, []
     except ValidationError as exc:
         problems = [
-            Problem(file, line_of(lines, e["loc"]), _where(data, tuple(e["loc"])),
+            Problem(file, line_of(lines, _pointed(e)), _where(data, tuple(e["loc"])),
                     f"{'.'.join(str(p) for p in e['loc']) or '(document)'}: {e['msg']}")
             for e in exc.errors()
         ]

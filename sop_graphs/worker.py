@@ -46,8 +46,19 @@ from sop_graphs.spec import Outcome, ScheduleTrigger, SilentTrigger
 from sop_graphs.tables import ContactState, DueTouchpoint, EmployeeTask, Outbox, SopRun
 from sop_graphs.timing import plan_whole_run
 
-_D = DueTouchpoint.__table__.c
 _O = Outbox.__table__.c
+_D = DueTouchpoint.__table__.c
+
+
+def _postpone_timeout(conn: Connection, row: Any, delta: timedelta) -> None:
+    """A question put off by the contact policy gets its whole time to be answered: the pause's timeout moves
+    with it (the customer cannot answer a question that has not been sent)."""
+    pending = conn.execute(select(_D.id, _D.due_at, _D.payload).where(
+        _D.run_id == row["run_id"], _D.step_id == row["step_id"], _D.kind == "resume",
+        _D.status == "pending")).all()
+    for due_id, due_at, payload in pending:
+        if (payload or {}).get("kind") == "timeout":
+            conn.execute(update(DueTouchpoint.__table__).where(_D.id == due_id).values(due_at=as_utc(due_at) + delta))
 _R = SopRun.__table__.c
 _C = Customer.__table__.c
 _S = ContactState.__table__.c
@@ -477,6 +488,8 @@ class Worker:
                 conn.execute(update(Outbox.__table__).where(_O.id == row["id"]).values(
                     not_before=as_utc(decision.until), defer_count=_O.defer_count + 1,
                     last_deferral=decision.reason))
+                if row["action"] == "ask" and row["run_id"]:
+                    _postpone_timeout(conn, row, as_utc(decision.until) - as_utc(row["not_before"]))
                 effects.note(customer_id=row["customer_id"], at=now, kind="deferred", run_id=row["run_id"],
                              key=f"defer/{row['key']}/{row['defer_count'] + 1}",
                              summary=f"推迟「{row['step_id']}」到 {deps.shop.local(decision.until):%m-%d %H:%M}"

@@ -22,7 +22,8 @@ from sop_graphs.effects import Effects
 from sop_graphs.enrolment import change_tags
 from sop_graphs.tables import EmployeeTask, Outbox
 
-router = APIRouter(prefix="/api", tags=["workbench"], responses={401: {"description": "operator token required"}})
+router = APIRouter(prefix="/api", tags=["workbench"], responses={401: {"description": "operator token required"},
+                                                             403: {"description": "the caller's role may not"}})
 _C, _M, _K = Customer.__table__.c, Message.__table__.c, EmployeeTask.__table__.c
 _T = TimelineEntry.__table__.c
 SOP_SENDS = ("message", "ask", "coupon", "group_invite")  # what a customer sees of an SOP (tags and tasks they don't)

@@ -14,7 +14,8 @@ from api.deps import OperatorDep, ServiceDep
 from api.service import Service
 from knowledge.retriever import SEARCH_KINDS, Retriever, corpus
 
-router = APIRouter(prefix="/api/knowledge", tags=["knowledge"], responses={401: {"description": "operator token required"}})
+router = APIRouter(prefix="/api/knowledge", tags=["knowledge"], responses={401: {"description": "operator token required"},
+                                                             403: {"description": "the caller's role may not"}})
 Kind = Literal["products", "faq", "policy", "promotions"]
 
 

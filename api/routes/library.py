@@ -14,7 +14,8 @@ from api.deps import EditorDep, OperatorDep, ServiceDep
 from api.problems import ValidationFailed, invalid
 from knowledge.clock import as_utc
 
-router = APIRouter(prefix="/api/library", tags=["library"], responses={401: {"description": "operator token required"}})
+router = APIRouter(prefix="/api/library", tags=["library"], responses={401: {"description": "operator token required"},
+                                                             403: {"description": "the caller's role may not"}})
 FileName = Literal["materials.yaml", "campaigns.yaml", "groups.yaml", "tags.yaml"]
 
 

@@ -10,7 +10,8 @@ from fastapi.concurrency import run_in_threadpool
 from api.deps import OperatorDep, ServiceDep
 from api.simulator import SessionLimit, SimMessage, SimSessionOut, SimStart, Simulator
 
-router = APIRouter(prefix="/api/simulator", tags=["simulator"], responses={401: {"description": "operator token required"}})
+router = APIRouter(prefix="/api/simulator", tags=["simulator"], responses={401: {"description": "operator token required"},
+                                                             403: {"description": "the caller's role may not"}})
 
 
 def _simulator(request: Request) -> Simulator:

@@ -22,7 +22,8 @@ from api.test_run import TestRunIn, TestRunOut, test_run
 from sop_graphs.loader import load_sop_file, load_sop_text, sop_files, with_sop
 from sop_graphs.validator import validate
 
-router = APIRouter(prefix="/api/sops", tags=["sop editor"], responses={401: {"description": "operator token required"}})
+router = APIRouter(prefix="/api/sops", tags=["sop editor"], responses={401: {"description": "operator token required"},
+                                                             403: {"description": "the caller's role may not"}})
 _V = SopVersion.__table__.c
 LIBRARY = 0  # "version 0": the SOP as the library file has it (bundled SOPs have no saved versions)
 

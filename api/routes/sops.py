@@ -4,6 +4,8 @@ pause and resume. Every change is audited; problems come back as data with line 
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException
@@ -19,7 +21,7 @@ from api.service import Service
 from api.tables import SopVersion
 from knowledge.clock import as_utc
 from sop_graphs.enrolment import LIVE
-from sop_graphs.loader import Problem, load_sop_text, with_sop
+from sop_graphs.loader import Problem, load_sop_file, load_sop_text, sop_files, with_sop
 from sop_graphs.mermaid import to_mermaid
 from sop_graphs.tables import SopRun, WorkerState
 from sop_graphs.validator import validate
@@ -45,6 +47,7 @@ class SopSummary(BaseModel):
     exited: int
     published_version: int | None = Field(description="operator version running, None = bundled library")
     latest_version: int | None = Field(default=None, description="the newest saved version, draft or not")
+    library_file: bool = Field(default=False, description="the library has a file for it (version 0 exists)")
 
 
 class SopDetail(SopSummary):
@@ -98,19 +101,31 @@ def _versions(conn: Any, sop_id: str | None = None) -> dict[str, tuple[int | Non
     return out
 
 
-def _row(spec: Any, counts: dict[str, int], versions: tuple[int | None, int] | None) -> dict[str, Any]:
+def library_ids(directory: Path) -> frozenset[str]:
+    """The SOP ids the library directory has files for (parsed again only when a file changes)."""
+    files = tuple((str(path), path.stat().st_mtime_ns) for path in sop_files([directory]))
+    return _ids_in(files)
+
+
+@lru_cache(maxsize=4)
+def _ids_in(files: tuple[tuple[str, int], ...]) -> frozenset[str]:
+    return frozenset(spec.id for path, _ in files if (spec := load_sop_file(Path(path))[0]) is not None)
+
+
+def _row(spec: Any, counts: dict[str, int], versions: tuple[int | None, int] | None,
+         in_library: frozenset[str] = frozenset()) -> dict[str, Any]:
     published, latest = versions or (None, None)
     return {"id": spec.id, "name": spec.name, "family": spec.family, "version": spec.version, "enabled": spec.enabled,
             "status": "running" if spec.enabled else "paused",
             "live_runs": sum(counts.get(s, 0) for s in LIVE), "enrolled": sum(counts.values()),
             "completed": counts.get("completed", 0), "exited": counts.get("exited", 0),
-            "published_version": published, "latest_version": latest}
+            "published_version": published, "latest_version": latest, "library_file": spec.id in in_library}
 
 
 def _summary(service: Service, spec: Any) -> dict[str, Any]:
     with service.runtime.deps.engine.connect() as conn:
         counts, versions = _counts(conn, spec.id), _versions(conn, spec.id)
-    return _row(spec, counts.get(spec.id, {}), versions.get(spec.id))
+    return _row(spec, counts.get(spec.id, {}), versions.get(spec.id), library_ids(service.settings.library_path))
 
 
 def _problems(service: Service, sop_id: str, text: str) -> tuple[Any, Any, list[Problem]]:
@@ -136,7 +151,8 @@ def list_sops(service: ServiceDep, _: OperatorDep) -> list[dict[str, Any]]:
         for sid, text in conn.execute(select(_V.sop_id, _V.source).where(_V.sop_id.in_(drafts))
                                       .order_by(_V.version.desc())):
             first.setdefault(sid, text)
-    rows = [_row(spec, counts.get(spec.id, {}), versions.get(spec.id)) for spec in sops.values()]
+    in_library = library_ids(service.settings.library_path)
+    rows = [_row(spec, counts.get(spec.id, {}), versions.get(spec.id), in_library) for spec in sops.values()]
     for sid, text in first.items():
         spec, _, _ = load_sop_text(text, f"{sid}.yaml", sid)
         name, family = (spec.name, spec.family) if spec is not None else (sid, "?")

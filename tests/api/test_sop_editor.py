@@ -69,3 +69,9 @@ def test_an_unknown_version_is_404(client) -> None:
     assert client.get("/api/sops/new_customer_nurture/diff?from=0&to=9", headers=HEADERS).status_code == 404
     assert client.post("/api/sops/new_customer_nurture/rollback", headers=HEADERS,
                        json={"version": 9}).status_code == 404
+
+
+def test_a_start_without_an_offset_is_the_shops_local_time(client) -> None:
+    response = client.post("/api/sops/new_customer_nurture/test-run", headers=HEADERS,
+                           json={"start": "2026-11-23T10:00:00", "days": 1})
+    assert response.json()["start"].startswith("2026-11-23T10:00:00")

@@ -90,3 +90,9 @@ def test_a_live_run_shows_its_next_scheduled_step(client, service, operator_head
     runs = client.get("/api/customers/c1/runs", headers=operator_headers).json()
     nurture = next(r for r in runs if r["sop_id"] == "new_customer_nurture")
     assert nurture["next_step"] and nurture["next_due_at"]
+
+
+def test_the_list_says_which_sops_have_a_library_file(client, operator_headers):
+    client.put("/api/sops/vip_thanks", json={"yaml": NEW_SOP}, headers=operator_headers)
+    sops = {s["id"]: s for s in client.get("/api/sops", headers=operator_headers).json()}
+    assert sops["new_customer_nurture"]["library_file"] is True and sops["vip_thanks"]["library_file"] is False

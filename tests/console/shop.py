@@ -69,6 +69,7 @@ def build_shop(home: Path) -> tuple[Service, date]:
     day = deps.shop.local_date(played.end - timedelta(seconds=1))
     daily.generate(daily.context(settings, deps.engine, deps.library), day, played.end)
     _many_customers(service, EXTRA_CUSTOMERS, played.end)
+    service.clock.set(played.end + timedelta(hours=10))  # the next morning, 10:00 in the shop: office hours
     now = service.clock.now()
     people.create(deps.engine, ADMIN, ADMIN_PASSWORD, "admin", at=now, display_name="店长")
     people.create(deps.engine, ADVISOR, ADVISOR_PASSWORD, "advisor", at=now, display_name="顾问小禾")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from tests.console.conftest import VIEWPORTS
-from tests.console.shop import ADMIN, TOKEN
+from tests.console.conftest import VIEWPORTS, log_in
+from tests.console.shop import ADMIN, ADMIN_PASSWORD, TOKEN
 
 
-def test_a_password_login_lands_on_the_workbench_and_names_the_person(page) -> None:
+def test_a_password_login_lands_on_the_workbench_and_names_the_person(browser, shop) -> None:
+    page = browser.new_page(viewport=VIEWPORTS["desktop"])
+    page.errors = []
+    page.on("pageerror", lambda exc: page.errors.append(str(exc)))
+    log_in(page, shop, ADMIN, ADMIN_PASSWORD)
     assert page.url.endswith("#/conversations")
     assert ADMIN in page.get_by_test_id("who").inner_text()
     assert not page.errors
@@ -38,15 +42,15 @@ def test_a_page_asked_for_before_login_is_shown_after_it(browser, shop) -> None:
     page.goto(f"{shop.url}/console/#/knowledge")
     page.wait_for_url("**/#/login**")
     page.get_by_test_id("username").fill(ADMIN)
-    from tests.console.shop import ADMIN_PASSWORD
-
     page.get_by_test_id("password").fill(ADMIN_PASSWORD)
     page.get_by_test_id("login").click()
     page.wait_for_url("**/#/knowledge")
     page.close()
 
 
-def test_logging_out_forgets_the_session(page, shop) -> None:
+def test_logging_out_forgets_the_session(browser, shop) -> None:
+    page = browser.new_page(viewport=VIEWPORTS["desktop"])
+    log_in(page, shop, ADMIN, ADMIN_PASSWORD)
     page.get_by_test_id("logout").click()
     page.wait_for_url("**/#/login**")
     page.goto(f"{shop.url}/console/#/sops")

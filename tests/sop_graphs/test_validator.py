@@ -246,3 +246,11 @@ def test_numbers_render_without_a_format_spec():
 
     assert fill("¥{price}，共 {count} 件，折扣 {rate}", {"price": 199.0, "count": 3, "rate": 0.1 + 0.2}) \
         == "¥199，共 3 件，折扣 0.3"
+
+
+def test_an_unknown_step_kind_is_reported_at_its_kind_line():
+    from sop_graphs.loader import load_sop_text
+
+    text = "id: x\nname: X\nfamily: nurture\ngoal: g\ntriggers:\n  - on: customer_added\nsteps:\n  - id: a\n    kind: wiat\n"
+    _, _, problems = load_sop_text(text, "x.yaml", "x")
+    assert [p.line for p in problems] == [9]

@@ -8,7 +8,7 @@ from sqlalchemy import event, select, update
 
 from agent.inbound import submit
 from agent.runtime import Runtime
-from knowledge.clock import SimClock
+from knowledge.clock import SimClock, as_utc
 from knowledge.settings import Settings
 from knowledge.tables import Customer, TimelineEntry
 from sop_graphs.effects import Effects
@@ -161,3 +161,29 @@ def test_push_of_a_run_exited_earlier_in_the_same_batch_is_not_sent(runtime):
     assert tuple(watcher_run) == ("exited", "tag 沉默唤醒中")
     assert queued == []
     assert [key for key in sent if key.startswith(f"{marker.id}/c1/t/care")]
+
+
+def test_a_question_put_off_by_quiet_hours_gets_its_whole_time_to_be_answered(tmp_path: Path):
+    from datetime import UTC, datetime
+
+    from sop_graphs.loader import load_sop_text
+
+    night = datetime(2026, 11, 23, 18, 20, tzinfo=UTC)  # 02:20 in Shanghai: quiet hours until 08:00
+    runtime = Runtime.build(Settings(home=tmp_path / "home", embedder="hash", burst_window_seconds=0),
+                            clock=SimClock(night))
+    text = (Path("sop_graphs/library/sops") / f"{NURTURE}.yaml").read_text(encoding="utf-8")
+    text = text.replace("    slot: skin_type\n", "    slot: skin_type\n    marketing: true\n", 1)  # a marketing question
+    spec, source, problems = load_sop_text(text, f"{NURTURE}.yaml", NURTURE)
+    assert spec is not None and not problems
+    runtime.replace_sop(spec, source)
+    _add(runtime, "c1")
+    runtime.run_until(night + timedelta(hours=6))  # 08:20: the question went out at 08:00
+    asked = [r for r in runtime.deps.channel.records("c1") if r["action"] == "ask"]
+    assert asked, "the first question is sent when quiet hours end"
+    t = TimelineEntry.__table__.c
+    with runtime.deps.engine.connect() as conn:
+        kinds = list(conn.execute(select(t.kind).where(t.customer_id == "c1")).scalars())
+        due = conn.execute(select(_D.due_at).where(_D.step_id == "q_skin", _D.kind == "resume",
+                                                   _D.status == "pending")).scalars().all()
+    assert "deferred" in kinds and "ask_timeout" not in kinds
+    assert due and as_utc(min(due)) == datetime(2026, 11, 24, 3, 0, tzinfo=UTC)  # 08:00 + the 3 h timeout

@@ -2034,7 +2034,7 @@ export interface components {
             sops?: string[] | null;
             /**
              * Start
-             * @description simulated start (default: now)
+             * @description simulated start (default: now); without a UTC offset it is the shop's local time
              */
             start?: string | null;
         };
@@ -2113,6 +2113,12 @@ export interface components {
              * @description the newest saved version, draft or not
              */
             latest_version?: number | null;
+            /**
+             * Library File
+             * @description the library has a file for it (version 0 exists)
+             * @default false
+             */
+            library_file?: boolean;
             /**
              * Live Runs
              * @description runs under way (active or scheduled)
@@ -2205,6 +2211,12 @@ export interface components {
              * @description the newest saved version, draft or not
              */
             latest_version?: number | null;
+            /**
+             * Library File
+             * @description the library has a file for it (version 0 exists)
+             * @default false
+             */
+            library_file?: boolean;
             /**
              * Live Runs
              * @description runs under way (active or scheduled)
@@ -2392,6 +2404,12 @@ export interface components {
              */
             name?: string;
             /**
+             * Owner
+             * @description the employee who follows the customer (跟进人)
+             * @default
+             */
+            owner?: string;
+            /**
              * Stage
              * @default new
              * @enum {string}
@@ -2440,7 +2458,7 @@ export interface components {
             replies?: components["schemas"]["TestReply"][];
             /**
              * Start
-             * @description simulated start (default: now)
+             * @description simulated start (default: now); without a UTC offset it is the shop's local time
              */
             start?: string | null;
             /**
@@ -2779,6 +2797,13 @@ export interface operations {
                 };
                 content?: never;
             };
+            /** @description the caller's role may not */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
             /** @description Validation Error */
             422: {
                 headers: {
@@ -2814,6 +2839,13 @@ export interface operations {
             };
             /** @description operator token required */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description the caller's role may not */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2921,6 +2953,13 @@ export interface operations {
             };
             /** @description operator token required */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description the caller's role may not */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3193,6 +3232,13 @@ export interface operations {
                 };
                 content?: never;
             };
+            /** @description the caller's role may not */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
             /** @description unknown customer */
             404: {
                 headers: {
@@ -3281,6 +3327,13 @@ export interface operations {
                 };
                 content?: never;
             };
+            /** @description the caller's role may not */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
         };
     };
     trial_search_api_knowledge_search_get: {
@@ -3307,6 +3360,13 @@ export interface operations {
             };
             /** @description operator token required */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description the caller's role may not */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3456,6 +3516,13 @@ export interface operations {
                 };
                 content?: never;
             };
+            /** @description the caller's role may not */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
             /** @description Validation Error */
             422: {
                 headers: {
@@ -3489,6 +3556,13 @@ export interface operations {
             };
             /** @description operator token required */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description the caller's role may not */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3536,6 +3610,13 @@ export interface operations {
                 };
                 content?: never;
             };
+            /** @description the caller's role may not */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
             /** @description Unprocessable Entity */
             422: {
                 headers: {
@@ -3569,6 +3650,13 @@ export interface operations {
             };
             /** @description operator token required */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description the caller's role may not */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3845,6 +3933,13 @@ export interface operations {
                 };
                 content?: never;
             };
+            /** @description the caller's role may not */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
             /** @description Validation Error */
             422: {
                 headers: {
@@ -3876,6 +3971,13 @@ export interface operations {
             };
             /** @description operator token required */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description the caller's role may not */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3925,6 +4027,13 @@ export interface operations {
             };
             /** @description operator token required */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description the caller's role may not */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4115,6 +4224,13 @@ export interface operations {
             };
             /** @description operator token required */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description the caller's role may not */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4381,6 +4497,13 @@ export interface operations {
                 };
                 content?: never;
             };
+            /** @description the caller's role may not */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
             /** @description unknown version */
             404: {
                 headers: {
@@ -4423,6 +4546,13 @@ export interface operations {
             };
             /** @description operator token required */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description the caller's role may not */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4472,6 +4602,13 @@ export interface operations {
             };
             /** @description operator token required */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description the caller's role may not */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4609,6 +4746,13 @@ export interface operations {
             };
             /** @description operator token required */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description the caller's role may not */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };

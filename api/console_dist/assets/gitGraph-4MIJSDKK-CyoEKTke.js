@@ -1,0 +1,1 @@
+export{E as createGitGraphServices}from"./mermaid-parser.core-Dh7W50Os.js";import"./chunk-FOHPRMQF-DhwWuAwv.js";

@@ -1,1 +1,0 @@
-import{Mt as e,yt as t}from"./element-plus-Cd6U3eta.js";var n=`(max-width: 768px)`;function r(){let r=window.matchMedia(n),i=e(r.matches),a=e=>{i.value=e.matches};return r.addEventListener(`change`,a),t(()=>r.removeEventListener(`change`,a)),i}export{r as t};

@@ -1,0 +1,1 @@
+import{Ht as e,Ot as t}from"./element-plus-CH8XO9rg.js";var n=`(max-width: 768px)`;function r(){let r=window.matchMedia(n),i=e(r.matches),a=e=>{i.value=e.matches};return r.addEventListener(`change`,a),t(()=>r.removeEventListener(`change`,a)),i}export{r as t};

@@ -1,0 +1,1 @@
+export{b as createPieServices}from"./mermaid-parser.core-Dh7W50Os.js";import"./chunk-FOHPRMQF-DhwWuAwv.js";

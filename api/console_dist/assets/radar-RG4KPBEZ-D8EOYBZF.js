@@ -1,1 +1,0 @@
-export{v as createRadarServices}from"./mermaid-parser.core-CzdrNoEH.js";import"./chunk-FOHPRMQF-DhwWuAwv.js";

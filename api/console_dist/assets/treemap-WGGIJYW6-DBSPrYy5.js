@@ -1,0 +1,1 @@
+export{o as createTreemapServices}from"./mermaid-parser.core-Dh7W50Os.js";import"./chunk-FOHPRMQF-DhwWuAwv.js";

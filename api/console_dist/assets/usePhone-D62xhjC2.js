@@ -1,0 +1,1 @@
+import{Ht as e,Ot as t}from"./element-plus-CH8XO9rg.js";function n(){let n=window.matchMedia(`(max-width: 768px)`),r=e(n.matches),i=e=>{r.value=e.matches};return n.addEventListener(`change`,i),t(()=>n.removeEventListener(`change`,i)),r}export{n as t};
