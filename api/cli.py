@@ -37,9 +37,11 @@ def demo(
 
     started = time.perf_counter()
     settings = get_settings()
-    run_demo(home or settings.home / "demo", days=days, console=console, shop_days=shop_days,
-             shop_customers=shop_customers)
+    where = home or settings.home / "demo"
+    run_demo(where, days=days, console=console, shop_days=shop_days, shop_customers=shop_customers)
     console.print(f"demo finished in {time.perf_counter() - started:.1f}s")
+    console.print(f"运营控制台：SOPAGENT_HOME={where} SOPAGENT_OPERATOR_TOKEN=dev sopagent serve --no-worker，"
+                  "然后打开 http://127.0.0.1:8000/console/ 用令牌 dev 登录", highlight=False, markup=False)
 
 
 @app.command()
