@@ -17,6 +17,7 @@ from api.rate_limit import RateLimiter
 from api.routes import (
     chat,
     conversations,
+    events,
     health,
     knowledge,
     library,
@@ -63,7 +64,7 @@ def create_app(service: Service, *, run_pump: bool | None = None) -> FastAPI:
     service.sync_library(force=True)  # the published versions and pauses survive restarts
     for router in (health.router, wecom.router, chat.router, sops.router, operator.router, sop_editor.router,
                    conversations.router, library.router, reports.router, people.router, simulator.router,
-                   knowledge.router):
+                   knowledge.router, events.router):
         app.include_router(router)
     mount_console(app, settings.console_dir)
     return app

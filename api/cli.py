@@ -252,6 +252,13 @@ def kb_import(
     read = (f" (sheet {escape(report.sheet)})" if report.sheet
             else f" ({report.encoding})" if report.encoding not in (None, "utf-8") else "")
     console.print(f"imported {report.written} {kind} row(s) from {file}{read}")
+    if report.changes:
+        import agent.tables  # noqa: F401  (registers the inbound table)
+        import api.tables  # noqa: F401
+        from api.order_events import emit_for_import
+
+        queued = emit_for_import(engine, report.changes, now=datetime.now(UTC))
+        console.print(f"{len(report.changes)} order(s) new or changed: {queued} order event(s) queued for the SOPs")
     if kind in SEARCH_KINDS:
         embedder = E5Embedder() if settings.embedder == "e5" else HashingEmbedder()
         counts = Retriever(engine, settings.chroma_path, embedder).sync([kind])

@@ -152,3 +152,13 @@ class LibraryFileVersion(SQLModel, table=True):
     status: str = Field(default="published", description="published or retired")
     created_at: datetime
     created_by: str = "operator"
+
+
+class OrderEventLog(SQLModel, table=True):
+    """Order events received from the shop, by the shop's event id: a redelivery is recognised and ignored."""
+
+    event_id: str = Field(primary_key=True)
+    type: str
+    order_no: str = Field(index=True)
+    customer_id: str
+    received_at: datetime

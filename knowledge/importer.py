@@ -91,7 +91,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import PydanticCustomError
-from sqlalchemy.engine import Engine
+from sqlalchemy import select
+from sqlalchemy.engine import Connection, Engine
 
 from knowledge.clock import as_utc
 from knowledge.db import upsert
@@ -305,6 +306,16 @@ class Duplicate(BaseModel):
     key: str
 
 
+class StatusChange(BaseModel):
+    """An order whose status an import set: new (``before`` None) or changed."""
+
+    order_no: str
+    customer_id: str
+    before: str | None
+    after: str
+    created_at: datetime
+
+
 class ImportReport(BaseModel):
     kind: str
     path: str
@@ -314,6 +325,7 @@ class ImportReport(BaseModel):
     errors: list[RowError] = Field(default_factory=list)
     encoding: str | None = Field(default=None, description="text files: the encoding read (utf-8 or gb18030)")
     sheet: str | None = Field(default=None, description=".xlsx: the worksheet read")
+    changes: list[StatusChange] = Field(default_factory=list, description="orders: new orders and status changes")
 
     @property
     def ok(self) -> bool:
@@ -891,12 +903,26 @@ def import_file(engine: Engine, path: Path, kind: str, mapping: Path | None = No
     if report.errors:
         return report
     with engine.begin() as conn:
+        if kind == "orders":
+            report.changes = _status_changes(conn, list(valid.values()))
         upsert(conn, table.__table__, list(valid.values()))
         if status_kind and rules.statuses:
             upsert(conn, StatusLabel.__table__, [{"kind": status_kind, "status": s, "label": label.strip()}
                                                  for s, label in rules.statuses.items()])
     report.written = len(valid)
     return report
+
+
+def _status_changes(conn: Connection, rows: list[dict[str, Any]]) -> list[StatusChange]:
+    """The orders of ``rows`` that are new or whose status differs from the stored one (read before writing)."""
+    o = ShopOrder.__table__.c
+    before: dict[str, str] = {}
+    numbers = [r["order_no"] for r in rows]
+    for start in range(0, len(numbers), 500):
+        before.update(conn.execute(select(o.order_no, o.status).where(o.order_no.in_(numbers[start:start + 500]))).all())
+    return [StatusChange(order_no=r["order_no"], customer_id=r["customer_id"], before=before.get(r["order_no"]),
+                         after=r["status"], created_at=r["created_at"])
+            for r in rows if before.get(r["order_no"]) != r["status"]]
 
 
 DEMO_SHOP = Path(__file__).resolve().parent / "demo_shop"

@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     callback_max_skew_seconds: int = Field(default=300, ge=1, description="Older/newer timestamps are refused.")
     member_task_expiry_hours: float = Field(default=24.0, gt=0, description="Unsent mass-send tasks are cancelled.")
     operator_token: SecretStr | None = Field(default=None, description="Bearer token of the operator API.")
+    order_webhook_secret: SecretStr | None = Field(default=None, description="Signs the shop's order events "
+                                                   "(POST /api/events/orders, HMAC-SHA256); unset = the webhook is off.")
+    order_webhook_tolerance_seconds: int = Field(default=300, ge=1, description="How far a signed timestamp may "
+                                                 "be from now (replays of old deliveries are refused).")
     chat_secret: SecretStr | None = Field(default=None, description="Signs web chat sessions; random per process "
                                                                     "if unset (sessions then end on restart).")
     chat_wait_seconds: float = Field(default=15.0, gt=0, description="How long POST /chat waits for replies.")

@@ -26,6 +26,7 @@ from agent.tasks import announce_done, mark_done
 from api import audit, people
 from api.bounds import INT64_MAX
 from api.deps import EditorDep, OperatorDep, PrincipalDep, ServiceDep
+from api.order_events import emit_for_import
 from api.service import Service
 from api.tables import AuditLog, KfSession, SopVersion
 from api.wecom.client import WeComError
@@ -158,6 +159,8 @@ class ImportOut(BaseModel):
     indexed: int | None = None
     encoding: str | None = Field(default=None, description="text files: the encoding read (utf-8 or gb18030)")
     sheet: str | None = Field(default=None, description="xlsx: the worksheet read")
+    events_queued: int | None = Field(default=None, description="orders: order events the import implied, queued "
+                                      "for the SOPs (status changes; new orders of the last 7 days)")
 
 
 class AuditOut(BaseModel):
@@ -455,6 +458,10 @@ async def import_knowledge(
                         sheet=report.sheet,
                         errors=[{"row": e.row, "field": e.field, "message": e.message} for e in report.errors])
         if report.ok:
+            if report.changes:
+                out.events_queued = emit_for_import(service.runtime.deps.engine, report.changes,
+                                                    now=service.clock.now())
+                service.wake()
             conversation = service.runtime.conversation
             if kind in SEARCH_KINDS and conversation is not None and conversation.retriever is not None:
                 out.indexed = conversation.retriever.sync([kind])[kind]

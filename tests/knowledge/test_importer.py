@@ -369,3 +369,17 @@ def test_integer_beyond_64_bits_is_a_row_error(engine: Engine, tmp_path: Path) -
                                      encoding="utf-8")
     report = import_file(engine, tmp_path / "p.json", "products")
     assert [(e.row, e.field) for e in report.errors] == [(1, "stock")] and count(engine, Product) == 0
+
+
+def test_an_order_import_reports_new_orders_and_status_changes_only(engine: Engine, tmp_path: Path) -> None:
+    def orders(*rows: tuple[str, str]) -> Path:
+        path = tmp_path / "o.jsonl"
+        path.write_text("\n".join(json.dumps({"order_no": no, "customer_id": "c1", "status": status, "amount": 10,
+                                              "created_at": "2026-11-01 12:00:00"}) for no, status in rows),
+                        encoding="utf-8")
+        return path
+
+    first = import_file(engine, orders(("A", "paid"), ("B", "paid")), "orders")
+    assert [(c.order_no, c.before, c.after) for c in first.changes] == [("A", None, "paid"), ("B", None, "paid")]
+    second = import_file(engine, orders(("A", "paid"), ("B", "shipped")), "orders")
+    assert [(c.order_no, c.before, c.after) for c in second.changes] == [("B", "paid", "shipped")]

@@ -289,6 +289,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/events/orders": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Order Event
+         * @description An order event from the shop, signed: ``X-Sopagent-Timestamp`` (Unix seconds) and ``X-Sopagent-Signature:
+         *     sha256=<hex HMAC-SHA256 of '<timestamp>.<raw body>'>``. Idempotent by ``event_id``; the order (and parcel)
+         *     tables are updated and the events the new status implies reach the customer's SOPs once.
+         */
+        post: operations["order_event_api_events_orders_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/knowledge": {
         parameters: {
             query?: never;
@@ -1270,6 +1292,19 @@ export interface components {
             /** Title */
             title: string;
         };
+        /** EventOut */
+        EventOut: {
+            /** Customer Known */
+            customer_known: boolean;
+            /** Duplicate */
+            duplicate: boolean;
+            /** Emitted */
+            emitted: string[];
+            /** Event Id */
+            event_id: string;
+            /** Order Status */
+            order_status: string;
+        };
         /** FactOut */
         FactOut: {
             /**
@@ -1449,6 +1484,11 @@ export interface components {
             errors: {
                 [key: string]: unknown;
             }[];
+            /**
+             * Events Queued
+             * @description orders: order events the import implied, queued for the SOPs (status changes; new orders of the last 7 days)
+             */
+            events_queued?: number | null;
             /** Indexed */
             indexed?: number | null;
             /** Ok */
@@ -3299,6 +3339,111 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
+            };
+        };
+    };
+    order_event_api_events_orders_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /**
+                     * At
+                     * Format: date-time
+                     * @description when it happened at the shop
+                     */
+                    at: string;
+                    /**
+                     * Event Id
+                     * @description the shop's id of this event: redeliveries repeat it
+                     */
+                    event_id: string;
+                    /** OrderIn */
+                    order: {
+                        /**
+                         * Address
+                         * @default
+                         */
+                        address?: string;
+                        /**
+                         * Amount
+                         * @default 0
+                         */
+                        amount?: number;
+                        /**
+                         * Created At
+                         * Format: date-time
+                         */
+                        created_at: string;
+                        /**
+                         * Customer Id
+                         * @description the WeCom external userid of the buyer
+                         */
+                        customer_id: string;
+                        /** Items */
+                        items?: {
+                            [key: string]: unknown;
+                        }[];
+                        /** Order No */
+                        order_no: string;
+                    };
+                    shipment?: {
+                        /**
+                         * Carrier
+                         * @default
+                         */
+                        carrier?: string;
+                        /** Eta */
+                        eta?: string | null;
+                        /** Events */
+                        events?: {
+                            [key: string]: string;
+                        }[];
+                        /**
+                         * Status
+                         * @default in_transit
+                         * @enum {string}
+                         */
+                        status?: "created" | "picked_up" | "in_transit" | "out_for_delivery" | "delivered" | "exception" | "returned";
+                        /** Tracking No */
+                        tracking_no: string;
+                    } | null;
+                    /**
+                     * Type
+                     * @enum {string}
+                     */
+                    type: "paid" | "shipped" | "delivered" | "refunded" | "cancelled";
+                };
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EventOut"];
+                };
+            };
+            /** @description bad or missing signature, or a timestamp out of tolerance */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description the webhook is not configured (SOPAGENT_ORDER_WEBHOOK_SECRET) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
         };
     };

@@ -1,3 +1,0 @@
-import{Ct as e,Jt as t,Kt as n,Mt as r,Pt as i,bt as a,gt as o,ht as s}from"./element-plus-CH8XO9rg.js";import{t as c}from"./index-DBa_rT-E.js";var l={key:0,class:`muted`,"data-test":`diff-empty`},u={key:1,class:`diff`,"data-test":`diff`},d=c(e({__name:`DiffView`,props:{diff:{}},setup(e){let c=e,d=o(()=>c.diff.replace(/\n$/,``).split(`
-`).map(e=>({text:e,cls:e.startsWith(`+++`)||e.startsWith(`---`)?`file`:e.startsWith(`+`)?`add`:e.startsWith(`-`)?`del`:e.startsWith(`@@`)?`hunk`:``})));return(o,c)=>e.diff.trim()?(r(),a(`pre`,u,[(r(!0),a(s,null,i(d.value,(e,i)=>(r(),a(`span`,{key:i,class:n(e.cls)},t(e.text+`
-`),3))),128))])):(r(),a(`p`,l,`两个版本内容相同，没有差异。`))}}),[[`__scopeId`,`data-v-3d5fa3c7`]]);export{d as t};

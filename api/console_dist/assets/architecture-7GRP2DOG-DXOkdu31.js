@@ -1,1 +1,0 @@
-export{M as createArchitectureServices}from"./mermaid-parser.core-Dh7W50Os.js";import"./chunk-FOHPRMQF-DhwWuAwv.js";

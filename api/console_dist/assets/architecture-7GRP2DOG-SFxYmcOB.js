@@ -1,0 +1,1 @@
+export{M as createArchitectureServices}from"./mermaid-parser.core-Bp9UNPNv.js";import"./chunk-FOHPRMQF-DhwWuAwv.js";

@@ -1,1 +1,0 @@
-export{A as createCynefinServices}from"./mermaid-parser.core-Dh7W50Os.js";import"./chunk-FOHPRMQF-DhwWuAwv.js";

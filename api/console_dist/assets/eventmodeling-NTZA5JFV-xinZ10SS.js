@@ -1,0 +1,1 @@
+export{O as createEventModelingServices}from"./mermaid-parser.core-Bp9UNPNv.js";import"./chunk-FOHPRMQF-DhwWuAwv.js";

@@ -1,0 +1,1 @@
+export{E as createGitGraphServices}from"./mermaid-parser.core-Bp9UNPNv.js";import"./chunk-FOHPRMQF-DhwWuAwv.js";

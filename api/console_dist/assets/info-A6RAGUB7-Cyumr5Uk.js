@@ -1,1 +1,0 @@
-export{w as createInfoServices}from"./mermaid-parser.core-Dh7W50Os.js";import"./chunk-FOHPRMQF-DhwWuAwv.js";

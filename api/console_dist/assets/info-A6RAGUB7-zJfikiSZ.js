@@ -1,0 +1,1 @@
+export{w as createInfoServices}from"./mermaid-parser.core-Bp9UNPNv.js";import"./chunk-FOHPRMQF-DhwWuAwv.js";

@@ -1,1 +1,0 @@
-export{S as createPacketServices}from"./mermaid-parser.core-Dh7W50Os.js";import"./chunk-FOHPRMQF-DhwWuAwv.js";

@@ -1,0 +1,1 @@
+export{S as createPacketServices}from"./mermaid-parser.core-Bp9UNPNv.js";import"./chunk-FOHPRMQF-DhwWuAwv.js";

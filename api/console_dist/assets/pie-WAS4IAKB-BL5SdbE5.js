@@ -1,1 +1,0 @@
-export{b as createPieServices}from"./mermaid-parser.core-Dh7W50Os.js";import"./chunk-FOHPRMQF-DhwWuAwv.js";

@@ -1,0 +1,1 @@
+export{g as createRailroadServices}from"./mermaid-parser.core-Bp9UNPNv.js";import"./chunk-FOHPRMQF-DhwWuAwv.js";

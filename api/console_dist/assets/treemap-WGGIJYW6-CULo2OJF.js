@@ -1,0 +1,1 @@
+export{o as createTreemapServices}from"./mermaid-parser.core-Bp9UNPNv.js";import"./chunk-FOHPRMQF-DhwWuAwv.js";

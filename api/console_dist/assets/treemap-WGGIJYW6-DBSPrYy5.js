@@ -1,1 +1,0 @@
-export{o as createTreemapServices}from"./mermaid-parser.core-Dh7W50Os.js";import"./chunk-FOHPRMQF-DhwWuAwv.js";
