@@ -237,7 +237,7 @@ class InboundProcessor:
             return "rejected"
         handler = {"message": functools.partial(self._message, offline=offline), "order": self._order,
                    "behaviour": self._behaviour, "customer_deleted": self._deleted, "tags": self._tags,
-                   "task_completed": self._task_done}.get(kind)
+                   "task_completed": self._task_done, "contact_imported": self._imported}.get(kind)
         if handler is None:
             effects.note(customer_id=cid, at=at, kind="rejected", key=f"rejected/{row['key']}",
                          summary=f"未知事件类型 {kind}")
@@ -561,6 +561,11 @@ class InboundProcessor:
                 _R.customer_id == cid, _R.waiting_kind == f"event:{event}", _R.status.in_(LIVE))).all():
             effects.schedule(key=f"{run_id}/event/{key}", kind="resume", due_at=at, run_id=run_id, customer_id=cid,
                              sop_id=sop_id, payload={"token": token, "kind": "event"})
+
+    def _imported(self, conn: Connection, effects: Effects, cid: str, p: dict[str, Any], at: datetime,
+                  key: str) -> None:
+        """A contact the corp already had, brought in by ``sopagent wecom sync``: only SOPs that opt in react."""
+        fire(conn, self.deps, effects, cid, CustomerEvent("contact_imported", key, at, dict(p)))
 
     def _task_done(self, conn: Connection, effects: Effects, cid: str, p: dict[str, Any], at: datetime,
                    key: str) -> None:

@@ -18,8 +18,10 @@ sop_app = typer.Typer(help="Validate and inspect SOP YAML.", no_args_is_help=Tru
 app.add_typer(sop_app, name="sop")
 kb_app = typer.Typer(help="Import shop knowledge: products, orders, logistics, FAQ, policies.", no_args_is_help=True)
 app.add_typer(kb_app, name="kb")
+wecom_app = typer.Typer(help="WeCom: bring in what the corp already has.", no_args_is_help=True)
 operator_app = typer.Typer(help="Operator accounts: the people who log in to the console.", no_args_is_help=True)
 app.add_typer(operator_app, name="operator")
+app.add_typer(wecom_app, name="wecom")
 console = Console(width=150)
 
 
@@ -310,6 +312,41 @@ def operator_list() -> None:
     for row in people.listing(_accounts_engine()):
         console.print(f"{row['username']}\t{row['role']}\t{'active' if row['active'] else 'inactive'}\t"
                       f"{row['wecom_userid'] or ''}", highlight=False, markup=False)
+
+
+@wecom_app.command("sync")
+def wecom_sync(
+    groups: Annotated[bool, typer.Option(help="also the customer groups (groupchat/list + get)")] = True,
+    restart: Annotated[bool, typer.Option(help="start over instead of resuming an unfinished sync")] = False,
+    calls_per_minute: Annotated[int, typer.Option(min=1, max=10_000, help="pace of WeCom API calls")] = 5000,
+) -> None:
+    """Import the corp's follow users' external contacts with their tags, and its customer groups (resumable).
+
+    Contacts become customers without firing customer_added SOPs; SOPs that want them use `on: contact_imported`."""
+    import agent.tables  # noqa: F401  (registers the tables)
+    import api.tables  # noqa: F401
+    from agent.runtime import load_valid_library
+    from api.wecom.client import WeComClient
+    from api.wecom.sync import ContactSync
+    from knowledge.clock import SystemClock
+    from knowledge.db import init_db, make_engine
+
+    settings = get_settings()
+    if not settings.use_wecom:
+        console.print("[red]error:[/] set SOPAGENT_WECOM_CORP_ID and SOPAGENT_WECOM_SECRET (or the contact secret)")
+        raise typer.Exit(1)
+    engine = make_engine(settings.db_url, settings.sqlite_cache_mib)
+    init_db(engine)
+    sync = ContactSync(WeComClient(settings), engine, load_valid_library(settings.library_path), SystemClock(),
+                       calls_per_minute=calls_per_minute)
+    report = sync.run(groups=groups, restart=restart)
+    console.print(f"{'resumed; ' if report.resumed else ''}{report.follow_users} follow users, {report.contacts} "
+                  f"contacts seen: {report.new_customers} new customers, {report.updated_customers} updated, "
+                  f"{report.tags_added} tags added, {report.groups} groups, {report.pages} pages"
+                  + (f", {report.queued} queued for contact_imported SOPs" if report.queued else ""), highlight=False)
+    if report.stopped:
+        console.print(f"[yellow]stopped:[/] {escape(report.stopped)}")
+        raise typer.Exit(2)
 
 
 @app.command()

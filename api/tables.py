@@ -162,3 +162,15 @@ class OrderEventLog(SQLModel, table=True):
     order_no: str = Field(index=True)
     customer_id: str
     received_at: datetime
+
+
+class WeComGroupChat(SQLModel, table=True):
+    """A customer group (客户群) of the corp as the last ``sopagent wecom sync`` saw it."""
+
+    chat_id: str = Field(primary_key=True)
+    name: str = ""
+    owner: str = ""
+    created_at: datetime | None = None
+    member_count: int = 0
+    external_members: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    synced_at: datetime

@@ -31,6 +31,7 @@ from sop_graphs.spec import (
     WEEKDAYS,
     Audience,
     BehaviourTrigger,
+    ContactImportedTrigger,
     CustomerAddedTrigger,
     IntentTrigger,
     OrderTrigger,
@@ -84,6 +85,9 @@ def _trigger_matches(trigger: Any, event: CustomerEvent, customer: dict[str, Any
     match trigger:
         case CustomerAddedTrigger():
             return event.kind == "customer_added" and (
+                not trigger.channel_codes or customer.get("channel_code") in trigger.channel_codes)
+        case ContactImportedTrigger():
+            return event.kind == "contact_imported" and (
                 not trigger.channel_codes or customer.get("channel_code") in trigger.channel_codes)
         case TagTrigger():
             return event.kind == trigger.on and attrs.get("tag") == trigger.tag

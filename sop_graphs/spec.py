@@ -79,6 +79,14 @@ class CustomerAddedTrigger(_Delay):
     channel_codes: list[str] = Field(default_factory=list, description="only these 联系我 state codes")
 
 
+class ContactImportedTrigger(_Delay):
+    """A contact the corp already had, brought in by ``sopagent wecom sync`` (opt-in: imported contacts never fire
+    ``customer_added``)."""
+
+    on: Literal["contact_imported"]
+    channel_codes: list[str] = Field(default_factory=list, description="only these 联系我 state codes")
+
+
 class TagTrigger(_Delay):
     on: Literal["tag_added", "tag_removed"]
     tag: str
@@ -120,7 +128,7 @@ class ManualTrigger(Strict):
 
 
 Trigger = Annotated[
-    CustomerAddedTrigger | TagTrigger | SilentTrigger | OrderTrigger | IntentTrigger | BehaviourTrigger
+    CustomerAddedTrigger | ContactImportedTrigger | TagTrigger | SilentTrigger | OrderTrigger | IntentTrigger | BehaviourTrigger
     | ScheduleTrigger | ManualTrigger,
     Field(discriminator="on"),
 ]

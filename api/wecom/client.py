@@ -170,6 +170,29 @@ class WeComClient:
                          {"text": {"content": content}, "visible_range": {"sender_list": {"user_list": senders}}},
                          secret="contact")
 
+    def follow_users(self) -> list[str]:
+        """The employees with the customer-contact feature (客户联系) enabled."""
+        data = self.call("/cgi-bin/externalcontact/get_follow_user_list", method="GET", secret="contact")
+        return [str(u) for u in data.get("follow_user", [])]
+
+    def contacts_by_user(self, userids: list[str], *, cursor: str = "", limit: int = 100) -> dict[str, Any]:
+        """One page of the external contacts of up to 100 employees (``external_contact_list``, ``next_cursor``)."""
+        return self.call("/cgi-bin/externalcontact/batch/get_by_user",
+                         {"userid_list": userids, "cursor": cursor, "limit": limit}, secret="contact")
+
+    def group_chats(self, *, cursor: str = "", limit: int = 1000) -> dict[str, Any]:
+        """One page of the corp's customer groups (``group_chat_list``, ``next_cursor``)."""
+        return self.call("/cgi-bin/externalcontact/groupchat/list",
+                         {"status_filter": 0, "cursor": cursor, "limit": limit}, secret="contact")
+
+    def group_chat(self, chat_id: str) -> dict[str, Any]:
+        return self.call("/cgi-bin/externalcontact/groupchat/get", {"chat_id": chat_id, "need_name": 1},
+                         secret="contact")
+
+    def corp_tag_names(self) -> dict[str, str]:
+        """Corp tag id → tag name (the ids contacts carry)."""
+        return {tag_id: name for name, tag_id in self.corp_tags().items()}
+
     def corp_tags(self) -> dict[str, str]:
         """Corp tag name → tag id."""
         data = self.call("/cgi-bin/externalcontact/get_corp_tag_list", {}, secret="contact")

@@ -27,6 +27,10 @@ class FakeWeCom:
     kf_log: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     contacts: dict[str, dict[str, Any]] = field(default_factory=dict)
     corp_tags: dict[str, str] = field(default_factory=dict)
+    follow_users: list[str] = field(default_factory=list)
+    # batch/get_by_user: {external_contact: {...}, follow_info: {userid, tag_id, createtime, state, remark}}
+    external_contacts: list[dict[str, Any]] = field(default_factory=list)
+    group_chats: dict[str, dict[str, Any]] = field(default_factory=dict)  # chat_id → groupchat/get's group_chat
     fail_next: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
     expire_tokens: bool = False
     tokens_issued: int = 0
@@ -62,6 +66,13 @@ class FakeWeCom:
                 return httpx.Response(200, json={"errcode": 42001, "errmsg": "access_token expired"})
             return httpx.Response(200, json={"errcode": 0, "errmsg": "ok", **self._answer(path, body, request)})
 
+    def _page(self, items: list[Any], body: dict[str, Any], key: str, most: int) -> dict[str, Any]:
+        """A page as WeCom hands them out: ``cursor`` in, ``next_cursor`` out ('' on the last page)."""
+        start = int(body.get("cursor") or 0)
+        size = min(int(body.get("limit") or most), most, self.page_size)
+        end = start + size
+        return {key: items[start:end], "next_cursor": str(end) if end < len(items) else ""}
+
     def _answer(self, path: str, body: dict[str, Any], request: httpx.Request) -> dict[str, Any]:
         if path == "/cgi-bin/kf/sync_msg":
             log = self.kf_log[body.get("open_kfid", "")]
@@ -78,6 +89,17 @@ class FakeWeCom:
             cid = request.url.params.get("external_userid", "")
             return self.contacts.get(cid, {"external_contact": {"external_userid": cid, "name": ""},
                                            "follow_user": []})
+        if path == "/cgi-bin/externalcontact/get_follow_user_list":
+            return {"follow_user": list(self.follow_users)}
+        if path == "/cgi-bin/externalcontact/batch/get_by_user":
+            users = set(body.get("userid_list", []))
+            mine = [c for c in self.external_contacts if c["follow_info"]["userid"] in users]
+            return self._page(mine, body, "external_contact_list", 100)
+        if path == "/cgi-bin/externalcontact/groupchat/list":
+            chats = [{"chat_id": chat_id, "status": 0} for chat_id in sorted(self.group_chats)]
+            return self._page(chats, body, "group_chat_list", 1000)
+        if path == "/cgi-bin/externalcontact/groupchat/get":
+            return {"group_chat": self.group_chats[body["chat_id"]]}
         if path == "/cgi-bin/externalcontact/get_corp_tag_list":
             return {"tag_group": [{"group_name": "sopagent", "tag": [{"id": i, "name": n}
                                                                       for n, i in self.corp_tags.items()]}]}

@@ -87,3 +87,16 @@ def test_validating_a_shops_library_directory_uses_that_librarys_own_catalogue()
     result = runner.invoke(app, ["sop", "validate", str(tea)])
     assert result.exit_code == 0, result.output
     assert "4 SOP(s) valid" in result.output
+
+
+def test_wecom_sync_without_credentials_says_what_to_set(tmp_path, monkeypatch):
+    from knowledge.settings import get_settings
+
+    monkeypatch.setenv("SOPAGENT_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("SOPAGENT_WECOM_CORP_ID", raising=False)
+    get_settings.cache_clear()
+    try:
+        result = runner.invoke(app, ["wecom", "sync"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 1 and "SOPAGENT_WECOM_CORP_ID" in result.output
