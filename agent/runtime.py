@@ -35,7 +35,7 @@ from sop_graphs.channel import Channel, SandboxChannel
 from sop_graphs.compiler import compile_sop
 from sop_graphs.deps import Deps
 from sop_graphs.loader import Library, SopSource, load_library
-from sop_graphs.runner import GraphRunner, sqlite_checkpointer
+from sop_graphs.runner import GraphRunner, checkpointer_for
 from sop_graphs.spec import SopSpec
 from sop_graphs.tables import WorkerState
 from sop_graphs.validator import validate
@@ -86,7 +86,8 @@ class Runtime:
         if brain is not offline:  # model calls are prefetched off the write path (agent/prefetch.py)
             brain = MemoBrain(brain)
         conversation = Conversation(deps, brain, offline, retriever, embedder)
-        runtime = cls(deps, checkpointer or sqlite_checkpointer(settings.checkpoint_path, settings.sqlite_cache_mib),
+        runtime = cls(deps, checkpointer or checkpointer_for(settings.db_url, settings.checkpoint_path,
+                                                               settings.sqlite_cache_mib),
                       conversation)
         runtime.worker.bootstrap()
         return runtime

@@ -18,10 +18,12 @@ sop_app = typer.Typer(help="Validate and inspect SOP YAML.", no_args_is_help=Tru
 app.add_typer(sop_app, name="sop")
 kb_app = typer.Typer(help="Import shop knowledge: products, orders, logistics, FAQ, policies.", no_args_is_help=True)
 app.add_typer(kb_app, name="kb")
+db_app = typer.Typer(help="The database schema: versioned migrations (PostgreSQL).", no_args_is_help=True)
 wecom_app = typer.Typer(help="WeCom: bring in what the corp already has.", no_args_is_help=True)
 operator_app = typer.Typer(help="Operator accounts: the people who log in to the console.", no_args_is_help=True)
 app.add_typer(operator_app, name="operator")
 app.add_typer(wecom_app, name="wecom")
+app.add_typer(db_app, name="db")
 console = Console(width=150)
 
 
@@ -312,6 +314,46 @@ def operator_list() -> None:
     for row in people.listing(_accounts_engine()):
         console.print(f"{row['username']}\t{row['role']}\t{'active' if row['active'] else 'inactive'}\t"
                       f"{row['wecom_userid'] or ''}", highlight=False, markup=False)
+
+
+def _db_engine() -> Any:
+    from knowledge.db import make_engine
+
+    settings = get_settings()
+    return make_engine(settings.db_url, settings.sqlite_cache_mib)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument(help="target revision")] = "head") -> None:
+    """Migrate SOPAGENT_DATABASE_URL to the newest schema (services also do this when they start)."""
+    from knowledge import migrate
+
+    engine = _db_engine()
+    before = migrate.current(engine)
+    migrate.upgrade(engine, revision)
+    console.print(f"database at {migrate.current(engine)} (was {before or 'empty'})", highlight=False)
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """The database's schema revision and the newest one this version has."""
+    from knowledge import migrate
+
+    console.print(f"database {migrate.current(_db_engine()) or 'empty'}; newest {migrate.head()}", highlight=False)
+
+
+@db_app.command("revision")
+def db_revision(message: Annotated[str, typer.Option("-m", "--message", help="what changed")]) -> None:
+    """Developers: write a revision from the models' difference to a database at the newest revision."""
+    from sqlmodel import SQLModel
+
+    import agent.tables  # noqa: F401  (register every table on the metadata)
+    import api.tables  # noqa: F401
+    import knowledge.tables  # noqa: F401
+    import sop_graphs.tables  # noqa: F401
+    from knowledge import migrate
+
+    migrate.revision(_db_engine(), SQLModel.metadata, message)
 
 
 @wecom_app.command("sync")

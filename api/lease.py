@@ -15,21 +15,12 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.engine import Engine
-from sqlmodel import Field, SQLModel
 
+from api.tables import PumpLease
 from knowledge.clock import Clock, as_utc
 from knowledge.db import insert_ignore
 
 NAME = "pump"
-
-
-class PumpLease(SQLModel, table=True):
-    """Who pumps this database, until when (renewed every third of its term while pumping)."""
-
-    name: str = Field(primary_key=True)
-    holder: str
-    expires_at: datetime
-    heartbeat_at: datetime
 
 
 _L = PumpLease.__table__.c

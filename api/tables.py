@@ -174,3 +174,12 @@ class WeComGroupChat(SQLModel, table=True):
     member_count: int = 0
     external_members: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     synced_at: datetime
+
+
+class PumpLease(SQLModel, table=True):
+    """Who pumps this database, until when (renewed every third of its term while pumping)."""
+
+    name: str = Field(primary_key=True)
+    holder: str
+    expires_at: datetime
+    heartbeat_at: datetime

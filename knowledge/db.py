@@ -154,7 +154,12 @@ def run_in(conn: Connection, statement: Any, values: Iterable[Any], **params: An
 def init_db(engine: Engine) -> None:
     """Create every table registered on the SQLModel metadata (import the table modules first); an embedded
     database made by an older version gains the nullable columns and the indexes added since (the one kind of
-    change made so far; versioned migrations come with PostgreSQL)."""
+    change made so far). PostgreSQL is migrated to the newest Alembic revision instead (knowledge/migrate.py)."""
+    if engine.dialect.name == "postgresql":
+        from knowledge.migrate import upgrade
+
+        upgrade(engine)
+        return
     SQLModel.metadata.create_all(engine)
     if engine.dialect.name != "sqlite":
         return
@@ -172,8 +177,10 @@ def init_db(engine: Engine) -> None:
 
 @cache
 def _insert_ignore_stmt(dialect_name: str, table: Table) -> Any:
-    dialect = postgresql if dialect_name == "postgresql" else sqlite
-    return dialect.insert(table).on_conflict_do_nothing()
+    if dialect_name == "postgresql":  # psycopg reports no rowcount for a batch: count the rows RETURNING gives
+        key = next(iter(table.primary_key.columns))
+        return postgresql.insert(table).on_conflict_do_nothing().returning(key)
+    return sqlite.insert(table).on_conflict_do_nothing()
 
 
 def insert_ignore(conn: Connection, table: Table, rows: Iterable[Mapping[str, Any]]) -> int:
@@ -182,6 +189,8 @@ def insert_ignore(conn: Connection, table: Table, rows: Iterable[Mapping[str, An
     if not rows:
         return 0
     result = conn.execute(_insert_ignore_stmt(conn.dialect.name, table), rows)
+    if conn.dialect.name == "postgresql":
+        return len(result.all())
     return max(result.rowcount, 0)
 
 

@@ -32,6 +32,29 @@ def sqlite_checkpointer(path: Path | str, cache_mib: int = 64) -> SqliteSaver:
     return saver
 
 
+def postgres_checkpointer(url: str, max_connections: int = 10) -> BaseCheckpointSaver:
+    """LangGraph's PostgresSaver on a psycopg pool (autocommit, dict rows, no prepared statements, as it needs),
+    its tables created on first use. ``url`` is the SQLAlchemy URL of the shop's database."""
+    from langgraph.checkpoint.postgres import PostgresSaver
+    from psycopg.rows import dict_row
+    from psycopg_pool import ConnectionPool
+    from sqlalchemy.engine import make_url
+
+    conninfo = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    pool = ConnectionPool(conninfo, max_size=max_connections, open=True, kwargs={
+        "autocommit": True, "prepare_threshold": 0, "row_factory": dict_row})
+    saver = PostgresSaver(pool)  # type: ignore[arg-type]
+    saver.setup()
+    return saver
+
+
+def checkpointer_for(db_url: str, sqlite_path: Path | str, cache_mib: int = 64) -> BaseCheckpointSaver:
+    """Graph threads live beside the shop's data: in PostgreSQL when the database is, else in a SQLite file."""
+    if db_url.startswith("postgresql"):
+        return postgres_checkpointer(db_url)
+    return sqlite_checkpointer(sqlite_path, cache_mib)
+
+
 class GraphRunner:
     """Holds the compiled graph of every SOP and drives their threads."""
 

@@ -11,6 +11,7 @@ from agent.runtime import Runtime
 from knowledge.clock import SimClock
 from knowledge.settings import Settings
 from tests.browser import chromium_executable  # noqa: F401  (a shared fixture)
+from tests.postgres import postgres_database  # noqa: F401  (a shared fixture)
 
 MONDAY_15_SHANGHAI = datetime(2026, 11, 23, 7, 0, tzinfo=UTC)
 

@@ -19,8 +19,10 @@ CUSTOMERS, DAYS = 240, 9
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _run(home: Path, *, kill_after: float | None) -> int:
+def _run(home: Path, *, kill_after: float | None, database_url: str | None = None) -> int:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if database_url:
+        env["SOPAGENT_DATABASE_URL"] = database_url
     proc = subprocess.Popen([sys.executable, "-m", "tests.sop_graphs.crash_worker", str(home), str(CUSTOMERS),
                              str(DAYS)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     if kill_after is None:
@@ -68,13 +70,16 @@ def _actions(home: Path) -> tuple[Counter, int]:
 
 
 @pytest.mark.slow
-def test_sigkilled_worker_restarts_without_losing_or_repeating_actions(tmp_path):
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_sigkilled_worker_restarts_without_losing_or_repeating_actions(tmp_path, request, store):
     reference, crashed = tmp_path / "reference", tmp_path / "crashed"
-    _run(reference, kill_after=None)
+    urls = (None, None) if store == "sqlite" else (request.getfixturevalue("postgres_database")(),
+                                                    request.getfixturevalue("postgres_database")())
+    _run(reference, kill_after=None, database_url=urls[0])
     rng = random.Random(20261122)
     kills = 0
     started = time.monotonic()
-    while _run(crashed, kill_after=rng.uniform(0.2, 1.5)):
+    while _run(crashed, kill_after=rng.uniform(0.2, 1.5), database_url=urls[1]):
         kills += 1
         assert time.monotonic() - started < 900, "the crashed run never finished"
     expected, _ = _actions(reference)
