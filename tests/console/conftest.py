@@ -71,6 +71,9 @@ def open_page(browser, shop: ServedShop, size: str = "desktop", user: tuple[str,
     context.add_init_script(f"sessionStorage.getItem('sopagent.token') || sessionStorage.setItem('sopagent.token', {token!r})")
     page.goto(f"{shop.url}/console/")
     page.get_by_test_id("who").wait_for(state="attached")
+    # the landing route has settled (its lazy chunk loaded): a test's own navigation cannot be overtaken by it
+    page.wait_for_url("**/#/conversations")
+    page.get_by_test_id("attention-list").wait_for(state="attached")
     return page
 
 
