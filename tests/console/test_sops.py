@@ -51,7 +51,8 @@ def test_a_new_sop_with_an_error_is_flagged_at_its_line_then_fixed_saved_and_pub
     page.wait_for_url("**/#/sops/new")
     page.get_by_test_id("sop-id").fill("welcome_gift")
     _type_yaml(page, GOOD.format(id="welcome_gift").replace("kind: message", "kind: mesage"))
-    problem = page.get_by_test_id("problem").first
+    # validation runs as the operator types: wait for the answer about this text (not an earlier keystroke's)
+    problem = page.get_by_test_id("problem").filter(has_text="mesage").first
     problem.wait_for()
     assert f"第 {BAD_LINE} 行" in problem.inner_text()
     assert page.locator(".cm-lintRange-error").count() >= 1  # underlined in the editor too
