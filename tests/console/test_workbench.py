@@ -19,8 +19,7 @@ def test_searching_customers_narrows_the_list_and_keeps_it_in_the_url(page, shop
     page.get_by_test_id("customer-search").fill("bulk00042")
     page.get_by_test_id("customer-search").press("Enter")
     page.wait_for_url("**q=bulk00042**")
-    page.get_by_test_id("customer-row").first.wait_for()
-    assert page.get_by_test_id("customer-row").count() == 1
+    page.wait_for_function("() => document.querySelectorAll('[data-test=customer-row]').length === 1")
     page.get_by_test_id("customer-row").first.click()
     page.wait_for_url("**/#/customers/bulk00042")
     assert not page.errors
@@ -45,7 +44,9 @@ def test_an_operator_takes_over_replies_and_releases(page, shop) -> None:
     item.click()
     panel = page.get_by_test_id("transcript")
     panel.wait_for()
-    if page.get_by_test_id("takeover").first.is_enabled():
+    state = page.get_by_test_id("bot-state")
+    state.wait_for()  # the customer's profile is in: whether the bot is paused is known
+    if "机器人接待中" in state.inner_text():
         page.get_by_test_id("takeover").first.click()
     page.get_by_test_id("reply-input").wait_for()
     page.wait_for_function("() => !document.querySelector('[data-test=reply-input]').disabled")
