@@ -15,6 +15,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from sqlalchemy import text
+
 from agent.runtime import Runtime
 from agent.tables import InboundEvent
 from knowledge.clock import SimClock
@@ -68,19 +70,21 @@ def main() -> None:
     slowest = min(busy, key=lambda d: d[1] / d[2]) if busy else None
     sent = stats.get("sent", 0)
 
-    db = sqlite3.connect(args.home / "sopagent.sqlite")
     sandbox = sqlite3.connect(args.home / "sandbox.sqlite")
-    runs = dict(db.execute("SELECT status, count(*) FROM soprun WHERE sop_id='new_customer_nurture' GROUP BY status"))
-    pending_due = db.execute("SELECT count(*) FROM duetouchpoint WHERE status='pending' AND due_at <= ?",
-                             ((START + timedelta(days=31)).isoformat(" "),)).fetchone()[0]
-    pending_out = db.execute("SELECT count(*) FROM outbox WHERE status='pending'").fetchone()[0]
-    outbox_sent = db.execute("SELECT count(*) FROM outbox WHERE status='sent'").fetchone()[0]
+    with deps.engine.connect() as db:  # the shop's database: SQLite, or PostgreSQL with SOPAGENT_DATABASE_URL
+        runs = dict(db.execute(text("SELECT status, count(*) FROM soprun WHERE sop_id='new_customer_nurture' "
+                                    "GROUP BY status")).all())
+        pending_due = db.execute(text("SELECT count(*) FROM duetouchpoint WHERE status='pending' AND due_at <= :t"),
+                                 {"t": START + timedelta(days=31)}).scalar()
+        pending_out = db.execute(text("SELECT count(*) FROM outbox WHERE status='pending'")).scalar()
+        outbox_sent = db.execute(text("SELECT count(*) FROM outbox WHERE status='sent'")).scalar()
     records, repeats = sandbox.execute("SELECT count(*), coalesce(sum(attempts > 1), 0) FROM sandbox_record").fetchone()
     per_customer = dict(sandbox.execute(
         "SELECT n, count(*) FROM (SELECT customer_id, count(*) n FROM sandbox_record "
         "WHERE key LIKE 'new_customer_nurture/%' AND action != 'tag' GROUP BY customer_id) GROUP BY n"))
     exactly_once = (repeats == 0 and records == outbox_sent and pending_out == 0
                     and runs.get("completed", 0) == args.customers and per_customer == {9: args.customers})
+    print(f"database:             {deps.engine.dialect.name}")
     print(f"customers:            {args.customers:,}")
     print(f"enrolment:            {enrol_s:.1f}s ({args.customers / enrol_s:,.0f} enrolments/s, graph start to first ask)")
     print(f"30-day run:           {run_s:.1f}s")
