@@ -7,6 +7,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from knowledge.settings import Settings
 
 
@@ -21,6 +23,24 @@ def document() -> dict[str, Any]:
             return create_app(service, run_pump=False).openapi()
         finally:
             service.stop()
+
+
+def inlined_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON schema with its ``$defs`` written in place: a body documented through ``openapi_extra``
+    sits inside the OpenAPI document, where ``#/$defs/...`` would point nowhere."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+    return resolve(schema)  # type: ignore[no-any-return]
 
 
 def dumps(doc: dict[str, Any]) -> str:

@@ -25,6 +25,7 @@ from knowledge.clock import as_utc
 from knowledge.embeddings import Embedder
 from knowledge.settings import Settings
 from knowledge.tables import Customer, CustomerTag, ProfileFact, TimelineEntry
+from sop_graphs.channel import shown_text
 from sop_graphs.loader import Library
 from sop_graphs.spec import parse_duration
 from sop_graphs.tables import Outbox, SopRun
@@ -217,7 +218,7 @@ class Simulator:
         if events:
             session.timeline_seen = events[-1][0]
         replies = [SimSend(at=local(sent_at), step_id=step_id, action=action,
-                           text=str((p or {}).get("text") or (p or {}).get("title") or (p or {}).get("code") or "")[:1000])
+                           text=shown_text(p)[:1000])
                    for _, sent_at, step_id, action, p in sent]
         moved = [f"{sop}: {before['runs'].get(sop, '（未开始）')} → {step or '（结束）'}"
                  for sop, step in after["runs"].items() if before["runs"].get(sop) != step]

@@ -21,6 +21,7 @@ from knowledge.clock import as_utc
 from knowledge.embeddings import Embedder
 from knowledge.settings import Settings
 from knowledge.tables import Customer, CustomerTag, TimelineEntry
+from sop_graphs.channel import shown_text
 from sop_graphs.effects import Effects
 from sop_graphs.enrolment import schedule_enrolment
 from sop_graphs.loader import Library, SopSource
@@ -120,9 +121,8 @@ def _play(runtime: Runtime, spec: SopSpec, body: TestRunIn, start: datetime) -> 
         sent = conn.execute(select(o.id, o.sent_at, o.step_id, o.action, o.mode, o.payload).where(
             o.customer_id == TEST_CUSTOMER, o.status == "sent").order_by(o.sent_at, o.id)).all()
     for row_id, at, step_id, action, mode, payload in sent:
-        text = str((payload or {}).get("text") or (payload or {}).get("title") or (payload or {}).get("code") or "")
         events.append((as_utc(at), row_id, TestEvent(at=local(at), kind="send", step_id=step_id, action=action,
-                                                     mode=mode, text=text[:500])))
+                                                     mode=mode, text=shown_text(payload)[:500])))
     t = TimelineEntry.__table__.c
     with deps.engine.connect() as conn:
         rows = conn.execute(select(t.at, t.kind, t.summary).where(t.customer_id == TEST_CUSTOMER, t.kind.in_(SHOWN))

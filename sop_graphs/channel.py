@@ -32,6 +32,12 @@ class Delivery:
     payload: dict[str, Any] = field(default_factory=dict)
 
 
+def shown_text(payload: dict[str, Any] | None) -> str:
+    """One line for an operator of what an outbound action says: its text, else its title, else its coupon code."""
+    p = payload or {}
+    return str(p.get("text") or p.get("title") or p.get("code") or "")
+
+
 class Channel(Protocol):
     """Delivers actions; must treat a repeated key as already delivered."""
 

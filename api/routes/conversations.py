@@ -18,6 +18,7 @@ from api.deps import OperatorDep, ServiceDep
 from knowledge.clock import as_utc
 from knowledge.db import insert_ignore
 from knowledge.tables import Customer, CustomerTag, TimelineEntry
+from sop_graphs.channel import shown_text
 from sop_graphs.effects import Effects
 from sop_graphs.enrolment import change_tags
 from sop_graphs.tables import EmployeeTask, Outbox
@@ -130,10 +131,8 @@ def transcript(customer_id: str, service: ServiceDep, _: OperatorDep,
             at=at, direction=direction, text=text, intent=meta.get("intent"),
             grounded=grounded if isinstance(grounded, bool) else None, human=meta.get("human"))))
     for at, row_id, sop_id, step_id, action, mode, payload in sends:
-        payload = payload or {}
-        text = str(payload.get("text") or payload.get("question") or payload.get("title") or payload.get("code") or "")
-        out.append((as_utc(at), row_id, MessageOut(at=at, direction="out", text=text, sop_id=sop_id, step_id=step_id,
-                                                   action=action, mode=mode)))
+        out.append((as_utc(at), row_id, MessageOut(at=at, direction="out", text=shown_text(payload), sop_id=sop_id,
+                                                   step_id=step_id, action=action, mode=mode)))
     out.sort(key=lambda m: (m[0], m[1]))
     return [m for _, _, m in out[-limit:]]
 

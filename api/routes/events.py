@@ -7,31 +7,14 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
+from api.bounds import body_invalid
 from api.deps import ServiceDep
+from api.openapi import inlined_schema
 from api.order_events import SIGNATURE, TIMESTAMP, OrderEventIn, SignatureError, apply_event, verify
 
 router = APIRouter(prefix="/api/events", tags=["events"])
-
-
-def _inlined(model: type[BaseModel]) -> dict[str, Any]:
-    """The model's JSON schema with its ``$defs`` written in place: a body documented through ``openapi_extra``
-    sits in the OpenAPI document, where ``#/$defs/...`` would point nowhere."""
-    schema = model.model_json_schema()
-    defs = schema.pop("$defs", {})
-
-    def resolve(node: Any) -> Any:
-        if isinstance(node, dict):
-            ref = node.get("$ref")
-            if isinstance(ref, str) and ref.startswith("#/$defs/"):
-                return resolve(defs[ref.removeprefix("#/$defs/")])
-            return {k: resolve(v) for k, v in node.items()}
-        if isinstance(node, list):
-            return [resolve(v) for v in node]
-        return node
-    return resolve(schema)  # type: ignore[no-any-return]
 
 
 class EventOut(BaseModel):
@@ -43,7 +26,7 @@ class EventOut(BaseModel):
 
 
 @router.post("/orders", response_model=EventOut, openapi_extra={"requestBody": {"required": True, "content": {
-    "application/json": {"schema": _inlined(OrderEventIn)}}}}, responses={
+    "application/json": {"schema": inlined_schema(OrderEventIn)}}}}, responses={
     401: {"description": "bad or missing signature, or a timestamp out of tolerance"},
     404: {"description": "the webhook is not configured (SOPAGENT_ORDER_WEBHOOK_SECRET)"}})
 async def order_event(request: Request, service: ServiceDep) -> Any:
@@ -62,8 +45,7 @@ async def order_event(request: Request, service: ServiceDep) -> Any:
     try:
         event = OrderEventIn.model_validate_json(body)
     except ValidationError as exc:
-        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors(
-            include_url=False, include_context=False, include_input=False)]) from exc
+        raise body_invalid(exc) from exc
     applied = await run_in_threadpool(apply_event, service.runtime.deps.engine, event, now=service.clock.now())
     if applied.emitted:
         service.wake()

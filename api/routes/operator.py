@@ -16,7 +16,6 @@ import httpx
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import Base64Bytes, BaseModel, Field, ValidationError, model_validator
 from sqlalchemy import func, select
@@ -24,8 +23,9 @@ from sqlalchemy import func, select
 from agent import memory
 from agent.tasks import announce_done, mark_done
 from api import audit, people
-from api.bounds import INT64_MAX
+from api.bounds import INT64_MAX, body_invalid
 from api.deps import EditorDep, OperatorDep, PrincipalDep, ServiceDep
+from api.openapi import inlined_schema
 from api.order_events import emit_for_import
 from api.service import Service
 from api.tables import AuditLog, KfSession, SopVersion
@@ -379,7 +379,7 @@ def complete_task(task_id: Annotated[int, PathParam(ge=1, le=INT64_MAX)], servic
 
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
 _UPLOAD_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
-    "application/json": {"schema": KnowledgeIn.model_json_schema()},
+    "application/json": {"schema": inlined_schema(KnowledgeIn)},
     XLSX_MEDIA_TYPE: _BINARY, "text/csv": _BINARY, "application/octet-stream": _BINARY}}}
 
 
@@ -403,9 +403,7 @@ async def _read_upload(request: Request, format_: UploadFormat | None, filename:
         try:
             body = KnowledgeIn.model_validate_json(raw)
         except ValidationError as exc:
-            raise RequestValidationError([{**e, "loc": ("body", *e["loc"])}
-                                          for e in exc.errors(include_url=False, include_context=False,
-                                                              include_input=False)]) from exc  # no 20 MB echo
+            raise body_invalid(exc) from exc  # no 20 MB echo
         data = body.content.encode("utf-8") if body.content is not None else body.content_base64 or b""
         return _Upload(body.format, data, body.mapping, body.sheet)
     suffix = format_ or (Path(filename).suffix.lower().lstrip(".") if filename else None) \
