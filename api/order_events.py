@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection
 from agent.tables import InboundEvent
 from api.tables import OrderEventLog
 from knowledge.clock import as_utc
-from knowledge.db import insert_ignore, upsert
+from knowledge.db import in_chunks, insert_ignore, upsert
 from knowledge.importer import StatusChange
 from knowledge.tables import Customer, Shipment, ShopOrder, shipment_id
 
@@ -152,12 +152,14 @@ def apply_event(engine: Engine, event: OrderEventIn, *, now: datetime) -> Applie
 def emit_for_import(engine: Engine, changes: Iterable[StatusChange], *, now: datetime) -> int:
     """Queue the events an order import implies: status changes, and new orders of the last :data:`RECENT`
     (an import of old orders is history, not news). Returns how many were queued (repeats excluded)."""
+    news = [c for c in changes if c.before is not None or as_utc(c.created_at) >= as_utc(now) - RECENT]
     queued = 0
     with engine.begin() as conn:
-        for change in changes:
-            if change.before is None and as_utc(change.created_at) < as_utc(now) - RECENT:
-                continue
-            if not _known(conn, change.customer_id):
+        ids = sorted({c.customer_id for c in news})
+        known = {cid for chunk in in_chunks(ids) for cid in conn.execute(
+            select(Customer.__table__.c.id).where(Customer.__table__.c.id.in_(chunk))).scalars()}
+        for change in news:
+            if change.customer_id not in known:
                 continue
             events = newly_implied(change.before, change.after)
             queued += _emit(conn, change.order_no, change.customer_id, events, amount=0, at=now, source="import")
