@@ -100,7 +100,7 @@ class InboundProcessor:
         times += [as_utc(burst[-1]["received_at"]) + self.window for burst in self._group(messages)]
         return min(times) if times else None
 
-    def process(self, deadline: float | None = None) -> int:
+    def process(self, deadline: float | None = None, shard: int | None = None) -> int:
         """Write the turns that are ready, each in its own short transaction, customers in the order they wrote;
         returns how many events were handled. With an LLM brain a message turn is first drafted off the write
         path (agent/prefetch.py): a pass never waits for the model, it writes the turns whose drafts are done
@@ -108,7 +108,8 @@ class InboundProcessor:
         (``time.monotonic()``), so a pass holding the pump is short whatever the backlog."""
         now = self.deps.clock.now()
         with self.deps.engine.connect() as conn:
-            rows = conn.execute(_DUE_EVENTS, {"now": as_utc(now)}).mappings().all()
+            query = _DUE_EVENTS if shard is None else _DUE_EVENTS.where(_I.shard == shard)
+            rows = conn.execute(query, {"now": as_utc(now)}).mappings().all()
         by_customer: dict[str, list[tuple[list[Any], dict[str, Any]]]] = {}
         for group in self._turns(rows, now):
             head = dict(group[0])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -76,7 +77,7 @@ class Runtime:
                     library=library or load_valid_library(settings.library_path),
                     channel=channel or SandboxChannel(settings.sandbox_path))
         embedder = embedder or (E5Embedder() if settings.embedder == "e5" else HashingEmbedder())
-        retriever = Retriever(engine, settings.chroma_path, embedder)
+        retriever = Retriever(engine, settings.chroma_url or settings.chroma_path, embedder)
         offline = OfflineBrain(deps.library.catalog, embedder)
         if brain is None and settings.brain == "llm":
             from agent.llm_brain import LLMBrain  # langchain-openai is only imported when configured
@@ -105,15 +106,16 @@ class Runtime:
         self.runner.graphs[spec.id] = compile_sop(spec, self.runner.checkpointer)
         self.worker.refresh(spec.id)
 
-    def tick(self, deadline: float | None = None) -> int:
-        """Process everything due at the clock's now, until nothing more is due now.
+    def tick(self, deadline: float | None = None, shard: int | None = None) -> int:
+        """Process everything due at the clock's now (of one customer shard, if given), until nothing more is due now.
 
         Without a ``deadline`` (a simulation, the CLI) the tick also waits for the model calls of drafted turns
         (agent/prefetch.py). With one (``time.monotonic()``; the service's pump) it returns at the deadline or
         when nothing is ready, never waiting for a model: the pump is woken when a draft is done."""
         total = 0
         while True:
-            done = self.inbound.process(deadline) + self.worker.process_due() + self.worker.dispatch_outbox()
+            done = (self.inbound.process(deadline, shard) + self.worker.process_due(shard)
+                    + self.worker.dispatch_outbox(shard))
             total += done
             if deadline is not None and time.monotonic() >= deadline:
                 return total
@@ -128,12 +130,14 @@ class Runtime:
         return min(times) if times else None
 
     def run_until(self, until: datetime, *, persist_as: str | None = None,
-                  resolution: timedelta = timedelta(seconds=1)) -> int:
+                  resolution: timedelta = timedelta(seconds=1), tick: Callable[[], int] | None = None) -> int:
         """Advance a simulated clock to ``until``, processing due moments in order.
 
         Like a polling worker, the clock moves in whole ``resolution`` steps: everything due within
-        one step is handled together, at most ``resolution`` late.
+        one step is handled together, at most ``resolution`` late. ``tick`` does the work of one moment
+        (default :meth:`tick`; api/simulation.py waits for worker processes instead).
         """
+        tick = tick or self.tick
         clock = self.deps.clock
         if not isinstance(clock, SimClock):
             raise TypeError("run_until needs a simulated clock")
@@ -142,13 +146,13 @@ class Runtime:
             raise ValueError(f"simulated clock cannot go back from {clock.now().isoformat()} to {until.isoformat()}")
         total = 0
         while True:
-            total += self.tick()
+            total += tick()
             nxt = self.next_wakeup()
             if nxt is None or nxt > until:
                 if clock.now() < until:
                     clock.set(until)
                     self._persist(persist_as)
-                    total += self.tick()
+                    total += tick()
                 return total
             if nxt > clock.now():
                 step = resolution.total_seconds()

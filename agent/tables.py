@@ -8,13 +8,16 @@ from typing import Any
 from sqlalchemy import JSON, Column, Index
 from sqlmodel import Field, SQLModel
 
+from knowledge.shards import shard_field
+
 
 class InboundEvent(SQLModel, table=True):
     """A customer message or customer event; ``key`` dedupes redeliveries (e.g. WeCom MsgId)."""
 
     # the second index lets "pending messages" seek past a backlog of pending adds (a bulk import)
     __table_args__ = (Index("ix_inbound_status_at", "status", "received_at"),
-                      Index("ix_inbound_status_kind_at", "status", "kind", "received_at"))
+                      Index("ix_inbound_status_kind_at", "status", "kind", "received_at"),
+                      Index("ix_inbound_shard", "shard", "status", "received_at").ddl_if(dialect="postgresql"))
 
     id: int | None = Field(default=None, primary_key=True)
     key: str = Field(unique=True)
@@ -23,6 +26,7 @@ class InboundEvent(SQLModel, table=True):
     payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     received_at: datetime
     status: str = "pending"
+    shard: int | None = shard_field()
 
 
 class Message(SQLModel, table=True):

@@ -28,6 +28,7 @@ from api.routes import (
     sop_editor,
     sops,
     wecom,
+    youzan,
 )
 from api.service import Service
 from api.simulator import Simulator
@@ -64,7 +65,7 @@ def create_app(service: Service, *, run_pump: bool | None = None) -> FastAPI:
     service.sync_library(force=True)  # the published versions and pauses survive restarts
     for router in (health.router, wecom.router, chat.router, sops.router, operator.router, sop_editor.router,
                    conversations.router, library.router, reports.router, people.router, simulator.router,
-                   knowledge.router, events.router):
+                   knowledge.router, events.router, youzan.router):
         app.include_router(router)
     mount_console(app, settings.console_dir)
     return app

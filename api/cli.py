@@ -84,7 +84,8 @@ def worker(
             handled = service.pump_once()
             if service.standing_by != said:  # one line when this worker starts or stops standing by
                 said = service.standing_by
-                console.print(f"[yellow]{said}[/]" if said else "pump lease taken: this worker is pumping")
+                console.print(f"[yellow]{said}[/]" if said else "pumping: the customer shards no other worker holds"
+                              if service.claims is not None else "pump lease taken: this worker is pumping")
             if handled == 0:
                 time.sleep(interval)
     finally:
@@ -265,7 +266,7 @@ def kb_import(
         console.print(f"{len(report.changes)} order(s) new or changed: {queued} order event(s) queued for the SOPs")
     if kind in SEARCH_KINDS:
         embedder = E5Embedder() if settings.embedder == "e5" else HashingEmbedder()
-        counts = Retriever(engine, settings.chroma_path, embedder).sync([kind])
+        counts = Retriever(engine, settings.chroma_url or settings.chroma_path, embedder).sync([kind])
         console.print(f"indexed {counts[kind]} {kind} document(s)")
 
 

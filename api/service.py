@@ -3,7 +3,8 @@
 Requests never do the work themselves. A verified callback is written by :class:`CallbackStore`
 (group commit: many callbacks per SQLite transaction, each request acknowledged once its row is
 durable) and the pump thread is woken; the pump applies callbacks, runs the runtime's tick (inbound
-turns, due touchpoints, outbox) and polls mass-send tasks. One pump per database (see README).
+turns, due touchpoints, outbox) and polls mass-send tasks. On SQLite one pump per database (the lease); on
+PostgreSQL any number, each working the customer shards it claims (knowledge/shards.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from sqlalchemy.engine import Engine
 
 import api.tables  # noqa: F401  (registers tables)
 from agent.runtime import Runtime
+from agent.tables import InboundEvent
 from api.lease import Lease
 from api.library_sync import apply_published, library_digest
 from api.metrics import Metrics
@@ -34,11 +36,14 @@ from api.wecom.inbound import CallbackProcessor
 from knowledge.clock import Clock, SystemClock, as_utc
 from knowledge.db import init_db, insert_ignore, make_engine
 from knowledge.settings import Settings
+from knowledge.shards import ShardClaims
 from sop_graphs.tables import DueTouchpoint, Outbox
 
 log = logging.getLogger("sopagent.service")
 POLL_MASS_EVERY = 60.0
 REPORT_RETRY_SECONDS = 900
+QUEUES = ((InboundEvent.__table__.name, "received_at"), (DueTouchpoint.__table__.name, "due_at"),
+          (Outbox.__table__.name, "not_before"))  # the sharded work: (table, time column)
 PASS_GAP_SECONDS = 0.002  # between back-to-back pump passes: a thread waiting on the pump lock gets it
 
 
@@ -140,6 +145,9 @@ class Service:
         self._last_poll = 0.0
         self._thread: threading.Thread | None = None
         self.lease = Lease(runtime.deps.engine, self.clock, timedelta(seconds=settings.pump_lease_seconds))
+        # PostgreSQL: any number of pumps, each working on the customer shards it claims (knowledge/shards.py);
+        # SQLite: one pump per database, the lease's holder
+        self.claims = ShardClaims(runtime.deps.engine) if runtime.deps.engine.dialect.name == "postgresql" else None
         self.standing_by: str | None = None  # why this process is not pumping (another holds the lease)
         self.paused_applied: set[str] = set()  # SOPs this process paused because the database says so
         self._library_digest: str | None = None
@@ -173,11 +181,12 @@ class Service:
         self._wake.set()
 
     def pump_once(self, budget: float | None = None) -> int:
-        """Apply callbacks, run everything due, poll mass sends; returns how many items were handled. A process
-        that does not hold the pump lease stands by (0): one pump per database. With a ``budget`` (seconds; the
-        pump loop's) the pass stops writing turns then and never waits for a model; without one it runs until
-        nothing is due (and waits for drafted model calls)."""
-        if not self.lease.acquire():
+        """Apply callbacks, run everything due, poll mass sends; returns how many items were handled. On SQLite a
+        process that does not hold the pump lease stands by (0): one pump per database; on PostgreSQL every pump
+        works the customer shards no other holds. With a ``budget`` (seconds; the pump loop's) the pass stops
+        writing turns then and never waits for a model; without one it runs until nothing is due (and waits for
+        drafted model calls)."""
+        if self.claims is None and not self.lease.acquire():
             holder = self.lease.current()
             why = (f"another pump ({holder[0]}) holds the lease until {holder[1].isoformat(timespec='seconds')}; "
                    "standing by") if holder else "the pump lease is taken; standing by"
@@ -187,19 +196,44 @@ class Service:
             return 0
         self.standing_by = None
         self.sync_library()
+        deadline = None if budget is None else time.monotonic() + budget
         with self._lock:
             handled = self.processor.process()
-            handled += self.runtime.tick(deadline=None if budget is None else time.monotonic() + budget)
-            channel = self.runtime.deps.channel
-            if isinstance(channel, WeComChannel) and time.monotonic() - self._last_poll >= POLL_MASS_EVERY:
-                self._last_poll = time.monotonic()
-                channel.poll()
+            duties = True
+            if self.claims is None:
+                handled += self.runtime.tick(deadline=deadline)
+            else:
+                handled += self._tick_shards(deadline)
+                duties = self.claims.duties()  # the once-per-database chores: one pump at a time
+            if duties:
+                channel = self.runtime.deps.channel
+                if isinstance(channel, WeComChannel) and time.monotonic() - self._last_poll >= POLL_MASS_EVERY:
+                    self._last_poll = time.monotonic()
+                    channel.poll()
             self.metrics.collect(self)
-        self._maybe_report()
+        if duties:
+            self._maybe_report()
         with self._ticked:
             self.ticks += 1
             self._ticked.notify_all()
         return handled
+
+    def _tick_shards(self, deadline: float | None) -> int:
+        """One pass over the customer shards: each one no other pump holds is claimed, worked until nothing in it
+        is due now (or the deadline), and released."""
+        assert self.claims is not None
+        handled = 0
+        while True:  # without a deadline, until a whole rotation finds nothing (one shard's work may add to another)
+            done = 0
+            for shard in self.claims.busy(QUEUES, as_utc(self.clock.now())):
+                with self.claims.claimed(shard) as mine:
+                    if mine:
+                        done += self.runtime.tick(deadline=deadline, shard=shard)
+                if deadline is not None and time.monotonic() >= deadline:
+                    return handled + done
+            handled += done
+            if deadline is not None or done == 0:
+                return handled
 
     def _maybe_report(self) -> None:
         """Yesterday's review report once the shop's report time has passed (api/report), made on its own thread
@@ -275,6 +309,8 @@ class Service:
             self._thread.join(timeout=10)
             self._thread = None
         self.lease.release()
+        if self.claims is not None:
+            self.claims.close()
         if self.runtime.inbound.drafts is not None:
             self.runtime.inbound.drafts.close()
         self.store.close()

@@ -49,7 +49,7 @@ class ThrowawayShop:
             models = settings.home / "models"
             if models.is_dir():  # the intent classifier trained for this shop: reused, not retrained
                 (self.home / "models").symlink_to(models.resolve(), target_is_directory=True)
-            trial = Settings(**{**settings.model_dump(), "home": self.home, "database_url": None, "brain": "offline"})
+            trial = Settings(**{**settings.model_dump(), "home": self.home, "database_url": None, "chroma_url": None, "brain": "offline"})
             self.clock = SimClock(as_utc(start))
             self.runtime = Runtime.build(trial, clock=self.clock, library=library, embedder=embedder,
                                          channel=SandboxChannel(self.home / "sandbox.sqlite"))

@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -18,6 +18,9 @@ class Settings(BaseSettings):
 
     home: Path = Field(default=Path(".sopagent"), description="Directory for the embedded stores.")
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite in home.")
+    chroma_url: str | None = Field(default=None, max_length=500, description=(
+        "a Chroma server (chroma run) shared by every API and worker process, as http(s)://host:port, e.g. "
+        "http://127.0.0.1:8001; unset = the embedded Chroma in home (one process)"))
     channel: Literal["auto", "sandbox", "wecom"] = Field(
         default="auto", description="Outbound channel; auto = wecom when WeCom credentials are set, else sandbox.")
     library_dir: Path | None = Field(default=None, description="SOP library; default the shop's library/ or the "
@@ -79,6 +82,10 @@ class Settings(BaseSettings):
                                                    "(POST /api/events/orders, HMAC-SHA256); unset = the webhook is off.")
     order_webhook_tolerance_seconds: int = Field(default=300, ge=1, description="How far a signed timestamp may "
                                                  "be from now (replays of old deliveries are refused).")
+    youzan_client_id: str | None = Field(default=None, description="client_id of the 有赞云 app whose push "
+                                         "messages arrive at POST /api/events/youzan; unset = that endpoint is off.")
+    youzan_client_secret: SecretStr | None = Field(default=None, description="client_secret of that app: 有赞 "
+                                                   "signs each push with it (MD5); unset = the endpoint is off.")
     chat_secret: SecretStr | None = Field(default=None, description="Signs web chat sessions; random per process "
                                                                     "if unset (sessions then end on restart).")
     chat_wait_seconds: float = Field(default=15.0, gt=0, description="How long POST /chat waits for replies.")
@@ -107,6 +114,14 @@ class Settings(BaseSettings):
         "where operators reach this server (links in the report summary), e.g. https://ops.example.com"))
 
     worker_batch: int = Field(default=2000, ge=1, description="Due rows or outbox rows per transaction.")
+
+    @field_validator("chroma_url")
+    @classmethod
+    def _chroma_server(cls, value: str | None) -> str | None:
+        """Refuse any URL but http(s)://host:port, saying why (knowledge.vector_store); blank = unset."""
+        from knowledge.vector_store import ChromaServer
+
+        return ChromaServer.from_url(value).url if value and value.strip() else None
 
     @property
     def wecom_configured(self) -> bool:

@@ -8,6 +8,8 @@ from typing import Any
 from sqlalchemy import JSON, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from knowledge.shards import shard_field
+
 
 class SopRun(SQLModel, table=True):
     """One customer's pass through one SOP; also the LangGraph thread id."""
@@ -37,7 +39,8 @@ class DueTouchpoint(SQLModel, table=True):
     """
 
     # run_id leads the second index so "cancel this run's pending rows" never walks every pending row
-    __table_args__ = (Index("ix_due_status_due", "status", "due_at"), Index("ix_due_run_status", "run_id", "status"))
+    __table_args__ = (Index("ix_due_status_due", "status", "due_at"), Index("ix_due_run_status", "run_id", "status"),
+                      Index("ix_due_shard", "shard", "status", "due_at").ddl_if(dialect="postgresql"))
 
     id: int | None = Field(default=None, primary_key=True)
     key: str = Field(unique=True)
@@ -50,6 +53,7 @@ class DueTouchpoint(SQLModel, table=True):
     status: str = "pending"
     payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     done_at: datetime | None = None
+    shard: int | None = shard_field()
 
 
 class Outbox(SQLModel, table=True):
@@ -57,7 +61,8 @@ class Outbox(SQLModel, table=True):
 
     __table_args__ = (Index("ix_outbox_status_nb", "status", "not_before"),
                       Index("ix_outbox_customer", "customer_id", "status"),
-                      Index("ix_outbox_run_status", "run_id", "status"))
+                      Index("ix_outbox_run_status", "run_id", "status"),
+                      Index("ix_outbox_shard", "shard", "status", "not_before").ddl_if(dialect="postgresql"))
 
     id: int | None = Field(default=None, primary_key=True)
     key: str = Field(unique=True)
@@ -78,6 +83,7 @@ class Outbox(SQLModel, table=True):
     sent_at: datetime | None = None
     defer_count: int = 0
     last_deferral: str | None = None
+    shard: int | None = shard_field()
 
 
 class CouponLedger(SQLModel, table=True):

@@ -4,8 +4,8 @@ Due rows of kind ``push``/``end``, enrolments into graph-free SOPs and timeouts 
 on to a pure tail are handled in batches straight from the table (no graph); other ``enrol`` and
 ``resume`` rows drive graphs; ``cron``/``sweep`` fan out scheduled SOPs and silence checks.
 Outbox rows pass the contact policy, go to the channel (idempotent by key), then are marked sent.
-On SQLite one worker runs per database (see README); on PostgreSQL the claim query would take
-``FOR UPDATE SKIP LOCKED``.
+On SQLite one worker runs per database (see README); on PostgreSQL several do, each handling one customer
+shard at a time (``shard=``; knowledge/shards.py).
 """
 
 from __future__ import annotations
@@ -161,14 +161,15 @@ class Worker:
         times = [as_utc(t) for t in (due, out) if t is not None]
         return min(times) if times else None
 
-    def process_due(self) -> int:
-        """Handle every due row with due_at <= now; returns how many were handled."""
+    def process_due(self, shard: int | None = None) -> int:
+        """Handle every due row with due_at <= now (of one customer shard, if given); returns how many."""
         handled = 0
         batch = self.deps.settings.worker_batch
+        query = _DUE_NOW if shard is None else _DUE_NOW.where(_D.shard == shard)
         while True:
             now = self.deps.clock.now()
             with self.deps.engine.connect() as conn:
-                rows = conn.execute(_DUE_NOW, {"now": as_utc(now), "n": batch}).mappings().all()
+                rows = conn.execute(query, {"now": as_utc(now), "n": batch}).mappings().all()
             if not rows:
                 return handled
             pushes: list[Any] = []
@@ -402,14 +403,16 @@ class Worker:
 
     # ------------------------------------------------------------------ outbox
 
-    def dispatch_outbox(self) -> int:
-        """Send, defer or cancel every outbox row due now; returns how many rows were settled."""
+    def dispatch_outbox(self, shard: int | None = None) -> int:
+        """Send, defer or cancel every outbox row due now (of one customer shard, if given); returns how many
+        rows were settled."""
         handled = 0
         batch = self.deps.settings.worker_batch
+        query = _OUT_NOW if shard is None else _OUT_NOW.where(_O.shard == shard)
         while True:
             now = self.deps.clock.now()
             with self.deps.engine.connect() as conn:
-                rows = conn.execute(_OUT_NOW, {"now": as_utc(now), "n": batch}).mappings().all()
+                rows = conn.execute(query, {"now": as_utc(now), "n": batch}).mappings().all()
                 if not rows:
                     return handled
                 contacts = self._contacts(conn, rows, now)

@@ -9,6 +9,7 @@ as the events it covered, so a crash neither loses nor repeats a message.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -32,6 +33,8 @@ from sop_graphs.tables import Outbox, WorkerState
 log = logging.getLogger("sopagent.wecom")
 MAX_ATTEMPTS = 5
 _CB = WecomCallback.__table__.c
+_SETTLE = update(WecomCallback.__table__).where(_CB.id == bindparam("rid")).values(
+    status=bindparam("status"), attempts=bindparam("attempts"), error=bindparam("error"))
 KF_CUSTOMER, KF_EVENT, KF_SERVICER = 3, 4, 5
 HUMAN_STATES = {1: 3, 2: 3, 4: 3}  # session_status_change change_type → service state (3 = human)
 
@@ -51,9 +54,25 @@ class CallbackProcessor:
         """Apply up to ``limit`` pending callbacks. Their statuses are written in one short transaction at
         the end (the inbox stays free for the HTTP writer); a crash before that re-applies them, which is
         harmless because every effect is keyed (event keys, msgids, the kf cursor)."""
-        with self.inbox.connect() as conn:
-            rows = conn.execute(select(WecomCallback.__table__).where(_CB.status == "pending")
-                                .order_by(_CB.id).limit(limit)).mappings().all()
+        query = select(WecomCallback.__table__).where(_CB.status == "pending").order_by(_CB.id).limit(limit)
+        if self.inbox.dialect.name != "postgresql":
+            with self.inbox.connect() as conn:
+                rows = conn.execute(query).mappings().all()
+            results = self._apply(rows)
+            if results:
+                with self.inbox.begin() as conn:
+                    conn.execute(_SETTLE, results)
+            return len(rows)
+        # several workers: each claims the callbacks no other holds, keeps them locked while it applies them and
+        # settles them in the same transaction (a worker that dies releases them with its connection)
+        with self.inbox.begin() as conn:
+            rows = conn.execute(query.with_for_update(skip_locked=True)).mappings().all()
+            results = self._apply(rows)
+            if results:
+                conn.execute(_SETTLE, results)
+        return len(rows)
+
+    def _apply(self, rows: Sequence[Any]) -> list[dict[str, Any]]:
         results = []
         for row in rows:
             status, error = "done", None
@@ -70,11 +89,7 @@ class CallbackProcessor:
             if status == "failed":
                 self.stats["failed"] += 1
             results.append({"rid": row["id"], "status": status, "attempts": row["attempts"] + 1, "error": error})
-        if results:
-            with self.inbox.begin() as conn:
-                conn.execute(update(WecomCallback.__table__).where(_CB.id == bindparam("rid")).values(
-                    status=bindparam("status"), attempts=bindparam("attempts"), error=bindparam("error")), results)
-        return len(rows)
+        return results
 
     # ------------------------------------------------------------------ dispatch
 

@@ -88,6 +88,28 @@ def test_a_database_of_an_earlier_version_is_upgraded_with_its_data(postgres_dat
         assert conn.execute(select(Customer.name).where(Customer.id == "c1")).scalar() == "小林"
 
 
+def test_work_queued_before_the_shard_column_is_given_the_shard_the_workers_compute(postgres_database) -> None:
+    from datetime import UTC, datetime
+
+    from sqlalchemy import text
+
+    from knowledge.shards import shard_of
+
+    engine = make_engine(postgres_database())
+    migrate.upgrade(engine, "0002")  # before several workers: the queues have no shard
+    customers = [f"wx{i:04d}" for i in range(300)] + [""]
+    with engine.begin() as conn:
+        for i, cid in enumerate(customers):
+            conn.execute(text("INSERT INTO duetouchpoint (key, kind, customer_id, due_at, status, payload) "
+                              "VALUES (:k, 'push', :c, :at, 'pending', '{}')"),
+                         {"k": f"k{i}", "c": cid or None, "at": datetime(2026, 12, 1, tzinfo=UTC)})
+    init_db(engine)
+    with engine.connect() as conn:
+        got = dict(conn.execute(text("SELECT coalesce(customer_id, ''), shard FROM duetouchpoint")).all())
+    assert got == {cid: shard_of(cid) for cid in customers}
+    assert len(set(got.values())) > 50, "customers spread over the shards"
+
+
 def test_a_redelivered_event_is_recognised_on_postgresql(postgres_database, tmp_path) -> None:
     from datetime import UTC, datetime
 

@@ -311,6 +311,29 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/events/youzan": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Youzan Push
+         * @description A 有赞云 push message. Signed with ``Event-Sign: md5(client_id + raw body + client_secret)`` or, in the body,
+         *     ``sign = md5(client_id + msg + client_secret)``; ``msg`` is the URL-encoded JSON message. Trade and refund
+         *     messages become order events (paid, shipped, delivered, refunded, cancelled), idempotent by type, id and version;
+         *     test messages and types we do not use are acknowledged and ignored.
+         */
+        post: operations["youzan_push_api_events_youzan_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/knowledge": {
         parameters: {
             query?: never;
@@ -2615,6 +2638,41 @@ export interface components {
             /** Version */
             version: number;
         };
+        /**
+         * YouzanAck
+         * @description 有赞 counts ``{"code": 0, "msg": "success"}`` as received; anything else is redelivered. The other fields
+         *     say what the push did.
+         */
+        YouzanAck: {
+            /**
+             * Code
+             * @default 0
+             */
+            code?: number;
+            /** Customer Known */
+            customer_known?: boolean | null;
+            /**
+             * Duplicate
+             * @default false
+             */
+            duplicate?: boolean;
+            /** Emitted */
+            emitted?: string[];
+            /** Event Id */
+            event_id?: string | null;
+            /**
+             * Ignored
+             * @description why nothing was done (a test message, an unmapped type)
+             */
+            ignored?: string | null;
+            /**
+             * Msg
+             * @default success
+             */
+            msg?: string;
+            /** Order Status */
+            order_status?: string | null;
+        };
     };
     responses: never;
     parameters: never;
@@ -3440,6 +3498,124 @@ export interface operations {
             };
             /** @description the webhook is not configured (SOPAGENT_ORDER_WEBHOOK_SECRET) */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    youzan_push_api_events_youzan_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /**
+                     * Client Id
+                     * @description the 有赞云 app's client_id
+                     */
+                    client_id: string;
+                    /**
+                     * Id
+                     * @description 业务消息的标识: the order number (tid) of a trade message
+                     * @default
+                     */
+                    id?: string;
+                    /**
+                     * Kdt Id
+                     * @description 店铺 id
+                     */
+                    kdt_id?: number | null;
+                    /**
+                     * Kdt Name
+                     * @description 店铺名称
+                     * @default
+                     */
+                    kdt_name?: string;
+                    /**
+                     * Msg
+                     * @description the message: URL-encoded (UTF-8) JSON
+                     * @default
+                     */
+                    msg?: string;
+                    /**
+                     * Msg Id
+                     * @description 消息唯一标示
+                     */
+                    msg_id?: string | null;
+                    /**
+                     * Sendcount
+                     * @description 重发的次数: grows on redelivery
+                     * @default 0
+                     */
+                    sendCount?: number;
+                    /**
+                     * Sign
+                     * @description MD5(client_id + msg + client_secret)
+                     */
+                    sign?: string | null;
+                    /**
+                     * Status
+                     * @description the order status after the change
+                     */
+                    status?: string | null;
+                    /**
+                     * Test
+                     * @description a test message: acknowledged, nothing done
+                     * @default false
+                     */
+                    test?: boolean;
+                    /**
+                     * Type
+                     * @description 消息业务类型, e.g. trade_TradePaid
+                     */
+                    type: string;
+                    /**
+                     * Version
+                     * @description 消息版本号: the same on every redelivery of a message
+                     */
+                    version?: number | null;
+                };
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["YouzanAck"];
+                };
+            };
+            /** @description not signed with this app's client_secret (Event-Sign header or sign field), or for another client_id */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description not configured (SOPAGENT_YOUZAN_CLIENT_ID and SOPAGENT_YOUZAN_CLIENT_SECRET) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description a status push for an order whose paid push has not arrived yet: 有赞 redelivers it */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description body larger than max_body_bytes */
+            413: {
                 headers: {
                     [name: string]: unknown;
                 };
