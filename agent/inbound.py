@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, exists, select, update
 from sqlalchemy.engine import Connection
 
 from agent.breaker import CircuitState
@@ -47,12 +47,17 @@ _C = Customer.__table__.c
 _R = SopRun.__table__.c
 # built once: the tick loop runs these every simulated second, and building a statement costs more
 # than running it on SQLite
-_FIRST_EVENT = select(func.min(_I.received_at)).where(_I.status == "pending", _I.kind != "message")
+_M = InboundEvent.__table__.alias("m")
+# the first event not waiting behind a message of its customer (that one is processed when the burst is)
+_FIRST_EVENT = (select(_I.received_at).where(_I.status == "pending", _I.kind != "message", ~exists().where(
+    _M.c.customer_id == _I.customer_id, _M.c.status == "pending", _M.c.kind == "message",
+    _M.c.received_at <= _I.received_at)).order_by(_I.received_at).limit(1))
 _PENDING_MESSAGES = (select(_I.customer_id, _I.kind, _I.received_at).where(_I.status == "pending", _I.kind == "message")
                      .order_by(_I.received_at, _I.id))
 _DUE_EVENTS = (select(InboundEvent.__table__).where(_I.status == "pending", _I.received_at <= bindparam("now"))
                .order_by(_I.received_at, _I.id))
 log = logging.getLogger("sopagent.inbound")
+EVENT_CHUNK = 200  # non-message turns per transaction
 ESCAPES = {"complaint", "adverse_reaction", "damaged", "missing_item", "quality_issue", "abuse", "human"}
 _OURS = re.compile(r"你家|你们家|你们的|你们店|你这|在你们|收到|到货|快递|这次买|刚买|买的|订单")
 HOLDING = {"hold_on", "greeting", "thanks", "smalltalk", "repeat_question"}
@@ -92,7 +97,8 @@ class InboundProcessor:
         self.window = timedelta(seconds=deps.settings.burst_window_seconds)
 
     def next_at(self) -> datetime | None:
-        """When the next event becomes processable: now for events, burst end + window for messages."""
+        """When the next event becomes processable: now for events, burst end + window for messages (and for the
+        events of their customer that came after them)."""
         with self.deps.engine.connect() as conn:
             first = conn.execute(_FIRST_EVENT).scalar()
             messages = conn.execute(_PENDING_MESSAGES).mappings().all()
@@ -100,7 +106,8 @@ class InboundProcessor:
         times += [as_utc(burst[-1]["received_at"]) + self.window for burst in self._group(messages)]
         return min(times) if times else None
 
-    def process(self, deadline: float | None = None, shard: int | None = None) -> int:
+    def process(self, deadline: float | None = None, shard: int | None = None,
+                guard: Callable[[], None] | None = None) -> int:
         """Write the turns that are ready, each in its own short transaction, customers in the order they wrote;
         returns how many events were handled. With an LLM brain a message turn is first drafted off the write
         path (agent/prefetch.py): a pass never waits for the model, it writes the turns whose drafts are done
@@ -110,6 +117,7 @@ class InboundProcessor:
         with self.deps.engine.connect() as conn:
             query = _DUE_EVENTS if shard is None else _DUE_EVENTS.where(_I.shard == shard)
             rows = conn.execute(query, {"now": as_utc(now)}).mappings().all()
+        check = guard or (lambda: None)  # before each write: the shard is still this worker's
         by_customer: dict[str, list[tuple[list[Any], dict[str, Any]]]] = {}
         for group in self._turns(rows, now):
             head = dict(group[0])
@@ -120,12 +128,20 @@ class InboundProcessor:
                 head["received_at"] = group[-1]["received_at"]
             by_customer.setdefault(head["customer_id"], []).append((group, head))
         handled = 0
+        events: list[tuple[list[Any], dict[str, Any]]] = []  # non-message turns, written EVENT_CHUNK at a time
         for cid, turns in by_customer.items():
             for group, head in turns:
+                if head["kind"] != "message":
+                    events.append((group, head))
+                    if len(events) >= EVENT_CHUNK:
+                        handled += self._write_events(events, check)
+                    continue
+                handled += self._write_events(events, check)  # what came before this message is written first
                 ready, offline = self._drafted(cid, group, head)
                 if not ready:
                     break  # this customer's later events wait behind the draft: per-customer order holds
                 try:
+                    check()
                     self._write(group, head, offline=offline)
                 except NotPrefetched:  # its inputs changed while the model answered: draft it again
                     self._redraft(cid, group, head)
@@ -135,6 +151,26 @@ class InboundProcessor:
                 handled += len(group)
             if deadline is not None and time.monotonic() >= deadline:
                 break
+        return handled + self._write_events(events, check)
+
+    def _write_events(self, events: list[tuple[list[Any], dict[str, Any]]], check: Callable[[], None]) -> int:
+        """Non-message turns (contacts added or imported, orders, tags…) in one transaction: none of them calls a
+        model, and an import of a million contacts must not cost a million commits. Empties ``events``."""
+        if not events:
+            return 0
+        check()
+        with self.deps.engine.begin() as conn:
+            for group, head in events:
+                effects = Effects()
+                status = self._apply(conn, effects, head)
+                effects.flush(conn)
+                conn.execute(update(InboundEvent.__table__).where(_I.id.in_([r["id"] for r in group]))
+                             .values(status=status))
+        if self.drafts is not None:
+            for _, head in events:
+                self.drafts.forget(head["customer_id"])
+        handled = sum(len(group) for group, _ in events)
+        events.clear()
         return handled
 
     def drafting(self) -> int:

@@ -205,6 +205,11 @@ class Drafts:
         with self._lock:
             return sum(not f.future.done() for f in self._flights.values())
 
+    def customers(self) -> list[str]:
+        """Customers with a draft made or in flight that no written turn has used yet."""
+        with self._lock:
+            return list(self._flights)
+
     def wait_any(self, timeout: float | None = None) -> None:
         """Block until some pending draft finishes (a simulation's tick waits for its model)."""
         with self._lock:

@@ -33,7 +33,6 @@ from knowledge.importer import import_demo_shop
 from knowledge.retriever import Retriever
 from knowledge.settings import Settings
 from sop_graphs.channel import Channel, SandboxChannel
-from sop_graphs.compiler import compile_sop
 from sop_graphs.deps import Deps
 from sop_graphs.loader import Library, SopSource, load_library
 from sop_graphs.runner import GraphRunner, checkpointer_for
@@ -103,19 +102,21 @@ class Runtime:
         library.sops[spec.id] = spec
         library.sources[spec.id] = source
         library.__dict__.pop("tag_listeners", None)
-        self.runner.graphs[spec.id] = compile_sop(spec, self.runner.checkpointer)
+        self.runner.replace(spec)
         self.worker.refresh(spec.id)
 
-    def tick(self, deadline: float | None = None, shard: int | None = None) -> int:
+    def tick(self, deadline: float | None = None, shard: int | None = None,
+             guard: Callable[[], None] | None = None) -> int:
         """Process everything due at the clock's now (of one customer shard, if given), until nothing more is due now.
+        ``guard`` is called before each batch is written and raises to stop (the shard's claim is gone).
 
         Without a ``deadline`` (a simulation, the CLI) the tick also waits for the model calls of drafted turns
         (agent/prefetch.py). With one (``time.monotonic()``; the service's pump) it returns at the deadline or
         when nothing is ready, never waiting for a model: the pump is woken when a draft is done."""
         total = 0
         while True:
-            done = (self.inbound.process(deadline, shard) + self.worker.process_due(shard)
-                    + self.worker.dispatch_outbox(shard))
+            done = (self.inbound.process(deadline, shard, guard) + self.worker.process_due(shard, guard)
+                    + self.worker.dispatch_outbox(shard, guard))
             total += done
             if deadline is not None and time.monotonic() >= deadline:
                 return total

@@ -36,7 +36,7 @@ from api.wecom.inbound import CallbackProcessor
 from knowledge.clock import Clock, SystemClock, as_utc
 from knowledge.db import init_db, insert_ignore, make_engine
 from knowledge.settings import Settings
-from knowledge.shards import ShardClaims
+from knowledge.shards import ShardClaims, shard_of
 from sop_graphs.tables import DueTouchpoint, Outbox
 
 log = logging.getLogger("sopagent.service")
@@ -198,13 +198,14 @@ class Service:
         self.sync_library()
         deadline = None if budget is None else time.monotonic() + budget
         with self._lock:
-            handled = self.processor.process()
-            duties = True
+            # on PostgreSQL the chores one pump does for the database: WeCom callbacks (applied in the order they
+            # came: a contact's add, edit and delete), mass-send polls and the daily report
+            duties = self.claims is None or self.claims.duties()
+            handled = self.processor.process() if duties else 0
             if self.claims is None:
                 handled += self.runtime.tick(deadline=deadline)
             else:
                 handled += self._tick_shards(deadline)
-                duties = self.claims.duties()  # the once-per-database chores: one pump at a time
             if duties:
                 channel = self.runtime.deps.channel
                 if isinstance(channel, WeComChannel) and time.monotonic() - self._last_poll >= POLL_MASS_EVERY:
@@ -226,14 +227,20 @@ class Service:
         while True:  # without a deadline, until a whole rotation finds nothing (one shard's work may add to another)
             done = 0
             for shard in self.claims.busy(QUEUES, as_utc(self.clock.now())):
-                with self.claims.claimed(shard) as mine:
+                with self.claims.claimed(shard, keep=self._drafting_in) as mine:
                     if mine:
-                        done += self.runtime.tick(deadline=deadline, shard=shard)
+                        done += self.runtime.tick(deadline=deadline, shard=shard, guard=self.claims.check)
+                self.claims.worked(shard)
                 if deadline is not None and time.monotonic() >= deadline:
                     return handled + done
             handled += done
             if deadline is not None or done == 0:
                 return handled
+
+    def _drafting_in(self, shard: int) -> bool:
+        """Whether a turn of ``shard`` is being drafted here (its model calls): the pump keeps the shard meanwhile."""
+        drafts = self.runtime.inbound.drafts
+        return drafts is not None and any(shard_of(cid) == shard for cid in drafts.customers())
 
     def _maybe_report(self) -> None:
         """Yesterday's review report once the shop's report time has passed (api/report), made on its own thread

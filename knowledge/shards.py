@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -52,6 +51,10 @@ def shard_field() -> Any:
                  description="the customer's shard: which worker may process the row (PostgreSQL)")
 
 
+class ClaimLost(RuntimeError):
+    """The session holding this worker's shard claims is gone: another worker may hold them now."""
+
+
 class ShardClaims:
     """One worker's claims on shards, held on a connection of its own (PostgreSQL only).
 
@@ -64,14 +67,31 @@ class ShardClaims:
         self._conn: Connection | None = None
         self._next = 0
         self._duties = False
+        self._kept: set[int] = set()  # shards still claimed after their pass (see ``claimed``)
 
     def _connection(self) -> Connection:
         if self._conn is None or self._conn.closed or self._conn.invalidated:
             self._duties = False  # a new session holds nothing
+            self._kept.clear()
             self._conn = self.engine.connect()
+            # the claims live as long as this session: no server-side idle timeout may end it
             self._conn.execute(text("SET idle_in_transaction_session_timeout = 0"))
+            self._conn.execute(text("SET idle_session_timeout = 0"))
             self._conn.commit()
         return self._conn
+
+    def check(self) -> None:
+        """Raise unless this worker's claims still stand: a round trip on the session that holds them (a session
+        alive holds its advisory locks; one that died — terminated, network lost — raises here). The worker checks
+        before each batch it writes, so a worker whose claims went never works on beside their next holder."""
+        if self._conn is None or self._conn.closed or self._conn.invalidated:
+            raise ClaimLost("this worker's claims were lost with their connection")
+        try:
+            self._conn.execute(text("SELECT 1"))
+            self._conn.commit()
+        except Exception as exc:
+            self.close()
+            raise ClaimLost("this worker's claims were lost with their connection") from exc
 
     def try_claim(self, shard: int) -> bool:
         conn = self._connection()
@@ -91,28 +111,33 @@ class ShardClaims:
         return self._duties
 
     @contextmanager
-    def claimed(self, shard: int) -> Iterator[bool]:
-        """Hold ``shard`` for the block if no other worker does (yields False, and holds nothing, if one does)."""
-        if not self.try_claim(shard):
+    def claimed(self, shard: int, keep: Callable[[int], bool] | None = None) -> Iterator[bool]:
+        """Hold ``shard`` for the block if no other worker does (yields False, and holds nothing, if one does).
+        After the block the claim is released unless ``keep(shard)`` says this worker still has work in flight
+        there (a turn's model calls): then it stays held, so no other worker starts the same work again."""
+        if shard not in self._kept and not self.try_claim(shard):
             yield False
             return
+        self._kept.discard(shard)
         try:
             yield True
         finally:
-            try:
-                self.release(shard)
-            except Exception:  # the connection died: PostgreSQL already dropped its locks with it
-                self.close()
+            if keep is not None and self._conn is not None and keep(shard):
+                self._kept.add(shard)
+            else:
+                try:
+                    self.release(shard)
+                except Exception:  # the connection died: PostgreSQL already dropped its locks with it
+                    self.close()
 
-    def rotation(self) -> Iterator[int]:
-        """Every shard once, starting after the last one handed out (workers that stop early resume fairly)."""
-        for shard in itertools.islice(itertools.cycle(range(SHARDS)), self._next, self._next + SHARDS):
-            self._next = (shard + 1) % SHARDS
-            yield shard
+    def rotation(self) -> list[int]:
+        """Every shard once, starting after the last one worked."""
+        return [(self._next + i) % SHARDS for i in range(SHARDS)]
 
     def busy(self, queues: Sequence[tuple[str, str]], now: datetime) -> list[int]:
         """The shards with something pending at or before ``now`` in any of ``queues`` ((table, time column)
-        pairs), in rotation order: one round trip of index probes, so a pass skips idle shards unclaimed."""
+        pairs), from the one after the last worked (:meth:`worked`): one round trip of index probes, so a pass
+        skips idle shards unclaimed, and a pass cut short by its deadline is continued where it stopped."""
         probes = " OR ".join(f"EXISTS (SELECT 1 FROM {table} WHERE shard = s AND status = 'pending' AND {at} <= :now)"
                              for table, at in queues)
         conn = self._connection()
@@ -120,6 +145,10 @@ class ShardClaims:
                                                    f"{probes}"), {"now": now}).scalars()}
         conn.commit()
         return [shard for shard in self.rotation() if shard in found]
+
+    def worked(self, shard: int) -> None:
+        """The next walk starts after ``shard``."""
+        self._next = (shard + 1) % SHARDS
 
     def close(self) -> None:
         """Give back every claim (the pooled connection outlives this object: its session's locks must go)."""
@@ -133,3 +162,4 @@ class ShardClaims:
                     self._conn.invalidate()
             self._conn = None
             self._duties = False
+            self._kept.clear()

@@ -39,7 +39,7 @@ from sop_graphs.spec import (
     SopSpec,
     TagTrigger,
 )
-from sop_graphs.tables import DueTouchpoint, Outbox, SopRun
+from sop_graphs.tables import DueTouchpoint, Outbox, PendingThread, SopRun
 
 _R = SopRun.__table__.c
 _D = DueTouchpoint.__table__.c
@@ -52,6 +52,7 @@ _LIVE_FAMILIES_IN = select(_R.customer_id, _R.family, _R.id).where(_R.status.in_
 _PREVIOUS_IN = (select(_R.customer_id, _R.sop_id, func.max(_R.started_at)).where(any_of(_R.customer_id))
                 .group_by(_R.customer_id, _R.sop_id))
 _END_RUN = update(SopRun.__table__).where(_R.id == bindparam("rid"))
+_FORGET_PENDING_IN = PendingThread.__table__.delete().where(any_of(PendingThread.__table__.c.run_id))
 _CANCEL_DUE = update(DueTouchpoint.__table__).where(_D.run_id == bindparam("rid"), _D.status == "pending")
 
 
@@ -275,6 +276,7 @@ def finish_runs(conn: Connection, deps: Deps, effects: Effects, endings: list[En
                              "waiting": None, "waiting_kind": None} for e in ended.values()])
     conn.execute(_CANCEL_DUE, [{"rid": e.run_id, "status": "cancelled", "done_at": as_utc(e.at)}
                                for e in ended.values()])
+    run_in(conn, _FORGET_PENDING_IN, list(ended))  # a run ended before anything resumed it never needs its thread
     effects.ended.update(ended)
     for run_id, ending in ended.items():
         customer_id, sop_id = heads[run_id].customer_id, heads[run_id].sop_id

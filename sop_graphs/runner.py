@@ -3,22 +3,81 @@
 Resumes are token-checked: a due row or answer whose token is not what the graph awaits (already
 consumed before a crash, or superseded) is a no-op. Graphs persist on exit (durability="exit"):
 a crash mid-invocation replays from the last checkpoint, and the nodes' keyed writes make that safe.
+
+Enrolments in bulk (an import of a million contacts) start without LangGraph: :meth:`GraphRunner.start_many` runs
+each new run's nodes up to its first pause as plain functions inside the caller's one transaction, and keeps the
+state the thread would hold there in a ``PendingThread`` row. The thread is written from it the first time the
+run is resumed (most never are: their questions time out into graph-free tails, or they never answer), so a start
+costs the nodes' own SQL, not a graph invocation and its checkpoints.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.graph import END
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
 from langgraph.types import Command
+from sqlalchemy import select
+from sqlalchemy.engine import Connection, Engine
 
-from knowledge.db import sqlite_pragmas
+from knowledge.db import insert_ignore, sqlite_pragmas
 from sop_graphs.compiler import compile_sop
 from sop_graphs.deps import Deps, Origin, RunContext
+from sop_graphs.nodes import AWAIT, Node, make_nodes
+from sop_graphs.spec import SopSpec
+from sop_graphs.tables import PendingThread
+
+_P = PendingThread.__table__.c
+SETUP_LOCK = 7_241_902  # pg_advisory_lock key of the checkpointer's table set-up (migrations use 7_241_901)
+
+
+@dataclass(frozen=True)
+class Start:
+    """A new run to start: its SOP, id, customer and why."""
+
+    sop_id: str
+    run_id: str
+    customer_id: str
+    origin: Origin
+
+
+class _Within:
+    """The engine as nodes run by :meth:`GraphRunner.start_many` see it: every ``begin``/``connect`` is the
+    caller's open transaction, so a batch of starts commits (or, crashed, vanishes) as one."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self.dialect = conn.dialect
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        yield self._conn
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        yield self._conn
+
+
+def _nodes(spec: SopSpec) -> dict[str, Node]:
+    return {name: node for index in range(len(spec.steps)) for name, node in make_nodes(spec, index)}
+
+
+def _after(spec: SopSpec, name: str, state: dict[str, Any]) -> str:
+    """The node the compiled graph goes to after ``name`` (sop_graphs/compiler.py's edges)."""
+    step = spec.steps_by_id[name]
+    if step.kind == "chat" or (step.kind == "wait" and not getattr(step, "timed", False)):
+        return name + AWAIT
+    return state.get("route") or END
 
 
 def sqlite_checkpointer(path: Path | str, cache_mib: int = 64) -> SqliteSaver:
@@ -44,7 +103,12 @@ def postgres_checkpointer(url: str, max_connections: int = 10) -> BaseCheckpoint
     pool = ConnectionPool(conninfo, max_size=max_connections, open=True, kwargs={
         "autocommit": True, "prepare_threshold": 0, "row_factory": dict_row})
     saver = PostgresSaver(pool)  # type: ignore[arg-type]
-    saver.setup()
+    with pool.connection() as lock:  # processes starting together set the tables up one at a time
+        lock.execute("SELECT pg_advisory_lock(%s)", (SETUP_LOCK,))
+        try:
+            saver.setup()
+        finally:
+            lock.execute("SELECT pg_advisory_unlock(%s)", (SETUP_LOCK,))
     return saver
 
 
@@ -64,6 +128,12 @@ class GraphRunner:
         self.graphs: dict[str, CompiledStateGraph] = {
             sop_id: compile_sop(spec, checkpointer) for sop_id, spec in deps.library.sops.items()
         }
+        self.nodes: dict[str, dict[str, Node]] = {sop_id: _nodes(spec) for sop_id, spec in deps.library.sops.items()}
+
+    def replace(self, spec: SopSpec) -> None:
+        """Run ``spec`` from now on: compile its graph once, swap it in."""
+        self.graphs[spec.id] = compile_sop(spec, self.checkpointer)
+        self.nodes[spec.id] = _nodes(spec)
 
     @staticmethod
     def _config(run_id: str) -> dict[str, Any]:
@@ -75,12 +145,54 @@ class GraphRunner:
         ``fresh``: the run row was created just now, so no thread can exist yet and the check is skipped.
         """
         graph = self.graphs[sop_id]
-        if not fresh and graph.get_state(self._config(run_id)).values:
+        if not fresh and (self._materialise(sop_id, run_id) or graph.get_state(self._config(run_id)).values):
             self._recover(sop_id, run_id, origin)
             return False
         initial = {"run_id": run_id, "customer_id": customer_id, "visits": {}, "answers": {}, "attempts": {},
                    "route": ""}
         graph.invoke(initial, self._config(run_id), context=RunContext(self.deps, origin), durability="exit")
+        return True
+
+    def start_many(self, conn: Connection, starts: Sequence[Start]) -> None:
+        """Run new runs to their first pause inside ``conn``'s transaction, as the graph would, without LangGraph:
+        each node is the compiled graph's own function, called with a context whose engine is ``conn``; where a
+        run pauses (or ends) its state is kept as a ``PendingThread`` row, written as the thread on first resume."""
+        if not starts:
+            return
+        within = dataclasses.replace(self.deps, engine=cast(Engine, _Within(conn)))
+        pending = []
+        for start in starts:
+            spec = self.deps.library.sops[start.sop_id]
+            nodes = self.nodes[start.sop_id]
+            runtime = Runtime(context=RunContext(within, start.origin))
+            state: dict[str, Any] = {"run_id": start.run_id, "customer_id": start.customer_id, "visits": {},
+                                     "answers": {}, "attempts": {}, "route": ""}
+            name = spec.steps[0].id
+            while True:
+                state.update(nodes[name](state, runtime))  # type: ignore[arg-type]
+                following = _after(spec, name, state)
+                if following == END or following.endswith(AWAIT):
+                    break
+                name = following
+            if following != END:
+                kind, data = self.checkpointer.serde.dumps_typed(state)
+                pending.append({"run_id": start.run_id, "sop_id": start.sop_id, "as_node": name, "state_type": kind,
+                                "state": data})
+        insert_ignore(conn, PendingThread.__table__, pending)
+
+    def _materialise(self, sop_id: str, run_id: str) -> bool:
+        """Write the thread of a run started by :meth:`start_many`, if it has none yet; True if it had to."""
+        with self.deps.engine.connect() as conn:
+            row = conn.execute(select(_P.as_node, _P.state_type, _P.state).where(_P.run_id == run_id)).first()
+        if row is None:
+            return False
+        config = self._config(run_id)
+        graph = self.graphs[sop_id]
+        if not graph.get_state(config).values:  # a crash after the write and before the delete: written already
+            graph.update_state(config, self.checkpointer.serde.loads_typed((row.state_type, bytes(row.state))),
+                               as_node=row.as_node)
+        with self.deps.engine.begin() as conn:
+            conn.execute(PendingThread.__table__.delete().where(_P.run_id == run_id))
         return True
 
     def waiting_tokens(self, sop_id: str, run_id: str) -> list[str]:
@@ -94,6 +206,7 @@ class GraphRunner:
         leaves exactly that; re-running the pending node is safe (keyed writes) and re-raises its interrupt.
         """
         graph = self.graphs[sop_id]
+        self._materialise(sop_id, run_id)
         snapshot = graph.get_state(self._config(run_id))
         if snapshot.next and not snapshot.interrupts:
             graph.invoke(None, self._config(run_id), context=RunContext(self.deps, origin), durability="exit")

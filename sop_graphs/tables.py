@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from knowledge.shards import shard_field
@@ -125,6 +125,17 @@ class ContactState(SQLModel, table=True):
     day_count: int = 0
     kf_window: datetime | None = Field(default=None, description="the customer message kf_sent counts from")
     kf_sent: int = Field(default=0, description="kf messages sent since that customer message (WeCom allows 5)")
+
+
+class PendingThread(SQLModel, table=True):
+    """A run started without its LangGraph thread (sop_graphs/runner.py ``start_many``): the state its graph
+    would hold at its first pause, written as that thread the first time something resumes the run."""
+
+    run_id: str = Field(primary_key=True)
+    sop_id: str
+    as_node: str = Field(description="the last node run: the thread continues from its edges")
+    state_type: str = Field(description="serialiser type tag of ``state`` (LangGraph's serde)")
+    state: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 
 class WorkerState(SQLModel, table=True):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from datetime import time as clock_time
 from typing import Any
@@ -41,7 +41,7 @@ from sop_graphs.enrolment import (
 )
 from sop_graphs.nodes import leave_on_timeout, pure_timeouts, schedule_segment, tails_of
 from sop_graphs.policy import Contact, Decision
-from sop_graphs.runner import GraphRunner
+from sop_graphs.runner import GraphRunner, Start
 from sop_graphs.spec import Outcome, ScheduleTrigger, SilentTrigger
 from sop_graphs.tables import ContactState, DueTouchpoint, EmployeeTask, Outbox, SopRun
 from sop_graphs.timing import plan_whole_run
@@ -87,6 +87,7 @@ KF_PER_MESSAGE = 5  # kf/send_msg allows 5 messages per customer message
 TASK_MODES = {"member_task": "send_private", "group_task": "send_group", "moment_task": "post_moment",
               "task": "handoff"}
 SWEEP_AT = "09:30"
+ENROL_CHUNK = 250  # graph enrolments per transaction: one commit for many starts, short enough not to block writers
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
@@ -161,8 +162,9 @@ class Worker:
         times = [as_utc(t) for t in (due, out) if t is not None]
         return min(times) if times else None
 
-    def process_due(self, shard: int | None = None) -> int:
-        """Handle every due row with due_at <= now (of one customer shard, if given); returns how many."""
+    def process_due(self, shard: int | None = None, guard: Callable[[], None] | None = None) -> int:
+        """Handle every due row with due_at <= now (of one customer shard, if given); returns how many. ``guard``
+        runs before each batch (it raises when this worker may no longer work the shard)."""
         handled = 0
         batch = self.deps.settings.worker_batch
         query = _DUE_NOW if shard is None else _DUE_NOW.where(_D.shard == shard)
@@ -172,6 +174,8 @@ class Worker:
                 rows = conn.execute(query, {"now": as_utc(now), "n": batch}).mappings().all()
             if not rows:
                 return handled
+            if guard is not None:
+                guard()
             pushes: list[Any] = []
             waiting: set[str] = set()  # customers with a push not yet performed: their order must hold
             i = 0
@@ -291,24 +295,35 @@ class Worker:
         self.stats[kind] += 1
 
     def _enrol_graphs(self, rows: list[Any]) -> None:
-        """Enrolments into SOPs that need a graph: admitted in one transaction, then each graph started.
+        """Enrolments into SOPs that need a graph, ``ENROL_CHUNK`` per transaction: admitted, each new run taken to
+        its first pause (``GraphRunner.start_many``: no graph invocation) and the rows marked done, all at once.
 
-        A crash after the admission replays the rows: the runs exist, so each graph is started or
-        recovered from its checkpoint (``GraphRunner.start``); nothing is admitted or sent twice.
+        A crash rolls the chunk back whole and its rows are replayed. A run that already existed (admitted by an
+        earlier version that started graphs one by one) is started or recovered from its checkpoint.
         """
         deps = self.deps
-        entries = self._entries(rows)
-        effects = Effects()
-        with deps.engine.begin() as conn:
-            admitted = admit_many(conn, effects, [entry for _, entry in entries], deps.clock.now())
-            effects.flush(conn)
-        for (row, entry), admission in zip(entries, admitted, strict=True):
-            if admission.run_id is not None:
-                self.runner.start(entry.spec.id, entry.run_id, entry.customer_id, _enrol_origin(row),
-                                  fresh=admission.new)
-        with deps.engine.begin() as conn:
-            self._done(conn, [r["id"] for r in rows])
-        self.stats["enrol"] += len(rows)
+        for chunk in in_chunks(rows, ENROL_CHUNK):
+            entries = self._entries(list(chunk))
+            effects = Effects()
+            earlier: list[tuple[Any, Entry]] = []
+            with deps.engine.begin() as conn:
+                admitted = admit_many(conn, effects, [entry for _, entry in entries], deps.clock.now())
+                effects.flush(conn)
+                starts = []
+                for (row, entry), admission in zip(entries, admitted, strict=True):
+                    if admission.run_id is not None and admission.new:
+                        starts.append(Start(entry.spec.id, entry.run_id, entry.customer_id, _enrol_origin(row)))
+                    elif admission.run_id is not None:
+                        earlier.append((row, entry))
+                self.runner.start_many(conn, starts)
+                if not earlier:
+                    self._done(conn, [r["id"] for r in chunk])
+            for row, entry in earlier:
+                self.runner.start(entry.spec.id, entry.run_id, entry.customer_id, _enrol_origin(row))
+            if earlier:
+                with deps.engine.begin() as conn:
+                    self._done(conn, [r["id"] for r in chunk])
+            self.stats["enrol"] += len(chunk)
 
     def _entries(self, rows: list[Any]) -> list[tuple[Any, Entry]]:
         """Enrolment rows whose SOP still exists, each with its admission entry."""
@@ -403,9 +418,9 @@ class Worker:
 
     # ------------------------------------------------------------------ outbox
 
-    def dispatch_outbox(self, shard: int | None = None) -> int:
+    def dispatch_outbox(self, shard: int | None = None, guard: Callable[[], None] | None = None) -> int:
         """Send, defer or cancel every outbox row due now (of one customer shard, if given); returns how many
-        rows were settled."""
+        rows were settled. ``guard`` runs before each batch is sent."""
         handled = 0
         batch = self.deps.settings.worker_batch
         query = _OUT_NOW if shard is None else _OUT_NOW.where(_O.shard == shard)
@@ -416,6 +431,8 @@ class Worker:
                 if not rows:
                     return handled
                 contacts = self._contacts(conn, rows, now)
+            if guard is not None:
+                guard()
             self._settle(rows, contacts, now)
             handled += len(rows)
 

@@ -183,3 +183,23 @@ def test_finding_pending_messages_seeks_past_a_backlog_of_pending_adds(runtime):
         plans = [" ".join(str(r[-1]) for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params))
                  for sql, params in statements]
     assert plans and all("kind=?" in plan for plan in plans), plans
+
+
+def test_an_event_behind_an_open_message_burst_is_due_when_the_burst_is(tmp_path):
+    from agent.runtime import Runtime
+    from knowledge.clock import SimClock
+    from knowledge.settings import Settings
+    from tests.conftest import MONDAY_15_SHANGHAI
+
+    runtime = Runtime.build(Settings(home=tmp_path, embedder="hash", burst_window_seconds=20),
+                            clock=SimClock(MONDAY_15_SHANGHAI))
+    now = runtime.deps.clock.now()
+    window = timedelta(seconds=runtime.deps.settings.burst_window_seconds)
+    submit(runtime.deps, key="add", customer_id="c1", kind="customer_added", payload={"name": "小林"}, at=now)
+    runtime.tick()
+    submit(runtime.deps, key="m1", customer_id="c1", kind="message", payload={"text": "在吗"}, at=now)
+    submit(runtime.deps, key="o1", customer_id="c1", kind="order", payload={"event": "paid", "order_id": "o1"},
+           at=now + timedelta(seconds=1))
+    runtime.deps.clock.set(now + timedelta(seconds=1))
+    runtime.tick()  # the order waits behind the burst, which is not settled yet
+    assert runtime.inbound.next_at() == now + window

@@ -136,3 +136,41 @@ def test_workers_on_one_database_claim_disjoint_shards(postgres_database) -> Non
     finally:
         first.close()
         second.close()
+
+
+def test_a_worker_whose_claim_session_died_stops_before_its_next_batch(postgres_database) -> None:
+    from sqlalchemy import text
+
+    from knowledge.db import make_engine
+    from knowledge.shards import ClaimLost, ShardClaims
+
+    engine = make_engine(postgres_database())
+    claims, other = ShardClaims(engine), ShardClaims(engine)
+    try:
+        with claims.claimed(5) as mine:
+            assert mine
+            claims.check()  # alive: goes on
+            pid = claims._connection().execute(text("SELECT pg_backend_pid()")).scalar()  # noqa: SLF001
+            with engine.connect() as admin:
+                admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            with pytest.raises(ClaimLost):
+                claims.check()
+            with other.claimed(5) as theirs:
+                assert theirs, "the shard is free for another worker"
+    finally:
+        claims.close()
+        other.close()
+
+
+def test_a_pass_cut_short_is_continued_from_the_next_shard(postgres_database) -> None:
+    from knowledge.db import make_engine
+    from knowledge.shards import SHARDS, ShardClaims
+
+    claims = ShardClaims(make_engine(postgres_database()))
+    try:
+        claims.worked(10)
+        assert claims.rotation()[:3] == [11, 12, 13] and len(claims.rotation()) == SHARDS
+        claims.worked(SHARDS - 1)
+        assert claims.rotation()[0] == 0
+    finally:
+        claims.close()

@@ -1,0 +1,138 @@
+"""Scale benchmark: N customers on PostgreSQL, worked by 1, 2 and 4 worker processes.
+
+For each worker count: a fresh database; N contacts arrive at once (an import: ``customer_added`` events at one
+moment); worker processes (``python -m api.simulation follow``, each a real ``Service`` pumping the customer shards
+it claims) follow one simulated clock that this process moves (``api.simulation.conduct``) through the nurture
+SOP's days. Prints per configuration: enrolments/s (contact added → run started → welcome and first question
+sent), due actions/s over the following days (pushes, question timeouts, run ends, graph resumes), outbox sends/s,
+and an exactly-once check (every send recorded once, nothing pending, each customer's nine nurture messages).
+
+Usage: python bench/scale.py --postgres postgresql+psycopg://USER:PW@HOST/postgres [--customers 1000000]
+       [--workers 1,2,4] [--days 31] [--home /tmp/sopagent-scale]
+The role must be allowed to create databases; each configuration's database is dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from agent.runtime import Runtime
+from agent.tables import InboundEvent
+from api.simulation import conduct, stop_followers
+from knowledge.clock import SimClock
+from knowledge.settings import Settings
+
+START = datetime(2026, 11, 23, 1, 0, tzinfo=UTC)  # Monday 09:00 Shanghai
+ROOT = Path(__file__).resolve().parents[1]
+ENROLLED = timedelta(minutes=10)  # by then every added contact has had its welcome and first question
+
+
+def _due_done(conn: object) -> int:
+    return conn.execute(text("SELECT count(*) FROM duetouchpoint WHERE status != 'pending'")).scalar()  # type: ignore[attr-defined]
+
+
+def run(admin: str, customers: int, workers: int, days: int, home: Path) -> dict[str, object]:
+    name = f"sopagent_scale_{workers}w_{os.getpid()}"
+    admin_engine = create_engine(admin, isolation_level="AUTOCOMMIT")
+    with admin_engine.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(admin).set(database=name).render_as_string(hide_password=False)
+    if home.exists():
+        shutil.rmtree(home)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SOPAGENT_DATABASE_URL": url, "SOPAGENT_WORKER_BATCH": "2000"}
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        os.environ["SOPAGENT_DATABASE_URL"] = url
+        runtime = Runtime.build(Settings(home=home, embedder="hash"), clock=SimClock(START))
+        engine = runtime.deps.engine
+        t_seed = time.perf_counter()
+        rows = [{"key": f"add-{i}", "customer_id": f"c{i:07d}", "kind": "customer_added",
+                 "payload": {"name": f"客户{i}"}, "received_at": START, "status": "pending"} for i in range(customers)]
+        with engine.begin() as conn:
+            for start in range(0, len(rows), 20_000):
+                conn.execute(InboundEvent.__table__.insert(), rows[start:start + 20_000])
+        del rows
+        seed_s = time.perf_counter() - t_seed
+        procs = [subprocess.Popen([sys.executable, "-m", "api.simulation", "follow", str(home), START.isoformat()],
+                                  cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                 for _ in range(workers)]
+        t0 = time.perf_counter()
+        conduct(runtime, START + ENROLLED)
+        enrol_s = time.perf_counter() - t0
+        with engine.connect() as conn:
+            enrolled = conn.execute(text("SELECT count(*) FROM soprun WHERE sop_id = 'new_customer_nurture'")).scalar()
+            due_before = _due_done(conn)
+            sent_before = conn.execute(text("SELECT count(*) FROM outbox WHERE status = 'sent'")).scalar()
+        t1 = time.perf_counter()
+        conduct(runtime, START + timedelta(days=days))
+        run_s = time.perf_counter() - t1
+        stop_followers(runtime)
+        for proc in procs:
+            proc.wait(timeout=600)
+        with engine.connect() as conn:
+            due = _due_done(conn) - due_before
+            sent = conn.execute(text("SELECT count(*) FROM outbox WHERE status = 'sent'")).scalar()
+            pending_due = conn.execute(text("SELECT count(*) FROM duetouchpoint WHERE status = 'pending' AND "
+                                            "due_at <= :t"), {"t": START + timedelta(days=days)}).scalar()
+            pending_out = conn.execute(text("SELECT count(*) FROM outbox WHERE status = 'pending' AND not_before <= :t"),
+                                       {"t": START + timedelta(days=days)}).scalar()
+            size = conn.execute(text("SELECT pg_database_size(current_database())")).scalar()
+        sandbox = sqlite3.connect(home / "sandbox.sqlite")
+        records, repeats = sandbox.execute("SELECT count(*), coalesce(sum(attempts > 1), 0) FROM sandbox_record "
+                                           "WHERE customer_id != '__operators__'").fetchone()
+        per_customer = dict(sandbox.execute(
+            "SELECT n, count(*) FROM (SELECT customer_id, count(*) n FROM sandbox_record "
+            "WHERE key LIKE 'new_customer_nurture/%' AND action != 'tag' GROUP BY customer_id) GROUP BY n"))
+        sandbox.close()
+        complete = days >= 31
+        exactly_once = (repeats == 0 and records == sent and pending_out == 0 and pending_due == 0
+                        and (not complete or per_customer == {9: customers}))
+        return {"workers": workers, "customers": customers, "seed_s": seed_s, "enrol_s": enrol_s,
+                "enrolled": enrolled, "due": due, "sent": sent - sent_before, "run_s": run_s, "db_mib": size / 2**20,
+                "exactly_once": exactly_once, "records": records, "repeats": repeats, "per_customer": per_customer}
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+        os.environ.pop("SOPAGENT_DATABASE_URL", None)
+        with admin_engine.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin_engine.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--postgres", required=True, help="SQLAlchemy URL of a server and a role that may create "
+                                                          "databases")
+    parser.add_argument("--customers", type=int, default=1_000_000)
+    parser.add_argument("--workers", default="1,2,4")
+    parser.add_argument("--days", type=int, default=31, help="simulated days after the import (31: the whole SOP)")
+    parser.add_argument("--home", type=Path, default=Path("/tmp/sopagent-scale"))
+    args = parser.parse_args()
+    print(f"{args.customers:,} customers on PostgreSQL, {args.days} simulated days, cores: {os.cpu_count()}")
+    for workers in (int(w) for w in args.workers.split(",")):
+        r = run(args.postgres, args.customers, workers, args.days, args.home)
+        print(f"--- {workers} worker process(es)")
+        print(f"  enrolment:    {r['enrolled']:,} runs in {r['enrol_s']:.1f}s "
+              f"({r['enrolled'] / r['enrol_s']:,.0f} enrolments/s, added → welcome and first question sent)")
+        print(f"  due actions:  {r['due']:,} in {r['run_s']:.1f}s ({r['due'] / r['run_s']:,.0f}/s); "
+              f"outbox sent {r['sent']:,} ({r['sent'] / r['run_s']:,.0f}/s)")
+        print(f"  database:     {r['db_mib']:,.0f} MiB after the run; import of the contacts {r['seed_s']:.1f}s")
+        print(f"  exactly once: {'OK' if r['exactly_once'] else 'FAILED'} (records {r['records']:,}, repeated keys "
+              f"{r['repeats']}, nurture messages per customer {r['per_customer']})")
+
+
+if __name__ == "__main__":
+    main()
