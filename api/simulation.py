@@ -12,12 +12,13 @@ freely: a killed worker's shards are claimed by the others, and a restarted one 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from agent.runtime import Runtime
 from api.service import Service
@@ -25,6 +26,7 @@ from knowledge.clock import SimClock, as_utc
 from knowledge.settings import Settings
 from sop_graphs.tables import WorkerState
 
+READY = "follower/"  # WorkerState rows "follower/<pid>" = clock name: the followers that have started
 STOP = "stop"  # a WorkerState row of this name, with the clock's name as its value, stops the followers
 POLL_SECONDS = 0.01  # how often an idle follower or a waiting conductor looks at the database again
 
@@ -68,6 +70,19 @@ def conduct(runtime: Runtime, until: datetime, *, name: str = "clock", patience:
     runtime.run_until(until, persist_as=name, tick=wait_for_workers)
 
 
+def wait_for_followers(runtime: Runtime, count: int, *, name: str = "clock", patience: float = 300.0) -> None:
+    """Return once ``count`` followers of ``name`` have started (raise after ``patience`` seconds)."""
+    give_up = time.monotonic() + patience
+    while True:
+        with runtime.deps.engine.connect() as conn:
+            ready = conn.execute(select(func.count()).where(_W.name.startswith(READY), _W.value == name)).scalar()
+        if ready >= count:
+            return
+        if time.monotonic() > give_up:
+            raise TimeoutError(f"{ready} of {count} followers started within {patience:g} s")
+        time.sleep(POLL_SECONDS)
+
+
 def stop_followers(runtime: Runtime, name: str = "clock") -> None:
     with runtime.deps.engine.begin() as conn:
         conn.execute(WorkerState.__table__.delete().where(_W.name == STOP))
@@ -79,6 +94,9 @@ def follow(settings: Settings, start: datetime, *, name: str = "clock") -> None:
     clock = SimClock(start)
     service = Service.build(settings, clock=clock)
     runtime = service.runtime
+    with runtime.deps.engine.begin() as conn:  # built and ready: a conductor may wait for its followers
+        conn.execute(WorkerState.__table__.delete().where(_W.name == f"{READY}{os.getpid()}"))
+        conn.execute(WorkerState.__table__.insert().values(name=f"{READY}{os.getpid()}", value=name))
     try:
         while not _stopped(runtime, name):
             moment = published(runtime, name)

@@ -29,7 +29,7 @@ from sqlalchemy.engine import make_url
 
 from agent.runtime import Runtime
 from agent.tables import InboundEvent
-from api.simulation import conduct, stop_followers
+from api.simulation import conduct, stop_followers, wait_for_followers
 from knowledge.clock import SimClock
 from knowledge.settings import Settings
 
@@ -68,6 +68,7 @@ def run(admin: str, customers: int, workers: int, days: int, home: Path) -> dict
         procs = [subprocess.Popen([sys.executable, "-m", "api.simulation", "follow", str(home), START.isoformat()],
                                   cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                  for _ in range(workers)]
+        wait_for_followers(runtime, workers)  # their start-up is not enrolment time
         t0 = time.perf_counter()
         conduct(runtime, START + ENROLLED)
         enrol_s = time.perf_counter() - t0
