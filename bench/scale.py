@@ -35,6 +35,7 @@ from knowledge.settings import Settings
 
 START = datetime(2026, 11, 23, 1, 0, tzinfo=UTC)  # Monday 09:00 Shanghai
 ROOT = Path(__file__).resolve().parents[1]
+PATIENCE = 6 * 3600.0  # seconds the conductor waits at one moment: a million contacts arriving at once take long
 ENROLLED = timedelta(minutes=10)  # by then every added contact has had its welcome and first question
 
 
@@ -70,14 +71,14 @@ def run(admin: str, customers: int, workers: int, days: int, home: Path) -> dict
                  for _ in range(workers)]
         wait_for_followers(runtime, workers)  # their start-up is not enrolment time
         t0 = time.perf_counter()
-        conduct(runtime, START + ENROLLED)
+        conduct(runtime, START + ENROLLED, patience=PATIENCE)
         enrol_s = time.perf_counter() - t0
         with engine.connect() as conn:
             enrolled = conn.execute(text("SELECT count(*) FROM soprun WHERE sop_id = 'new_customer_nurture'")).scalar()
             due_before = _due_done(conn)
             sent_before = conn.execute(text("SELECT count(*) FROM outbox WHERE status = 'sent'")).scalar()
         t1 = time.perf_counter()
-        conduct(runtime, START + timedelta(days=days))
+        conduct(runtime, START + timedelta(days=days), patience=PATIENCE)
         run_s = time.perf_counter() - t1
         stop_followers(runtime)
         for proc in procs:

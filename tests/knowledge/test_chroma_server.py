@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import Engine
 
-from knowledge.db import init_db, make_engine, upsert
+from knowledge.db import upsert
 from knowledge.embeddings import HashingEmbedder
-from knowledge.importer import import_demo_shop
 from knowledge.lexical import LexicalIndex
 from knowledge.retriever import SEARCH_KINDS, Hit, Retriever, corpus
 from knowledge.settings import Settings
@@ -39,11 +38,8 @@ class NearEmbedder(HashingEmbedder):
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Engine:
-    engine = make_engine(f"sqlite:///{tmp_path / 'kb.sqlite'}")
-    init_db(engine)
-    import_demo_shop(engine)
-    return engine
+def engine(demo_engine: Engine) -> Engine:
+    return demo_engine
 
 
 @pytest.fixture

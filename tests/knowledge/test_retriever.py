@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 from sqlalchemy.engine import Engine
 
-from knowledge.db import init_db, make_engine, upsert
+from knowledge.db import upsert
 from knowledge.embeddings import HashingEmbedder
-from knowledge.importer import import_demo_shop
 from knowledge.retriever import Retriever
 from knowledge.tables import Product
 
@@ -27,11 +26,8 @@ class CountingEmbedder(HashingEmbedder):
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Engine:
-    engine = make_engine(f"sqlite:///{tmp_path / 'kb.sqlite'}")
-    init_db(engine)
-    import_demo_shop(engine)
-    return engine
+def engine(demo_engine: Engine) -> Engine:
+    return demo_engine
 
 
 def test_product_found_by_its_name(engine: Engine, tmp_path: Path) -> None:
