@@ -43,7 +43,8 @@ def _due_done(conn: object) -> int:
     return conn.execute(text("SELECT count(*) FROM duetouchpoint WHERE status != 'pending'")).scalar()  # type: ignore[attr-defined]
 
 
-def run(admin: str, customers: int, workers: int, days: int, home: Path) -> dict[str, object]:
+def run(admin: str, customers: int, workers: int, days: int, home: Path,
+        profile_dir: Path | None = None) -> dict[str, object]:
     name = f"sopagent_scale_{workers}w_{os.getpid()}"
     admin_engine = create_engine(admin, isolation_level="AUTOCOMMIT")
     with admin_engine.connect() as conn:
@@ -66,9 +67,12 @@ def run(admin: str, customers: int, workers: int, days: int, home: Path) -> dict
                 conn.execute(InboundEvent.__table__.insert(), rows[start:start + 20_000])
         del rows
         seed_s = time.perf_counter() - t_seed
-        procs = [subprocess.Popen([sys.executable, "-m", "api.simulation", "follow", str(home), START.isoformat()],
+        profile = [] if profile_dir is None else ["-m", "cProfile", "-o"]
+        procs = [subprocess.Popen([sys.executable, *profile,
+                                   *([] if profile_dir is None else [str(profile_dir / f"{workers}w-{i}.prof")]),
+                                   "-m", "api.simulation", "follow", str(home), START.isoformat()],
                                   cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-                 for _ in range(workers)]
+                 for i in range(workers)]
         wait_for_followers(runtime, workers)  # their start-up is not enrolment time
         t0 = time.perf_counter()
         conduct(runtime, START + ENROLLED, patience=PATIENCE)
@@ -122,10 +126,14 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--days", type=int, default=31, help="simulated days after the import (31: the whole SOP)")
     parser.add_argument("--home", type=Path, default=Path("/tmp/sopagent-scale"))
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="write each worker's cProfile statistics into this directory (slows them down)")
     args = parser.parse_args()
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
     print(f"{args.customers:,} customers on PostgreSQL, {args.days} simulated days, cores: {os.cpu_count()}")
     for workers in (int(w) for w in args.workers.split(",")):
-        r = run(args.postgres, args.customers, workers, args.days, args.home)
+        r = run(args.postgres, args.customers, workers, args.days, args.home, args.profile)
         print(f"--- {workers} worker process(es)")
         print(f"  enrolment:    {r['enrolled']:,} runs in {r['enrol_s']:.1f}s "
               f"({r['enrolled'] / r['enrol_s']:,.0f} enrolments/s, added → welcome and first question sent)")

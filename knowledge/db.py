@@ -121,7 +121,10 @@ def make_engine(url: str, cache_mib: int = 64) -> Engine:
 
         _gate_writes(engine, SQLITE_BUSY_SECONDS)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    # executemany through psycopg's pipeline (one statement parsed once, rows bound to it) rather than
+    # SQLAlchemy's "insertmanyvalues" (one giant INSERT ... VALUES text per page, parsed by psycopg each time):
+    # bench/scale.py showed the parse alone at a sixth of a worker's time; measured 4x faster for 1,000 rows
+    return create_engine(url, pool_pre_ping=True, use_insertmanyvalues=False)
 
 
 T = TypeVar("T")
@@ -177,10 +180,8 @@ def init_db(engine: Engine) -> None:
 
 @cache
 def _insert_ignore_stmt(dialect_name: str, table: Table) -> Any:
-    if dialect_name == "postgresql":  # psycopg reports no rowcount for a batch: count the rows RETURNING gives
-        key = next(iter(table.primary_key.columns))
-        return postgresql.insert(table).on_conflict_do_nothing().returning(key)
-    return sqlite.insert(table).on_conflict_do_nothing()
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing()
 
 
 def insert_ignore(conn: Connection, table: Table, rows: Iterable[Mapping[str, Any]]) -> int:
@@ -188,9 +189,9 @@ def insert_ignore(conn: Connection, table: Table, rows: Iterable[Mapping[str, An
     rows = list(rows)
     if not rows:
         return 0
-    result = conn.execute(_insert_ignore_stmt(conn.dialect.name, table), rows)
-    if conn.dialect.name == "postgresql":
-        return len(result.all())
+    # psycopg sums an executemany's row counts; SQLAlchemy keeps the count only when asked to
+    result = conn.execute(_insert_ignore_stmt(conn.dialect.name, table), rows,
+                          execution_options={"preserve_rowcount": True})
     return max(result.rowcount, 0)
 
 
