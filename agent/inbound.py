@@ -26,13 +26,14 @@ from agent.router import Router, names_a_product
 from agent.tables import InboundEvent, Message
 from agent.understanding import INCIDENT_INTENTS, QUESTION_INTENTS, Understanding
 from knowledge.amounts import parse_amount
+from knowledge.batching import cached_reads, deferred_writes
 from knowledge.clock import as_utc
-from knowledge.db import insert_ignore
+from knowledge.db import any_of, insert_ignore, run_in
 from knowledge.tables import Customer, TimelineEntry
 from knowledge.text import normalise
 from sop_graphs.actions import render_question
 from sop_graphs.answers import Parsed, parse_answer
-from sop_graphs.customers import FROM_WECOM, load_customer, set_stage, tags_of
+from sop_graphs.customers import FROM_WECOM, load_customer, preload, remember_customer, set_stage, tags_of
 from sop_graphs.deps import Deps
 from sop_graphs.effects import Effects
 from sop_graphs.enrolment import LIVE, CustomerEvent, change_tags, exit_runs, finish_run, fire
@@ -43,6 +44,7 @@ from sop_graphs.spec import AskStep, Outcome
 from sop_graphs.tables import SopRun
 
 _I = InboundEvent.__table__.c
+_SETTLE_IN = update(InboundEvent.__table__).where(any_of(_I.id)).values(status=bindparam("status"))
 _C = Customer.__table__.c
 _R = SopRun.__table__.c
 # built once: the tick loop runs these every simulated second, and building a statement costs more
@@ -159,13 +161,19 @@ class InboundProcessor:
         if not events:
             return 0
         check()
+        settled: dict[str, list[int]] = {}
         with self.deps.engine.begin() as conn:
-            for group, head in events:
-                effects = Effects()
-                status = self._apply(conn, effects, head)
-                effects.flush(conn)
-                conn.execute(update(InboundEvent.__table__).where(_I.id.in_([r["id"] for r in group]))
-                             .values(status=status))
+            # the chunk's customers read in three queries and its timeline, outbox and due rows written in one
+            # statement per table (knowledge/batching.py keeps both exact across the handlers' own writes)
+            with cached_reads(conn, lambda cache: preload(conn, cache, [head["customer_id"] for _, head in events])), \
+                    deferred_writes(conn, Effects()):
+                for group, head in events:
+                    effects = Effects()
+                    status = self._apply(conn, effects, head)
+                    effects.flush(conn)
+                    settled.setdefault(status, []).extend(r["id"] for r in group)
+            for status, ids in settled.items():
+                run_in(conn, _SETTLE_IN, ids, status=status)
         if self.drafts is not None:
             for _, head in events:
                 self.drafts.forget(head["customer_id"])
@@ -285,9 +293,11 @@ class InboundProcessor:
     def _added(self, conn: Connection, effects: Effects, cid: str, p: dict[str, Any], at: datetime, key: str) -> None:
         existing = load_customer(conn, cid)
         if existing is None:
-            conn.execute(Customer.__table__.insert().values(
+            row = conn.execute(Customer.__table__.insert().values(
                 id=cid, name=p.get("name", ""), owner=p.get("owner", ""), channel_code=p.get("channel_code"),
-                added_at=as_utc(at), stage="new", attributes=p.get("attributes") or {}))
+                added_at=as_utc(at), stage="new", attributes=p.get("attributes") or {})
+                .returning(*Customer.__table__.c)).mappings().one()
+            remember_customer(conn, dict(row))  # what fire() and the SOP's first steps read next
             effects.note(customer_id=cid, at=at, kind="added", key=f"added/{key}",
                          summary=f"添加好友（渠道 {p.get('channel_code') or '无'}，跟进人 {p.get('owner') or '-'}）")
         else:

@@ -13,8 +13,9 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
 
+from knowledge.batching import MISSING, ReadCache, reads
 from knowledge.clock import as_utc
-from knowledge.db import insert_ignore
+from knowledge.db import any_of, insert_ignore, run_in
 from knowledge.tables import Customer
 from sop_graphs.customers import load_customer
 from sop_graphs.deps import Deps, Origin
@@ -37,6 +38,8 @@ from sop_graphs.spec import (
 from sop_graphs.tables import CouponLedger
 
 _L = CouponLedger.__table__.c
+_LEDGER_T = CouponLedger.__table__.name
+_HELD_IN = select(_L.customer_id, _L.campaign_id, _L.code).where(any_of(_L.customer_id))
 
 
 def delivery(spec: SopSpec, step: Any, origin: Origin) -> dict[str, Any]:
@@ -147,12 +150,28 @@ def end_without_step(conn: Connection, deps: Deps, effects: Effects, run_id: str
     finish_run(conn, deps, effects, run_id, status="completed", reason="reached the end", outcome=Outcome(), at=at)
 
 
+def preload_coupons(conn: Connection, cache: ReadCache, ids: list[str]) -> None:
+    """The coupons ``ids`` hold, by campaign, into ``cache`` (one query per 500 customers): a batch of coupon steps
+    reads them from there (an issue in the batch drops its customer's entry: knowledge/batching.py)."""
+    held: dict[str, dict[str, str]] = {cid: {} for cid in ids}
+    for cid, campaign, code in run_in(conn, _HELD_IN, ids):
+        held[cid][campaign] = code
+    for cid, campaigns in held.items():
+        cache.put(_LEDGER_T, cid, campaigns)
+
+
+def _held_coupon(conn: Connection, customer_id: str, campaign: str) -> str | None:
+    cache = reads(conn)
+    if cache is not None and (held := cache.get(_LEDGER_T, customer_id)) is not MISSING:
+        return held.get(campaign)
+    return conn.execute(select(_L.code).where(_L.customer_id == customer_id, _L.campaign_id == campaign)).scalar()
+
+
 def _issue_coupon(conn: Connection, deps: Deps, effects: Effects, spec: SopSpec, step: CouponStep, run_id: str,
                   customer: dict[str, Any] | None, customer_id: str, tags: set[str], key: str, touch: str,
                   at: datetime, origin: Origin) -> None:
     campaign = deps.library.catalog.campaigns[step.campaign]
-    held = conn.execute(select(_L.code).where(_L.customer_id == customer_id, _L.campaign_id == step.campaign)
-                        ).scalar()
+    held = _held_coupon(conn, customer_id, step.campaign)
     if held is None and campaign.budget is not None:
         issued = conn.execute(select(func.count()).where(_L.campaign_id == step.campaign)).scalar() or 0
         if issued >= campaign.budget:

@@ -9,10 +9,12 @@ from typing import Any
 from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.engine import Connection
 
+from knowledge.batching import MISSING, ReadCache, reads
 from knowledge.clock import as_utc
 from knowledge.db import any_of, insert_ignore, run_in
 from knowledge.tables import Customer, CustomerTag
 from sop_graphs.effects import Effects
+from sop_graphs.facts import preload_facts
 from sop_graphs.spec import Catalog
 
 STAGES = ("new", "active", "customer", "repeat", "silent", "churned")
@@ -31,9 +33,25 @@ _CUSTOMERS_IN = select(Customer.__table__).where(any_of(_C.id))
 _TAGS_IN = select(_T.customer_id, _T.tag).where(any_of(_T.customer_id))
 
 
+_CUSTOMER_T, _TAG_T = Customer.__table__.name, CustomerTag.__table__.name
+
+
 def load_customer(conn: Connection, customer_id: str) -> dict[str, Any] | None:
+    cache = reads(conn)
+    if cache is not None and (hit := cache.get(_CUSTOMER_T, customer_id)) is not MISSING:
+        return dict(hit) if hit is not None else None
     row = conn.execute(_CUSTOMER, {"cid": customer_id}).mappings().first()
-    return dict(row) if row else None
+    found = dict(row) if row else None
+    if cache is not None:
+        cache.put(_CUSTOMER_T, customer_id, dict(found) if found is not None else None)
+    return found
+
+
+def remember_customer(conn: Connection, row: dict[str, Any]) -> None:
+    """A customer row just written (RETURNING), for the rest of a ``cached_reads`` block, if in one."""
+    cache = reads(conn)
+    if cache is not None:
+        cache.put(_CUSTOMER_T, row["id"], row)
 
 
 def load_customers(conn: Connection, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
@@ -41,7 +59,26 @@ def load_customers(conn: Connection, ids: Iterable[str]) -> dict[str, dict[str, 
 
 
 def tags_of(conn: Connection, customer_id: str) -> set[str]:
-    return set(conn.execute(_TAGS, {"cid": customer_id}).scalars())
+    cache = reads(conn)
+    if cache is not None and (hit := cache.get(_TAG_T, customer_id)) is not MISSING:
+        return set(hit)
+    tags = set(conn.execute(_TAGS, {"cid": customer_id}).scalars())
+    if cache is not None:
+        cache.put(_TAG_T, customer_id, frozenset(tags))
+    return tags
+
+
+def preload(conn: Connection, cache: ReadCache, ids: Iterable[str]) -> None:
+    """Customer rows, tags and current profile facts of ``ids`` into ``cache``: three queries for a whole batch
+    (``knowledge.batching.cached_reads``), then :func:`load_customer`, :func:`tags_of` and
+    ``facts.current_fact`` read them from it."""
+    ids = [i for i in dict.fromkeys(ids) if i != BROADCAST]
+    customers = load_customers(conn, ids)
+    tags = tags_of_many(conn, ids)
+    for cid in ids:
+        cache.put(_CUSTOMER_T, cid, customers.get(cid))
+        cache.put(_TAG_T, cid, frozenset(tags[cid]))
+    preload_facts(conn, cache, ids)
 
 
 def tags_of_many(conn: Connection, ids: Iterable[str]) -> dict[str, set[str]]:

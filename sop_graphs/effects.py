@@ -9,22 +9,33 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import bindparam, update
 from sqlalchemy.engine import Connection
 
+from knowledge.batching import deferred, suspended
 from knowledge.clock import as_utc
 from knowledge.db import insert_ignore
 from knowledge.tables import TimelineEntry
-from sop_graphs.tables import DueTouchpoint, Outbox
+from sop_graphs.tables import DueTouchpoint, Outbox, SopRun
+
+_R = SopRun.__table__.c
 
 
 class Effects:
-    """Outbox rows, due touchpoints and timeline entries waiting to be written."""
+    """Outbox rows, due touchpoints and timeline entries waiting to be written.
+
+    Inside a ``knowledge.batching.deferred_writes`` block whose buffer is an ``Effects``, :meth:`flush` hands the
+    rows to that buffer, which writes a whole batch's rows at once."""
+
+    tables = frozenset({Outbox.__table__.name, DueTouchpoint.__table__.name, TimelineEntry.__table__.name,
+                        SopRun.__table__.name})
 
     def __init__(self) -> None:
         self.outbox: list[dict[str, Any]] = []
         self.due: list[dict[str, Any]] = []
         self.timeline: list[dict[str, Any]] = []
         self.ended: set[str] = set()  # runs this unit of work ended: a batch must not act for them after
+        self.marks: dict[str, dict[str, Any]] = {}  # run id → columns to set (deferred blocks only: mark_run)
 
     def send(self, *, key: str, action: str, customer_id: str, at: datetime, payload: dict[str, Any],
              run_id: str | None = None, sop_id: str | None = None, step_id: str | None = None,
@@ -52,8 +63,40 @@ class Effects:
         self.timeline.append({"customer_id": customer_id, "at": as_utc(at), "kind": kind, "summary": summary,
                               "run_id": run_id, "key": key, "detail": detail or {}})
 
+    def pending(self) -> bool:
+        return bool(self.outbox or self.due or self.timeline or self.marks)
+
     def flush(self, conn: Connection) -> None:
-        insert_ignore(conn, Outbox.__table__, self.outbox)
-        insert_ignore(conn, DueTouchpoint.__table__, self.due)
-        insert_ignore(conn, TimelineEntry.__table__, self.timeline)
-        self.outbox, self.due, self.timeline = [], [], []
+        batch = deferred(conn)
+        if isinstance(batch, Effects) and batch is not self:
+            batch.outbox += self.outbox
+            batch.due += self.due
+            batch.timeline += self.timeline
+            batch.ended |= self.ended
+            for run_id, values in self.marks.items():
+                batch.marks.setdefault(run_id, {}).update(values)
+            self.outbox, self.due, self.timeline, self.marks = [], [], [], {}
+            return
+        outbox, due, timeline, marks = self.outbox, self.due, self.timeline, self.marks
+        self.outbox, self.due, self.timeline, self.marks = [], [], [], {}
+        with suspended(conn):  # this buffer's own writes (it may be the block's buffer)
+            insert_ignore(conn, Outbox.__table__, outbox)
+            insert_ignore(conn, DueTouchpoint.__table__, due)
+            insert_ignore(conn, TimelineEntry.__table__, timeline)
+            by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+            for run_id, values in marks.items():
+                by_columns.setdefault(tuple(sorted(values)), []).append({"rid": run_id, **values})
+            for columns, rows in by_columns.items():
+                conn.execute(update(SopRun.__table__).where(_R.id == bindparam("rid"))
+                             .values({c: bindparam(c) for c in columns}), rows)
+
+
+def mark_run(conn: Connection, run_id: str, **values: Any) -> None:
+    """Set columns of a run row: at once, or inside a ``deferred_writes`` block of an :class:`Effects` with the
+    block's other writes (a run's marks merge, the last value of a column winning, as applying them in order
+    would; anything reading the run table in the block first writes them)."""
+    batch = deferred(conn)
+    if isinstance(batch, Effects):
+        batch.marks.setdefault(run_id, {}).update(values)
+        return
+    conn.execute(update(SopRun.__table__).where(_R.id == run_id).values(**values))

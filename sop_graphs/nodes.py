@@ -13,7 +13,7 @@ from typing import Any
 from langgraph.graph import END
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
 from knowledge.clock import as_utc
@@ -21,7 +21,7 @@ from sop_graphs.actions import end_without_step, perform
 from sop_graphs.answers import parse_answer, typed_answer
 from sop_graphs.customers import BROADCAST, load_customer, tags_of
 from sop_graphs.deps import Deps, RunContext
-from sop_graphs.effects import Effects
+from sop_graphs.effects import Effects, mark_run
 from sop_graphs.enrolment import change_tags
 from sop_graphs.expr import parse_condition
 from sop_graphs.facts import current_fact, questions_declined, record_answer
@@ -35,11 +35,8 @@ Node = Callable[[RunState, Runtime[RunContext]], dict[str, Any]]
 _R = SopRun.__table__.c
 
 
-_MARK = update(SopRun.__table__).where(_R.id == bindparam("rid"))
-
-
 def _mark(conn: Connection, run_id: str, **values: Any) -> None:
-    conn.execute(_MARK, {"rid": run_id, **values})
+    mark_run(conn, run_id, **values)
 
 
 def _subject(conn: Connection, customer_id: str, *, with_tags: bool = True,

@@ -13,18 +13,26 @@ import threading
 
 from sqlalchemy import Connection, func, select
 
+from knowledge.batching import MISSING, reads
 from knowledge.tables import Product
 from sop_graphs.shop_data import ProfileVocabulary
 from sop_graphs.spec import AskStep, SopSpec
 
 _P = Product.__table__.c
+_SIZE = select(func.count(), func.max(_P.sku))
 _CACHE: dict[tuple[int, int, str | None], frozenset[str]] = {}
 _LOCK = threading.Lock()
 
 
 def unused_slots(conn: Connection, profile: ProfileVocabulary) -> frozenset[str]:
     """The vocabulary's facts no product of the catalogue mentions (empty when there is no catalogue)."""
-    count, last = conn.execute(select(func.count(), func.max(_P.sku))).one()
+    cache = reads(conn)  # a batch of enrolments asks once (a product written meanwhile drops the answer)
+    size = cache.get(Product.__table__.name, "size") if cache is not None else MISSING
+    if size is MISSING:
+        size = tuple(conn.execute(_SIZE).one())
+        if cache is not None:
+            cache.put(Product.__table__.name, "size", size)
+    count, last = size
     if not count:
         return frozenset()
     key = (id(profile), count, last)

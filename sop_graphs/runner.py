@@ -30,9 +30,12 @@ from langgraph.types import Command
 from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
 
+from knowledge.batching import cached_reads, deferred_writes
 from knowledge.db import insert_ignore, sqlite_pragmas
 from sop_graphs.compiler import compile_sop
+from sop_graphs.customers import preload
 from sop_graphs.deps import Deps, Origin, RunContext
+from sop_graphs.effects import Effects
 from sop_graphs.nodes import AWAIT, Node, make_nodes
 from sop_graphs.spec import SopSpec
 from sop_graphs.tables import PendingThread
@@ -161,24 +164,33 @@ class GraphRunner:
             return
         within = dataclasses.replace(self.deps, engine=cast(Engine, _Within(conn)))
         pending = []
-        for start in starts:
-            spec = self.deps.library.sops[start.sop_id]
-            nodes = self.nodes[start.sop_id]
-            runtime = Runtime(context=RunContext(within, start.origin))
-            state: dict[str, Any] = {"run_id": start.run_id, "customer_id": start.customer_id, "visits": {},
-                                     "answers": {}, "attempts": {}, "route": ""}
-            name = spec.steps[0].id
-            while True:
-                state.update(nodes[name](state, runtime))  # type: ignore[arg-type]
-                following = _after(spec, name, state)
-                if following == END or following.endswith(AWAIT):
-                    break
-                name = following
-            if following != END:
-                kind, data = self.checkpointer.serde.dumps_typed(state)
-                pending.append({"run_id": start.run_id, "sop_id": start.sop_id, "as_node": name, "state_type": kind,
-                                "state": data})
+        # the batch's customers, tags and facts read in three queries; the nodes' rows written at the end, one
+        # statement per table for the batch (writes the nodes make to those tables keep both exact)
+        with cached_reads(conn, lambda cache: preload(conn, cache, [s.customer_id for s in starts])), \
+                deferred_writes(conn, Effects()):
+            for start in starts:
+                pending += self._to_first_pause(within, start)
         insert_ignore(conn, PendingThread.__table__, pending)
+
+    def _to_first_pause(self, within: Deps, start: Start) -> list[dict[str, Any]]:
+        """Run one new run's nodes to its first pause; the PendingThread row of its state there (none if it ended)."""
+        spec = self.deps.library.sops[start.sop_id]
+        nodes = self.nodes[start.sop_id]
+        runtime = Runtime(context=RunContext(within, start.origin))
+        state: dict[str, Any] = {"run_id": start.run_id, "customer_id": start.customer_id, "visits": {},
+                                 "answers": {}, "attempts": {}, "route": ""}
+        name = spec.steps[0].id
+        while True:
+            state.update(nodes[name](state, runtime))  # type: ignore[arg-type]
+            following = _after(spec, name, state)
+            if following == END or following.endswith(AWAIT):
+                break
+            name = following
+        if following == END:
+            return []
+        kind, data = self.checkpointer.serde.dumps_typed(state)
+        return [{"run_id": start.run_id, "sop_id": start.sop_id, "as_node": name, "state_type": kind,
+                 "state": data}]
 
     def _materialise(self, sop_id: str, run_id: str) -> bool:
         """Write the thread of a run started by :meth:`start_many`, if it has none yet; True if it had to."""

@@ -21,10 +21,11 @@ from croniter import croniter
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.engine import Connection
 
+from knowledge.batching import cached_reads, deferred_writes
 from knowledge.clock import as_utc, parse_hhmm
 from knowledge.db import any_of, in_chunks, insert_ignore, run_in
 from knowledge.tables import Customer
-from sop_graphs.actions import perform
+from sop_graphs.actions import perform, preload_coupons
 from sop_graphs.channel import Delivery
 from sop_graphs.customers import BROADCAST, load_customers, set_stage, tags_of_many
 from sop_graphs.deps import Deps, Origin
@@ -42,7 +43,7 @@ from sop_graphs.enrolment import (
 from sop_graphs.nodes import leave_on_timeout, pure_timeouts, schedule_segment, tails_of
 from sop_graphs.policy import Contact, Decision
 from sop_graphs.runner import GraphRunner, Start
-from sop_graphs.spec import Outcome, ScheduleTrigger, SilentTrigger
+from sop_graphs.spec import CouponStep, Outcome, ScheduleTrigger, SilentTrigger
 from sop_graphs.tables import ContactState, DueTouchpoint, EmployeeTask, Outbox, SopRun
 from sop_graphs.timing import plan_whole_run
 
@@ -219,7 +220,7 @@ class Worker:
         by_kind: dict[str, list[Any]] = defaultdict(list)
         for row in rows:
             by_kind[row["kind"]].append(row)
-        with deps.engine.begin() as conn:
+        with deps.engine.begin() as conn, deferred_writes(conn, effects):  # the batch's run marks together
             customers = load_customers(conn, [r["customer_id"] for r in rows if r["customer_id"] != BROADCAST])
             self._enrol_pure(conn, effects, by_kind["enrol"], customers)
             self._time_out(conn, effects, by_kind["resume"], customers)
@@ -232,6 +233,20 @@ class Worker:
         status = run_statuses(conn, [r["run_id"] for r in rows])
         tags = tags_of_many(conn, [r["customer_id"] for r in rows if r["customer_id"] != BROADCAST])
         done, cancelled, endings = [], [], []
+        coupons = [r["customer_id"] for r in rows if isinstance(self.steps.get(r["sop_id"], {}).get(r["step_id"] or ""),
+                                                                CouponStep)]
+        with cached_reads(conn, lambda cache: preload_coupons(conn, cache, coupons) if coupons else None):
+            self._perform_each(conn, effects, rows, customers, status, tags, done, cancelled, endings)
+        finish_runs(conn, deps, effects, endings)
+        effects.flush(conn)
+        self._done(conn, done)
+        self._done(conn, cancelled, "cancelled")
+        self.stats["push"] += len(done)
+
+    def _perform_each(self, conn: Connection, effects: Effects, rows: list[Any], customers: dict[str, Any],
+                      status: dict[str, str], tags: dict[str, set[str]], done: list[int], cancelled: list[int],
+                      endings: list[Ending]) -> None:
+        deps = self.deps
         for row in rows:
             spec = deps.library.sops.get(row["sop_id"])
             step = self.steps.get(row["sop_id"], {}).get(row["step_id"]) if row["step_id"] else None
@@ -249,11 +264,6 @@ class Worker:
                         tags=tags.get(row["customer_id"], set()), occurrence=row["payload"]["occurrence"],
                         at=at, origin=row["payload"].get("origin", "timer"))
             done.append(row["id"])
-        finish_runs(conn, deps, effects, endings)
-        effects.flush(conn)
-        self._done(conn, done)
-        self._done(conn, cancelled, "cancelled")
-        self.stats["push"] += len(done)
 
     def _time_out(self, conn: Connection, effects: Effects, rows: list[Any], customers: dict[str, Any]) -> None:
         """Timeouts of pauses whose way on is a pure tail: the same transition the await node makes
