@@ -33,7 +33,15 @@ from knowledge.tables import Customer, TimelineEntry
 from knowledge.text import normalise
 from sop_graphs.actions import render_question
 from sop_graphs.answers import Parsed, parse_answer
-from sop_graphs.customers import FROM_WECOM, load_customer, preload, remember_customer, set_stage, tags_of
+from sop_graphs.customers import (
+    FROM_WECOM,
+    load_customer,
+    load_customers,
+    preload,
+    remember_customer,
+    set_stage,
+    tags_of,
+)
 from sop_graphs.deps import Deps
 from sop_graphs.effects import Effects
 from sop_graphs.enrolment import LIVE, CustomerEvent, change_tags, exit_runs, finish_run, fire
@@ -167,9 +175,10 @@ class InboundProcessor:
             # statement per table (knowledge/batching.py keeps both exact across the handlers' own writes)
             with cached_reads(conn, lambda cache: preload(conn, cache, [head["customer_id"] for _, head in events])), \
                     deferred_writes(conn, Effects()):
+                fresh = self._insert_new_contacts(conn, [head for _, head in events])
                 for group, head in events:
                     effects = Effects()
-                    status = self._apply(conn, effects, head)
+                    status = self._apply(conn, effects, head, fresh=fresh)
                     effects.flush(conn)
                     settled.setdefault(status, []).extend(r["id"] for r in group)
             for status, ids in settled.items():
@@ -180,6 +189,29 @@ class InboundProcessor:
         handled = sum(len(group) for group, _ in events)
         events.clear()
         return handled
+
+    @staticmethod
+    def _customer_row(cid: str, p: dict[str, Any], at: datetime) -> dict[str, Any]:
+        return {"id": cid, "name": p.get("name", ""), "owner": p.get("owner", ""),
+                "channel_code": p.get("channel_code"), "added_at": as_utc(at), "stage": "new",
+                "attributes": p.get("attributes") or {}}
+
+    def _insert_new_contacts(self, conn: Connection, heads: list[dict[str, Any]]) -> set[str]:
+        """The customers a chunk's events meet first as a new contact (their first event here is customer_added,
+        and they are unknown), inserted in one statement and read back in one; their ``_added`` then only notes
+        it. Returns their ids. Anything else about them in the chunk comes after, as one at a time would have it."""
+        rows: dict[str, dict[str, Any]] = {}
+        seen: set[str] = set()
+        for head in heads:
+            cid = head["customer_id"]
+            if cid not in seen and head["kind"] == "customer_added" and load_customer(conn, cid) is None:
+                rows[cid] = self._customer_row(cid, head["payload"], as_utc(head["received_at"]))
+            seen.add(cid)
+        if rows:
+            conn.execute(Customer.__table__.insert(), list(rows.values()))
+            for row in load_customers(conn, list(rows)).values():
+                remember_customer(conn, row)  # what fire() and the SOPs' first steps read next
+        return set(rows)
 
     def drafting(self) -> int:
         """Drafts still waiting for the model."""
@@ -270,11 +302,17 @@ class InboundProcessor:
             ready.append(turn)
         return ready
 
-    def _apply(self, conn: Connection, effects: Effects, row: Any, offline: bool = False) -> str:
+    def _apply(self, conn: Connection, effects: Effects, row: Any, offline: bool = False,
+               fresh: set[str] | None = None) -> str:
+        """Handle one turn. ``fresh``: customers inserted for this chunk (:meth:`_insert_new_contacts`); the
+        first customer_added of each takes its id out of the set."""
         kind, payload, cid = row["kind"], row["payload"], row["customer_id"]
         at = as_utc(row["received_at"])
         if kind == "customer_added":
-            self._added(conn, effects, cid, payload, at, row["key"])
+            inserted = fresh is not None and cid in fresh
+            if inserted:
+                fresh.discard(cid)
+            self._added(conn, effects, cid, payload, at, row["key"], inserted=inserted)
             return "done"
         if load_customer(conn, cid) is None:
             effects.note(customer_id=cid, at=at, kind="rejected", key=f"rejected/{row['key']}",
@@ -290,14 +328,12 @@ class InboundProcessor:
         handler(conn, effects, cid, payload, at, row["key"])
         return "done"
 
-    def _added(self, conn: Connection, effects: Effects, cid: str, p: dict[str, Any], at: datetime, key: str) -> None:
-        existing = load_customer(conn, cid)
+    def _added(self, conn: Connection, effects: Effects, cid: str, p: dict[str, Any], at: datetime, key: str,
+               inserted: bool = False) -> None:
+        existing = None if inserted else load_customer(conn, cid)
         if existing is None:
-            row = conn.execute(Customer.__table__.insert().values(
-                id=cid, name=p.get("name", ""), owner=p.get("owner", ""), channel_code=p.get("channel_code"),
-                added_at=as_utc(at), stage="new", attributes=p.get("attributes") or {})
-                .returning(*Customer.__table__.c)).mappings().one()
-            remember_customer(conn, dict(row))  # what fire() and the SOP's first steps read next
+            if not inserted:
+                conn.execute(Customer.__table__.insert().values(**self._customer_row(cid, p, at)))
             effects.note(customer_id=cid, at=at, kind="added", key=f"added/{key}",
                          summary=f"添加好友（渠道 {p.get('channel_code') or '无'}，跟进人 {p.get('owner') or '-'}）")
         else:

@@ -203,3 +203,20 @@ def test_an_event_behind_an_open_message_burst_is_due_when_the_burst_is(tmp_path
     runtime.deps.clock.set(now + timedelta(seconds=1))
     runtime.tick()  # the order waits behind the burst, which is not settled yet
     assert runtime.inbound.next_at() == now + window
+
+
+def test_events_written_together_are_handled_as_one_at_a_time_would(runtime):
+    """A chunk of non-message turns inserts its new contacts at once; an event before a contact's add is still
+    about an unknown customer, and a second add in the same chunk is a re-add."""
+    now = runtime.deps.clock.now()
+    submit(runtime.deps, key="early", customer_id="c2", kind="tags", payload={"add": ["VIP"]}, at=now)
+    for key, cid in (("a1", "c1"), ("a2", "c2"), ("a1-again", "c1")):
+        submit(runtime.deps, key=key, customer_id=cid, kind="customer_added", payload={"name": "小林"}, at=now)
+    runtime.tick()
+    kinds = {cid: [r["kind"] for r in _rows(runtime, TimelineEntry, TimelineEntry.customer_id == cid)]
+             for cid in ("c1", "c2")}
+    assert kinds["c2"][0] == "rejected" and "added" in kinds["c2"]
+    assert kinds["c1"].count("added") == 1
+    assert len(_rows(runtime, Customer)) == 2
+    assert _rows(runtime, CustomerTag, CustomerTag.customer_id == "c2") == []
+    assert len(_rows(runtime, SopRun, SopRun.__table__.c.sop_id == "new_customer_nurture")) == 2
