@@ -8,7 +8,7 @@ sent), due actions/s over the following days (pushes, question timeouts, run end
 and an exactly-once check (every send recorded once, nothing pending, each customer's nine nurture messages).
 
 Usage: python bench/scale.py --postgres postgresql+psycopg://USER:PW@HOST/postgres [--customers 1000000]
-       [--workers 1,2,4] [--days 31] [--home /tmp/sopagent-scale]
+       [--workers 1,2,4] [--days 31] [--home /tmp/sopagent-scale] [--profile DIR]
 The role must be allowed to create databases; each configuration's database is dropped afterwards.
 """
 
