@@ -67,10 +67,11 @@ def run(admin: str, customers: int, workers: int, days: int, home: Path,
                 conn.execute(InboundEvent.__table__.insert(), rows[start:start + 20_000])
         del rows
         seed_s = time.perf_counter() - t_seed
-        profile = [] if profile_dir is None else ["-m", "cProfile", "-o"]
-        procs = [subprocess.Popen([sys.executable, *profile,
-                                   *([] if profile_dir is None else [str(profile_dir / f"{workers}w-{i}.prof")]),
-                                   "-m", "api.simulation", "follow", str(home), START.isoformat()],
+        def profiled(i: int) -> list[str]:
+            return [] if profile_dir is None else ["-m", "cProfile", "-o", str(profile_dir / f"{workers}w-{i}.prof")]
+
+        procs = [subprocess.Popen([sys.executable, *profiled(i), "-m", "api.simulation", "follow", str(home),
+                                   START.isoformat()],
                                   cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                  for i in range(workers)]
         wait_for_followers(runtime, workers)  # their start-up is not enrolment time

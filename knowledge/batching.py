@@ -81,6 +81,19 @@ def reads(conn: Connection) -> ReadCache | None:
     return conn.info.get(_READS)
 
 
+def read_through(conn: Connection, table: str, key: Any, load: Callable[[], Any]) -> Any:
+    """``load()``, kept under (``table``, ``key``) for the rest of a :func:`cached_reads` block if ``conn`` is in one
+    (the value is shared: callers hand out copies of mutable ones)."""
+    cache = reads(conn)
+    if cache is None:
+        return load()
+    value = cache.get(table, key)
+    if value is MISSING:
+        value = load()
+        cache.put(table, key, value)
+    return value
+
+
 def deferred(conn: Connection) -> Buffer | None:
     """The buffer of the :func:`deferred_writes` block ``conn`` is in, if any."""
     return conn.info.get(_WRITES)

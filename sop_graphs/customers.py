@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.engine import Connection
 
-from knowledge.batching import MISSING, ReadCache, reads
+from knowledge.batching import ReadCache, read_through, reads
 from knowledge.clock import as_utc
 from knowledge.db import any_of, insert_ignore, run_in
 from knowledge.tables import Customer, CustomerTag
@@ -37,18 +37,13 @@ _CUSTOMER_T, _TAG_T = Customer.__table__.name, CustomerTag.__table__.name
 
 
 def load_customer(conn: Connection, customer_id: str) -> dict[str, Any] | None:
-    cache = reads(conn)
-    if cache is not None and (hit := cache.get(_CUSTOMER_T, customer_id)) is not MISSING:
-        return dict(hit) if hit is not None else None
-    row = conn.execute(_CUSTOMER, {"cid": customer_id}).mappings().first()
-    found = dict(row) if row else None
-    if cache is not None:
-        cache.put(_CUSTOMER_T, customer_id, dict(found) if found is not None else None)
-    return found
+    row = read_through(conn, _CUSTOMER_T, customer_id,
+                       lambda: conn.execute(_CUSTOMER, {"cid": customer_id}).mappings().first())
+    return dict(row) if row else None
 
 
 def remember_customer(conn: Connection, row: dict[str, Any]) -> None:
-    """A customer row just written (RETURNING), for the rest of a ``cached_reads`` block, if in one."""
+    """A customer row just written and read back, for the rest of a ``cached_reads`` block, if in one."""
     cache = reads(conn)
     if cache is not None:
         cache.put(_CUSTOMER_T, row["id"], row)
@@ -59,13 +54,8 @@ def load_customers(conn: Connection, ids: Iterable[str]) -> dict[str, dict[str, 
 
 
 def tags_of(conn: Connection, customer_id: str) -> set[str]:
-    cache = reads(conn)
-    if cache is not None and (hit := cache.get(_TAG_T, customer_id)) is not MISSING:
-        return set(hit)
-    tags = set(conn.execute(_TAGS, {"cid": customer_id}).scalars())
-    if cache is not None:
-        cache.put(_TAG_T, customer_id, frozenset(tags))
-    return tags
+    return set(read_through(conn, _TAG_T, customer_id,
+                            lambda: frozenset(conn.execute(_TAGS, {"cid": customer_id}).scalars())))
 
 
 def preload(conn: Connection, cache: ReadCache, ids: Iterable[str]) -> None:

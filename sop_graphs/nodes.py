@@ -35,10 +35,6 @@ Node = Callable[[RunState, Runtime[RunContext]], dict[str, Any]]
 _R = SopRun.__table__.c
 
 
-def _mark(conn: Connection, run_id: str, **values: Any) -> None:
-    mark_run(conn, run_id, **values)
-
-
 def _subject(conn: Connection, customer_id: str, *, with_tags: bool = True,
              ) -> tuple[dict[str, Any] | None, set[str]]:
     if customer_id == BROADCAST:
@@ -52,7 +48,7 @@ def _arm_pause(conn: Connection, effects: Effects, spec: SopSpec, step_id: str, 
     effects.schedule(key=f"{run_id}/{step_id}/{visit}/timeout", kind="resume", due_at=timeout_at, run_id=run_id,
                      customer_id=customer_id, sop_id=spec.id, step_id=step_id,
                      payload={"token": token, "kind": "timeout"})
-    _mark(conn, run_id, current_step=step_id, waiting=token, waiting_kind=waiting_kind, waiting_since=now)
+    mark_run(conn, run_id, current_step=step_id, waiting=token, waiting_kind=waiting_kind, waiting_since=now)
 
 
 def _finish_or_follow(conn: Connection, deps: Deps, effects: Effects, run_id: str, follow: str | None,
@@ -84,7 +80,7 @@ def _onward(conn: Connection, deps: Deps, effects: Effects, spec: SopSpec, tails
     added_at = as_utc(customer["added_at"]) if customer else now
     schedule_segment(effects, deps, spec, tail, run_id=run_id, customer_id=customer_id, occurrence=occurrence,
                      start=now, added_at=added_at, origin=origin)
-    _mark(conn, run_id, status="scheduled", current_step=route, waiting=None, waiting_kind=None)
+    mark_run(conn, run_id, status="scheduled", current_step=route, waiting=None, waiting_kind=None)
     return END
 
 
@@ -103,7 +99,7 @@ def leave_on_timeout(conn: Connection, deps: Deps, effects: Effects, spec: SopSp
     graph (the run row, not the thread's checkpoint, says what a run awaits). Returns the next node,
     or END when the run was handed to the due table or ended.
     """
-    _mark(conn, run_id, waiting=None, waiting_kind=None)
+    mark_run(conn, run_id, waiting=None, waiting_kind=None)
     if isinstance(step, AskStep):
         effects.note(customer_id=customer_id, at=now, kind="ask_timeout", run_id=run_id,
                      key=f"{run_id}/{step.id}/{visit}/timed-out",
@@ -256,7 +252,7 @@ def _ask_await(spec: SopSpec, step: AskStep, follow: str | None) -> Node:
                 effects.flush(conn)
                 return {"answers": answers, "attempts": attempts, "route": route}
             stopped = reply.get("kind") == "stop"
-            _mark(conn, run_id, waiting=None, waiting_kind=None)
+            mark_run(conn, run_id, waiting=None, waiting_kind=None)
             # an answer retires the timer
             conn.execute(update(DueTouchpoint.__table__).where(
                 DueTouchpoint.__table__.c.key == f"{run_id}/{step.id}/{visit}/timeout",
@@ -316,13 +312,13 @@ def _wait_plan(spec: SopSpec, step: WaitStep) -> Node:
                                       occurrence=occurrence, start=wait_until(step, now, added_at, deps.shop),
                                       added_at=added_at, origin="timer")
             if segment.resume_at is None:
-                _mark(conn, run_id, status="scheduled", current_step=step.id, waiting=None, waiting_kind=None)
+                mark_run(conn, run_id, status="scheduled", current_step=step.id, waiting=None, waiting_kind=None)
             else:
                 token = f"seg:{step.id}:{visit}"
                 effects.schedule(key=f"{run_id}/{step.id}/{visit}/resume", kind="resume", due_at=cursor,
                                  run_id=run_id, customer_id=customer_id, sop_id=spec.id, step_id=step.id,
                                  payload={"token": token, "kind": "segment"})
-                _mark(conn, run_id, current_step=step.id, waiting=token, waiting_kind="segment")
+                mark_run(conn, run_id, current_step=step.id, waiting=token, waiting_kind="segment")
             effects.flush(conn)
         return {"visits": visits, "route": END if segment.resume_at is None else step.id + AWAIT}
 
@@ -395,7 +391,7 @@ def _event_wait_await(spec: SopSpec, step: WaitStep, follow: str | None) -> Node
         with deps.engine.begin() as conn:
             effects = Effects()
             if reply.get("kind") == "event":
-                _mark(conn, run_id, waiting=None, waiting_kind=None)
+                mark_run(conn, run_id, waiting=None, waiting_kind=None)
                 route = _finish_or_follow(conn, deps, effects, run_id, follow, now)
                 route = _onward(conn, deps, effects, spec, tails, route, run_id=run_id, customer_id=customer_id,
                                 occurrence=f"{step.id}.{visit}", now=now, origin=origin)
@@ -433,7 +429,7 @@ def _branch_node(spec: SopSpec, step: BranchStep) -> Node:
             effects = Effects()
             effects.note(customer_id=customer_id, at=now, kind="branch", run_id=run_id,
                          key=f"{run_id}/{step.id}/{visit}", summary=f"分支 {step.label or step.id}：{why} → {route}")
-            _mark(conn, run_id, current_step=step.id)
+            mark_run(conn, run_id, current_step=step.id)
             route = _onward(conn, deps, effects, spec, tails, route, run_id=run_id, customer_id=customer_id,
                             occurrence=f"{step.id}.{visit}", now=now, origin=runtime.context.origin,
                             customer=customer or None)

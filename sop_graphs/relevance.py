@@ -13,7 +13,7 @@ import threading
 
 from sqlalchemy import Connection, func, select
 
-from knowledge.batching import MISSING, reads
+from knowledge.batching import read_through
 from knowledge.tables import Product
 from sop_graphs.shop_data import ProfileVocabulary
 from sop_graphs.spec import AskStep, SopSpec
@@ -26,13 +26,8 @@ _LOCK = threading.Lock()
 
 def unused_slots(conn: Connection, profile: ProfileVocabulary) -> frozenset[str]:
     """The vocabulary's facts no product of the catalogue mentions (empty when there is no catalogue)."""
-    cache = reads(conn)  # a batch of enrolments asks once (a product written meanwhile drops the answer)
-    size = cache.get(Product.__table__.name, "size") if cache is not None else MISSING
-    if size is MISSING:
-        size = tuple(conn.execute(_SIZE).one())
-        if cache is not None:
-            cache.put(Product.__table__.name, "size", size)
-    count, last = size
+    # a batch of enrolments asks once (a product written meanwhile drops the answer)
+    count, last = read_through(conn, Product.__table__.name, "size", lambda: tuple(conn.execute(_SIZE).one()))
     if not count:
         return frozenset()
     key = (id(profile), count, last)

@@ -236,34 +236,28 @@ class Worker:
         coupons = [r["customer_id"] for r in rows if isinstance(self.steps.get(r["sop_id"], {}).get(r["step_id"] or ""),
                                                                 CouponStep)]
         with cached_reads(conn, lambda cache: preload_coupons(conn, cache, coupons) if coupons else None):
-            self._perform_each(conn, effects, rows, customers, status, tags, done, cancelled, endings)
+            for row in rows:
+                spec = deps.library.sops.get(row["sop_id"])
+                step = self.steps.get(row["sop_id"], {}).get(row["step_id"]) if row["step_id"] else None
+                if status.get(row["run_id"]) not in LIVE or row["run_id"] in effects.ended or spec is None \
+                        or (row["kind"] == "push" and step is None):
+                    cancelled.append(row["id"])
+                    continue
+                at = as_utc(row["due_at"])
+                if row["kind"] == "end":  # the end step, or steps that simply ran out
+                    endings.append(Ending(row["run_id"], "completed", "reached the end",
+                                          step.outcome if step is not None else Outcome(), at))
+                else:
+                    perform(conn, deps, effects, spec=spec, step=step, run_id=row["run_id"],
+                            customer=customers.get(row["customer_id"]), customer_id=row["customer_id"],
+                            tags=tags.get(row["customer_id"], set()), occurrence=row["payload"]["occurrence"],
+                            at=at, origin=row["payload"].get("origin", "timer"))
+                done.append(row["id"])
         finish_runs(conn, deps, effects, endings)
         effects.flush(conn)
         self._done(conn, done)
         self._done(conn, cancelled, "cancelled")
         self.stats["push"] += len(done)
-
-    def _perform_each(self, conn: Connection, effects: Effects, rows: list[Any], customers: dict[str, Any],
-                      status: dict[str, str], tags: dict[str, set[str]], done: list[int], cancelled: list[int],
-                      endings: list[Ending]) -> None:
-        deps = self.deps
-        for row in rows:
-            spec = deps.library.sops.get(row["sop_id"])
-            step = self.steps.get(row["sop_id"], {}).get(row["step_id"]) if row["step_id"] else None
-            if status.get(row["run_id"]) not in LIVE or row["run_id"] in effects.ended or spec is None \
-                    or (row["kind"] == "push" and step is None):
-                cancelled.append(row["id"])
-                continue
-            at = as_utc(row["due_at"])
-            if row["kind"] == "end":  # the end step, or steps that simply ran out
-                endings.append(Ending(row["run_id"], "completed", "reached the end",
-                                      step.outcome if step is not None else Outcome(), at))
-            else:
-                perform(conn, deps, effects, spec=spec, step=step, run_id=row["run_id"],
-                        customer=customers.get(row["customer_id"]), customer_id=row["customer_id"],
-                        tags=tags.get(row["customer_id"], set()), occurrence=row["payload"]["occurrence"],
-                        at=at, origin=row["payload"].get("origin", "timer"))
-            done.append(row["id"])
 
     def _time_out(self, conn: Connection, effects: Effects, rows: list[Any], customers: dict[str, Any]) -> None:
         """Timeouts of pauses whose way on is a pure tail: the same transition the await node makes
