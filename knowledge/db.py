@@ -123,7 +123,7 @@ def make_engine(url: str, cache_mib: int = 64) -> Engine:
         return engine
     # executemany through psycopg's pipeline (one statement parsed once, rows bound to it) rather than
     # SQLAlchemy's "insertmanyvalues" (one giant INSERT ... VALUES text per page, parsed by psycopg each time):
-    # bench/scale.py showed the parse alone at a sixth of a worker's time; measured 4x faster for 1,000 rows
+    # `bench/scale.py --profile` showed that parse at a sixth of a worker's time
     return create_engine(url, pool_pre_ping=True, use_insertmanyvalues=False)
 
 
