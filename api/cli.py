@@ -25,6 +25,8 @@ app.add_typer(operator_app, name="operator")
 app.add_typer(wecom_app, name="wecom")
 app.add_typer(db_app, name="db")
 console = Console(width=150)
+# errors name files and lines: never wrapped mid-path, so they can be copied and grepped
+errors = Console(stderr=True, soft_wrap=True)
 
 
 @app.command()
@@ -69,7 +71,7 @@ def worker(
         try:
             handled = runtime.run_until(datetime.fromisoformat(until), persist_as="worker")
         except ValueError as exc:
-            Console(stderr=True).print(f"[red]{exc}[/]")
+            errors.print(f"[red]{escape(str(exc))}[/]")
             raise typer.Exit(2) from exc
         console.print(f"simulated to {until}: {handled} items handled")
         return
@@ -147,7 +149,7 @@ def eval_cmd(
         try:
             text = import_log(Path(args[1]))
         except CaseError as exc:
-            Console(stderr=True).print(f"[red]error:[/] {exc}")
+            errors.print(f"[red]error:[/] {escape(str(exc))}")
             raise typer.Exit(2) from exc
         if out:
             out.write_text(text, encoding="utf-8")
@@ -161,7 +163,7 @@ def eval_cmd(
     try:
         cases = load_cases([Path(p) for p in args] or [CASSETTES.parent / "cases"])
     except CaseError as exc:
-        Console(stderr=True).print(f"[red]error:[/] {exc}")
+        errors.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from exc
     results = run_suite(cases, mode, repeat, jobs)  # type: ignore[arg-type]
     seconds = time.perf_counter() - started
@@ -243,16 +245,15 @@ def kb_import(
     settings = get_settings()
     engine = make_engine(settings.db_url, settings.sqlite_cache_mib)
     init_db(engine)
-    err = Console(stderr=True)
     try:
         report = import_file(engine, file, kind, mapping, settings.shop_timezone, sheet)
     except ImportFormatError as exc:
-        err.print(f"[red]error:[/] {escape(str(exc))}")  # a sheet or file name may hold [brackets]
+        errors.print(f"[red]error:[/] {escape(str(exc))}")  # a sheet or file name may hold [brackets]
         raise typer.Exit(1) from exc
     if not report.ok:
         for e in report.errors:
-            err.print(f"{file}: row {e.row}: {e.field}: {e.message}")
-        err.print(f"[red]{len(report.errors)} problem(s) in {report.rows} row(s); nothing imported[/]")
+            errors.print(f"{file}: row {e.row}: {e.field}: {e.message}")
+        errors.print(f"[red]{len(report.errors)} problem(s) in {report.rows} row(s); nothing imported[/]")
         raise typer.Exit(1)
     read = (f" (sheet {escape(report.sheet)})" if report.sheet
             else f" ({report.encoding})" if report.encoding not in (None, "utf-8") else "")

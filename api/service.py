@@ -140,8 +140,6 @@ class Service:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._ticked = threading.Condition()
-        self.ticks = 0
         self._last_poll = 0.0
         self._thread: threading.Thread | None = None
         self.lease = Lease(runtime.deps.engine, self.clock, timedelta(seconds=settings.pump_lease_seconds))
@@ -214,9 +212,6 @@ class Service:
             self.metrics.collect(self)
         if duties:
             self._maybe_report()
-        with self._ticked:
-            self.ticks += 1
-            self._ticked.notify_all()
         return handled
 
     def _tick_shards(self, deadline: float | None) -> int:
@@ -283,11 +278,6 @@ class Service:
             return False
         self._library_digest = apply_published(self)
         return True
-
-    def wait_tick(self, after: int, timeout: float) -> bool:
-        """Block until a pump pass that started after tick ``after`` has finished."""
-        with self._ticked:
-            return self._ticked.wait_for(lambda: self.ticks > after + 1, timeout=timeout)
 
     def start(self, interval: float = 1.0) -> None:
         if self._thread is not None:

@@ -21,15 +21,16 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
-from sqlalchemy import func, select
+from sqlalchemy import func, select, union_all
 
 from agent.inbound import submit
 from agent.tables import InboundEvent
 from api.deps import ServiceDep
 from api.service import Service
+from knowledge.clock import as_utc
 from knowledge.tables import Customer
 from sop_graphs.customers import WEB_PREFIX
-from sop_graphs.tables import Outbox
+from sop_graphs.tables import DueTouchpoint, Outbox
 
 router = APIRouter(tags=["chat"])
 # what a customer may see: never an employee's task (handoff notes) or a tag write
@@ -93,10 +94,16 @@ def _accept(service: Service, customer_id: str, body: ChatIn, new: bool) -> tupl
 
 
 def _settled(service: Service, customer_id: str) -> bool:
+    """Nothing of this turn is left to do now: the customer's messages are handled, and no due row or outbox
+    row of theirs is waiting for a pass (rows the contact policy deferred wait for a later time, not a pass)."""
+    now = as_utc(service.runtime.deps.clock.now())
+    i, d, o = InboundEvent.__table__.c, DueTouchpoint.__table__.c, Outbox.__table__.c
+    waiting = union_all(
+        select(i.id).where(i.customer_id == customer_id, i.status == "pending"),
+        select(d.id).where(d.customer_id == customer_id, d.status == "pending", d.due_at <= now),
+        select(o.id).where(o.customer_id == customer_id, o.status == "pending", o.not_before <= now))
     with service.runtime.deps.engine.connect() as conn:
-        return conn.execute(select(InboundEvent.__table__.c.id).where(
-            InboundEvent.__table__.c.customer_id == customer_id,
-            InboundEvent.__table__.c.status == "pending")).first() is None
+        return conn.execute(waiting.limit(1)).first() is None
 
 
 def _replies(service: Service, customer_id: str, after: int) -> list[ChatReply]:
@@ -139,8 +146,6 @@ async def _run_turn(request: Request, service: Service, body: ChatIn,
     deadline = time.monotonic() + service.settings.chat_wait_seconds + service.settings.burst_window_seconds
     while time.monotonic() < deadline:
         if await run_in_threadpool(_settled, service, customer_id):
-            ticks = service.ticks
-            await run_in_threadpool(service.wait_tick, ticks, 2.0)  # the outbox pass that sends the replies
             break
         await asyncio.sleep(0.02)
         service.wake()

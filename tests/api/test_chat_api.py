@@ -53,3 +53,21 @@ def test_health_readiness_and_metrics(chat):
     assert chat.get("/readyz").json()["channel"] == "sandbox"
     metrics = chat.get("/metrics").text
     assert "sopagent_turns_total" in metrics and 'sopagent_sends_total{mode="kf"}' in metrics
+
+
+
+def test_a_turn_is_not_settled_while_what_it_scheduled_waits_for_a_pump_pass(tmp_path):
+    from api.routes.chat import ChatIn, _accept, _settled
+    from sop_graphs.tables import Outbox
+
+    service = Service.build(Settings(home=tmp_path / "home", embedder="hash", burst_window_seconds=0),
+                            clock=SimClock(NOW))
+    service.runtime.load_demo_shop()
+    _accept(service, "web_slowpass", ChatIn(text="玻尿酸水润保湿面霜多少钱"), new=True)
+    service.runtime.inbound.process()  # the messages handled; the SOP's sends they scheduled not yet dispatched
+    assert not _settled(service, "web_slowpass")
+    service.pump_once()
+    assert _settled(service, "web_slowpass")
+    with service.runtime.deps.engine.connect() as conn:
+        rows = conn.execute(Outbox.__table__.select().where(Outbox.__table__.c.customer_id == "web_slowpass")).all()
+    assert any(r.action == "ask" and r.status == "sent" for r in rows)
