@@ -180,7 +180,11 @@ def _bound_strings(parameters: Any) -> set[str]:
     found: set[str] = set()
     for params in sets:
         values = params.values() if isinstance(params, Mapping) else params or ()
-        found.update(v for v in values if isinstance(v, str))
+        for value in values:
+            if isinstance(value, str):
+                found.add(value)
+            elif isinstance(value, list):  # a column's values bound as one array (knowledge.pg_arrays)
+                found.update(v for v in value if isinstance(v, str))
     return found
 
 

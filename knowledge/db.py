@@ -12,10 +12,14 @@ from typing import Any, TypeVar
 
 import sqlalchemy
 import sqlalchemy.exc
-from sqlalchemy import ColumnElement, Row, Table, bindparam, event
+from sqlalchemy import ARRAY, Boolean, ColumnElement, Row, Table, bindparam, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.visitors import InternalTraversal
 from sqlmodel import SQLModel, create_engine
+
+from knowledge.pg_arrays import insert_arrays, update_arrays
 
 SQLITE_BUSY_SECONDS = 30.0  # how long a writer waits for the database before it gives up
 
@@ -137,10 +141,38 @@ def in_chunks(values: Sequence[T], size: int = IN_CHUNK) -> Iterator[Sequence[T]
         yield values[start:start + size]
 
 
+class AnyOf(ColumnElement[bool]):
+    """``column IN (:values)``, the list bound at execution; on PostgreSQL ``column = ANY(:values)`` with the list
+    sent as one binary array. An expanded ``IN`` list is a new statement text for every length, which psycopg
+    parses anew each time: at a worker's 500-value lists that parse was a tenth of a pump (``bench/scale.py
+    --profile``)."""
+
+    inherit_cache = True
+    _traverse_internals = [("column", InternalTraversal.dp_clauseelement)]
+    _is_implicitly_boolean = True  # a predicate: never rendered as ``... = 1`` where booleans are integers
+    type = Boolean()
+
+    def __init__(self, column: ColumnElement[Any]) -> None:
+        self.column = column
+
+
+@compiles(AnyOf)
+def _in_list(element: AnyOf, compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(element.column.in_(bindparam("values", expanding=True)), **kw))
+
+
+@compiles(AnyOf, "postgresql")
+def _any_array(element: AnyOf, compiler: Any, **kw: Any) -> str:
+    array = compiler.process(bindparam("values", type_=ARRAY(element.column.type)), **kw)
+    if compiler.dialect.paramstyle == "pyformat":  # psycopg: %(values)b sends the array in binary
+        array = array.replace("%(values)s", "%(values)b")
+    return f"{compiler.process(element.column, **kw)} = ANY({array})"
+
+
 def any_of(column: Any) -> ColumnElement[bool]:
-    """``column IN (:values)`` with the list bound at execution, so statements using it are built once
+    """``column`` is one of ``:values``, the list bound at execution, so statements using it are built once
     (building a statement costs more than running it on SQLite). Run them with :func:`run_in`."""
-    return column.in_(bindparam("values", expanding=True))
+    return AnyOf(column)
 
 
 def run_in(conn: Connection, statement: Any, values: Iterable[Any], **params: Any) -> list[Row[Any]]:
@@ -189,10 +221,37 @@ def insert_ignore(conn: Connection, table: Table, rows: Iterable[Mapping[str, An
     rows = list(rows)
     if not rows:
         return 0
+    if conn.dialect.name == "postgresql":
+        return insert_arrays(conn, table, rows, ignore=True)
     # psycopg sums an executemany's row counts; SQLAlchemy keeps the count only when asked to
     result = conn.execute(_insert_ignore_stmt(conn.dialect.name, table), rows,
                           execution_options={"preserve_rowcount": True})
     return max(result.rowcount, 0)
+
+
+def insert_many(conn: Connection, table: Table, rows: Iterable[Mapping[str, Any]]) -> None:
+    """Insert rows (all with the same keys): one statement over column arrays on PostgreSQL."""
+    rows = list(rows)
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        insert_arrays(conn, table, rows)
+        return
+    conn.execute(table.insert(), rows)
+
+
+def update_many(conn: Connection, table: Table, key: str, rows: Iterable[Mapping[str, Any]]) -> None:
+    """Set the columns each row carries (all rows the same ones) on the row whose ``key`` column equals the
+    row's; keys must not repeat. One statement over column arrays on PostgreSQL."""
+    rows = list(rows)
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        update_arrays(conn, table, key, rows)
+        return
+    values = {c: bindparam(f"v_{c}") for c in rows[0] if c != key}
+    conn.execute(table.update().where(table.c[key] == bindparam("k_")).values(values),
+                 [{"k_": row[key], **{f"v_{c}": row[c] for c in values}} for row in rows])
 
 
 def upsert(conn: Connection, table: Table, rows: list[Mapping[str, Any]]) -> None:

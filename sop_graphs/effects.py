@@ -9,12 +9,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, update
+from sqlalchemy import update
 from sqlalchemy.engine import Connection
 
 from knowledge.batching import deferred, suspended
 from knowledge.clock import as_utc
-from knowledge.db import insert_ignore
+from knowledge.db import insert_ignore, update_many
 from knowledge.tables import TimelineEntry
 from sop_graphs.tables import DueTouchpoint, Outbox, SopRun
 
@@ -85,10 +85,9 @@ class Effects:
             insert_ignore(conn, TimelineEntry.__table__, timeline)
             by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
             for run_id, values in marks.items():
-                by_columns.setdefault(tuple(sorted(values)), []).append({"rid": run_id, **values})
-            for columns, rows in by_columns.items():
-                conn.execute(update(SopRun.__table__).where(_R.id == bindparam("rid"))
-                             .values({c: bindparam(c) for c in columns}), rows)
+                by_columns.setdefault(tuple(sorted(values)), []).append({"id": run_id, **values})
+            for rows in by_columns.values():
+                update_many(conn, SopRun.__table__, "id", rows)
 
 
 def mark_run(conn: Connection, run_id: str, **values: Any) -> None:

@@ -14,7 +14,7 @@ from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.engine import Connection
 
 from knowledge.clock import as_utc, parse_hhmm
-from knowledge.db import any_of, run_in
+from knowledge.db import any_of, insert_many, run_in
 from sop_graphs.customers import (
     BROADCAST,
     WEB_CHANNEL,
@@ -208,7 +208,7 @@ def admit_many(conn: Connection, effects: Effects, entries: list[Entry], at: dat
                      run_id=run_id, key=f"enrolled/{run_id}", detail={"sop": spec.id})
         admitted.append(Admission(run_id, new=True))
     if new_runs:
-        conn.execute(SopRun.__table__.insert(), new_runs)
+        insert_many(conn, SopRun.__table__, new_runs)
     return admitted
 
 

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 
 from knowledge.batching import cached_reads, deferred_writes
 from knowledge.clock import as_utc, parse_hhmm
-from knowledge.db import any_of, in_chunks, insert_ignore, run_in
+from knowledge.db import any_of, in_chunks, insert_ignore, insert_many, run_in
 from knowledge.tables import Customer
 from sop_graphs.actions import perform, preload_coupons
 from sop_graphs.channel import Delivery
@@ -561,7 +561,7 @@ class Worker:
             return
         ids = list(contacts)
         run_in(conn, _FORGET_CONTACTS_IN, ids)
-        conn.execute(ContactState.__table__.insert(), [
+        insert_many(conn, ContactState.__table__, [
             {"customer_id": cid, "last_marketing_at": as_utc(c.last_marketing_at) if c.last_marketing_at else None,
              "last_touch": c.last_touch, "day": c.day, "day_count": c.day_count,
              "kf_window": as_utc(c.kf_window) if c.kf_window else None, "kf_sent": c.kf_sent}
