@@ -7,8 +7,13 @@ SOP's days. Prints per configuration: enrolments/s (contact added → run starte
 sent), due actions/s over the following days (pushes, question timeouts, run ends, graph resumes), outbox sends/s,
 and an exactly-once check (every send recorded once, nothing pending, each customer's nine nurture messages).
 
+Each phase also prints where the CPU went (Linux): cores busy on the machine, and the shares of the worker
+processes, of PostgreSQL's processes (all of the server's, read from /proc: run it on a quiet machine) and of this
+conductor. ``--repeat K`` runs each configuration K times and prints the median rates as well: on a shared VM two
+runs of the same code differ by a third.
+
 Usage: python bench/scale.py --postgres postgresql+psycopg://USER:PW@HOST/postgres [--customers 1000000]
-       [--workers 1,2,4] [--days 31] [--home /tmp/sopagent-scale] [--profile DIR]
+       [--workers 1,2,4] [--days 31] [--repeat 1] [--home /tmp/sopagent-scale] [--profile DIR]
 The role must be allowed to create databases; each configuration's database is dropped afterwards.
 """
 
@@ -18,6 +23,7 @@ import argparse
 import os
 import shutil
 import sqlite3
+import statistics
 import subprocess
 import sys
 import time
@@ -37,6 +43,54 @@ START = datetime(2026, 11, 23, 1, 0, tzinfo=UTC)  # Monday 09:00 Shanghai
 ROOT = Path(__file__).resolve().parents[1]
 PATIENCE = 6 * 3600.0  # seconds the conductor waits at one moment: a million contacts arriving at once take long
 ENROLLED = timedelta(minutes=10)  # by then every added contact has had its welcome and first question
+
+
+class CpuMeter:
+    """CPU seconds between :meth:`start` and :meth:`stop`: the machine's busy time (/proc/stat), the given worker
+    processes', PostgreSQL's (every process named postgres; a backend that exits mid-phase takes its time with it)
+    and this process's."""
+
+    TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    def __init__(self, workers: list[int]) -> None:
+        self.workers = workers
+        self.available = Path("/proc/stat").exists()
+
+    def _machine(self) -> float:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return (sum(fields) - fields[3] - fields[4]) / self.TICK  # all but idle and iowait
+
+    @classmethod
+    def _process(cls, pid: int | str) -> tuple[str, float]:
+        try:
+            raw = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return "", 0.0
+        name, rest = raw[raw.index("(") + 1:raw.rindex(")")], raw[raw.rindex(")") + 2:].split()
+        return name, (int(rest[11]) + int(rest[12])) / cls.TICK  # utime + stime
+
+    def _postgres(self) -> float:
+        total = 0.0
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                name, cpu = self._process(entry.name)
+                total += cpu if name.startswith("postgres") else 0.0
+        return total
+
+    def _read(self) -> tuple[float, float, float, float, float]:
+        return (time.perf_counter(), self._machine(), sum(self._process(p)[1] for p in self.workers),
+                self._postgres(), time.process_time())
+
+    def start(self) -> None:
+        self._start = self._read() if self.available else None
+
+    def stop(self) -> str:
+        if self._start is None:
+            return "not measured (no /proc)"
+        wall, machine, workers, postgres, conductor = (b - a for a, b in zip(self._start, self._read(), strict=True))
+        used = max(workers + postgres + conductor, 1e-9)
+        return (f"{machine / wall:.2f} of {os.cpu_count()} cores busy; workers {workers / used:.0%}, PostgreSQL "
+                f"{postgres / used:.0%}, conductor {conductor / used:.0%}")
 
 
 def _due_done(conn: object) -> int:
@@ -75,16 +129,21 @@ def run(admin: str, customers: int, workers: int, days: int, home: Path,
                                   cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                  for i in range(workers)]
         wait_for_followers(runtime, workers)  # their start-up is not enrolment time
+        meter = CpuMeter([p.pid for p in procs])
+        meter.start()
         t0 = time.perf_counter()
         conduct(runtime, START + ENROLLED, patience=PATIENCE)
         enrol_s = time.perf_counter() - t0
+        enrol_cpu = meter.stop()
         with engine.connect() as conn:
             enrolled = conn.execute(text("SELECT count(*) FROM soprun WHERE sop_id = 'new_customer_nurture'")).scalar()
             due_before = _due_done(conn)
             sent_before = conn.execute(text("SELECT count(*) FROM outbox WHERE status = 'sent'")).scalar()
+        meter.start()
         t1 = time.perf_counter()
         conduct(runtime, START + timedelta(days=days), patience=PATIENCE)
         run_s = time.perf_counter() - t1
+        due_cpu = meter.stop()
         stop_followers(runtime)
         for proc in procs:
             proc.wait(timeout=600)
@@ -108,7 +167,8 @@ def run(admin: str, customers: int, workers: int, days: int, home: Path,
                         and (not complete or per_customer == {9: customers}))
         return {"workers": workers, "customers": customers, "seed_s": seed_s, "enrol_s": enrol_s,
                 "enrolled": enrolled, "due": due, "sent": sent - sent_before, "run_s": run_s, "db_mib": size / 2**20,
-                "exactly_once": exactly_once, "records": records, "repeats": repeats, "per_customer": per_customer}
+                "exactly_once": exactly_once, "records": records, "repeats": repeats, "per_customer": per_customer,
+                "enrol_cpu": enrol_cpu, "due_cpu": due_cpu}
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -119,6 +179,18 @@ def run(admin: str, customers: int, workers: int, days: int, home: Path,
         admin_engine.dispose()
 
 
+def report(r: dict[str, object]) -> None:
+    print(f"  enrolment:    {r['enrolled']:,} runs in {r['enrol_s']:.1f}s "
+          f"({r['enrolled'] / r['enrol_s']:,.0f} enrolments/s, added → welcome and first question sent)")
+    print(f"                cpu: {r['enrol_cpu']}")
+    print(f"  due actions:  {r['due']:,} in {r['run_s']:.1f}s ({r['due'] / r['run_s']:,.0f}/s); "
+          f"outbox sent {r['sent']:,} ({r['sent'] / r['run_s']:,.0f}/s)")
+    print(f"                cpu: {r['due_cpu']}")
+    print(f"  database:     {r['db_mib']:,.0f} MiB after the run; import of the contacts {r['seed_s']:.1f}s")
+    print(f"  exactly once: {'OK' if r['exactly_once'] else 'FAILED'} (records {r['records']:,}, repeated keys "
+          f"{r['repeats']}, nurture messages per customer {r['per_customer']})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--postgres", required=True, help="SQLAlchemy URL of a server and a role that may create "
@@ -126,6 +198,7 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=1_000_000)
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--days", type=int, default=31, help="simulated days after the import (31: the whole SOP)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each configuration; the median is printed")
     parser.add_argument("--home", type=Path, default=Path("/tmp/sopagent-scale"))
     parser.add_argument("--profile", type=Path, default=None,
                         help="write each worker's cProfile statistics into this directory (slows them down)")
@@ -133,16 +206,22 @@ def main() -> None:
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
     print(f"{args.customers:,} customers on PostgreSQL, {args.days} simulated days, cores: {os.cpu_count()}")
+    failed = False
     for workers in (int(w) for w in args.workers.split(",")):
-        r = run(args.postgres, args.customers, workers, args.days, args.home, args.profile)
-        print(f"--- {workers} worker process(es)")
-        print(f"  enrolment:    {r['enrolled']:,} runs in {r['enrol_s']:.1f}s "
-              f"({r['enrolled'] / r['enrol_s']:,.0f} enrolments/s, added → welcome and first question sent)")
-        print(f"  due actions:  {r['due']:,} in {r['run_s']:.1f}s ({r['due'] / r['run_s']:,.0f}/s); "
-              f"outbox sent {r['sent']:,} ({r['sent'] / r['run_s']:,.0f}/s)")
-        print(f"  database:     {r['db_mib']:,.0f} MiB after the run; import of the contacts {r['seed_s']:.1f}s")
-        print(f"  exactly once: {'OK' if r['exactly_once'] else 'FAILED'} (records {r['records']:,}, repeated keys "
-              f"{r['repeats']}, nurture messages per customer {r['per_customer']})")
+        runs = []
+        for attempt in range(1, args.repeat + 1):
+            r = run(args.postgres, args.customers, workers, args.days, args.home, args.profile)
+            print(f"--- {workers} worker process(es)" + (f", run {attempt} of {args.repeat}" if args.repeat > 1 else ""))
+            report(r)
+            runs.append(r)
+            failed |= not r["exactly_once"]
+        if args.repeat > 1:
+            enrol = statistics.median(float(r["enrolled"]) / float(r["enrol_s"]) for r in runs)  # type: ignore[arg-type]
+            due = statistics.median(float(r["due"]) / float(r["run_s"]) for r in runs)  # type: ignore[arg-type]
+            print(f"=== {workers} worker process(es), median of {args.repeat}: {enrol:,.0f} enrolments/s, "
+                  f"{due:,.0f} due actions/s; exactly once {'OK' if all(r['exactly_once'] for r in runs) else 'FAILED'}")
+    if failed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":
