@@ -411,14 +411,13 @@ class Worker:
 
         The rows are locked (PostgreSQL): the sweep runs in one shard while other workers serve these customers, and
         a customer whose message is being handled right now is waited for and then re-checked against the committed
-        row, so a sweep never marks silent, or re-activates, someone who has just written. Locked in id order, as
-        every sweep takes them."""
+        row, so a sweep never marks silent, or enrols into a silent_for SOP, someone who has just written."""
         low, high = since - timedelta(days=days), now - timedelta(days=days)
         seen = func.coalesce(_C.last_inbound_at, _C.added_at)
         rows = conn.execute(select(_C.id, _C.last_inbound_at, _C.added_at, _C.last_order_at).where(
             _C.stage != "churned",
             ((seen > low) & (seen <= high)) | ((_C.last_order_at > low) & (_C.last_order_at <= high)))
-            .order_by(_C.id).with_for_update()).all()
+            .with_for_update()).all()
         crossed = []
         for cid, last_in, added, last_order in rows:
             last_seen = max(as_utc(t) for t in (last_in, added, last_order) if t is not None)
