@@ -211,9 +211,9 @@ def init_db(engine: Engine) -> None:
 
 
 @cache
-def _insert_ignore_stmt(dialect_name: str, table: Table) -> Any:
-    dialect = postgresql if dialect_name == "postgresql" else sqlite
-    return dialect.insert(table).on_conflict_do_nothing()
+def _insert_ignore_stmt(table: Table) -> Any:
+    """SQLite's insert-or-skip (PostgreSQL goes through :func:`knowledge.pg_arrays.insert_arrays`)."""
+    return sqlite.insert(table).on_conflict_do_nothing()
 
 
 def insert_ignore(conn: Connection, table: Table, rows: Iterable[Mapping[str, Any]]) -> int:
@@ -223,8 +223,8 @@ def insert_ignore(conn: Connection, table: Table, rows: Iterable[Mapping[str, An
         return 0
     if conn.dialect.name == "postgresql":
         return insert_arrays(conn, table, rows, ignore=True)
-    # psycopg sums an executemany's row counts; SQLAlchemy keeps the count only when asked to
-    result = conn.execute(_insert_ignore_stmt(conn.dialect.name, table), rows,
+    # SQLite sums an executemany's row counts; SQLAlchemy keeps the count only when asked to
+    result = conn.execute(_insert_ignore_stmt(table), rows,
                           execution_options={"preserve_rowcount": True})
     return max(result.rowcount, 0)
 
