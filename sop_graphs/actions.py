@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection
 
 from knowledge.batching import MISSING, ReadCache, reads
 from knowledge.clock import as_utc
-from knowledge.db import any_of, insert_ignore, run_in
+from knowledge.db import any_of, run_in
 from knowledge.tables import Customer
 from sop_graphs.customers import load_customer
 from sop_graphs.deps import Deps, Origin
@@ -167,28 +167,40 @@ def _held_coupon(conn: Connection, customer_id: str, campaign: str) -> str | Non
     return conn.execute(select(_L.code).where(_L.customer_id == customer_id, _L.campaign_id == campaign)).scalar()
 
 
+def _hold_in_cache(conn: Connection, customer_id: str, campaign: str, code: str) -> None:
+    """A batch's later steps see the coupon issued (until its ledger row is written, which drops the entry)."""
+    cache = reads(conn)
+    if cache is not None and (held := cache.get(_LEDGER_T, customer_id)) is not MISSING:
+        cache.put(_LEDGER_T, customer_id, {**held, campaign: code})
+
+
 def _issue_coupon(conn: Connection, deps: Deps, effects: Effects, spec: SopSpec, step: CouponStep, run_id: str,
                   customer: dict[str, Any] | None, customer_id: str, tags: set[str], key: str, touch: str,
                   at: datetime, origin: Origin) -> None:
+    """The campaign's coupon for the customer, at most one per customer and campaign whatever runs ask: a new one
+    waits in ``effects`` with its send (written together, the ledger row first: ``Effects.issue``); one the
+    customer holds is sent again only to the run it was issued for (a replay)."""
     campaign = deps.library.catalog.campaigns[step.campaign]
     held = _held_coupon(conn, customer_id, step.campaign)
     if held is None and campaign.budget is not None:
         issued = conn.execute(select(func.count()).where(_L.campaign_id == step.campaign)).scalar() or 0
-        if issued >= campaign.budget:
+        if issued + effects.issuing(step.campaign) >= campaign.budget:
             effects.note(customer_id=customer_id, at=at, kind="coupon_skipped", run_id=run_id, key=f"nocoupon/{key}",
                          summary=f"券「{campaign.name}」已发完（预算 {campaign.budget} 张），未发放")
             return
-    code = held or "C" + hashlib.sha1(f"{step.campaign}/{customer_id}".encode()).hexdigest()[:10].upper()
-    new = held is None and insert_ignore(conn, CouponLedger.__table__, [{
-        "customer_id": customer_id, "campaign_id": step.campaign, "code": code, "run_id": run_id,
-        "issued_at": as_utc(at)}]) == 1
-    if not new:
+    duplicate = f"券「{campaign.name}」此前已发放给该客户，不重复发放"
+    if held is not None:
         owner = conn.execute(select(_L.run_id).where(_L.customer_id == customer_id,
                                                       _L.campaign_id == step.campaign)).scalar()
         if owner != run_id:
             effects.note(customer_id=customer_id, at=at, kind="coupon_skipped", run_id=run_id, key=f"dupcoupon/{key}",
-                         summary=f"券「{campaign.name}」此前已发放给该客户，不重复发放")
+                         summary=duplicate)
             return
+    code = held or "C" + hashlib.sha1(f"{step.campaign}/{customer_id}".encode()).hexdigest()[:10].upper()
+    if held is None:
+        effects.issue(customer_id=customer_id, campaign_id=step.campaign, code=code, run_id=run_id, at=at,
+                      send_key=key, skipped_key=f"dupcoupon/{key}", skipped_summary=duplicate)
+        _hold_in_cache(conn, customer_id, step.campaign, code)
     payload = render_step(step, deps.library.catalog, tags, values_for(customer, deps.library.catalog))
     expires = at + timedelta(days=campaign.valid_days)
     payload |= {"code": code, "amount": campaign.amount, "threshold": campaign.threshold,
