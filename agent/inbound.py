@@ -28,7 +28,7 @@ from agent.understanding import INCIDENT_INTENTS, QUESTION_INTENTS, Understandin
 from knowledge.amounts import parse_amount
 from knowledge.batching import cached_reads, deferred_writes
 from knowledge.clock import as_utc
-from knowledge.db import any_of, insert_ignore, run_in
+from knowledge.db import any_of, insert_ignore, insert_many, run_in
 from knowledge.tables import Customer, TimelineEntry
 from knowledge.text import normalise
 from sop_graphs.actions import render_question
@@ -208,7 +208,7 @@ class InboundProcessor:
                 rows[cid] = self._customer_row(cid, head["payload"], as_utc(head["received_at"]))
             seen.add(cid)
         if rows:
-            conn.execute(Customer.__table__.insert(), list(rows.values()))
+            insert_many(conn, Customer.__table__, list(rows.values()))
             for row in load_customers(conn, list(rows)).values():
                 remember_customer(conn, row)  # what fire() and the SOPs' first steps read next
         return set(rows)
