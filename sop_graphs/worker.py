@@ -79,7 +79,10 @@ _SENT_IN = (update(Outbox.__table__).where(any_of(_O.id))
 _STATES_IN = select(ContactState.__table__).where(any_of(_S.customer_id))
 _FORGET_CONTACTS_IN = ContactState.__table__.delete().where(any_of(_S.customer_id))
 _CONTACT_CUSTOMERS_IN = select(_C.id, _C.unsubscribed_at, _C.stage, _C.last_inbound_at).where(any_of(_C.id))
-_LIVE_SOPS_IN = select(_R.customer_id, _R.sop_id).where(any_of(_R.customer_id), _R.status.in_(LIVE))
+# the runs of the batch's customers in SOPs that suppress marketing; ``sop_id || ''`` keeps SQLite from walking
+# that SOP's every run through the sop_id index instead of the batch's customers' runs
+_LIVE_SOPS_IN = select(_R.customer_id, _R.sop_id).where(any_of(_R.customer_id), _R.status.in_(LIVE),
+                                                         (_R.sop_id + "").in_(bindparam("sops", expanding=True)))
 # marketing still due today per customer (its priority is in the payload): reserves slots for time-critical rows
 _DUE_TODAY_IN = select(_O.id, _O.customer_id, _O.payload).where(
     any_of(_O.customer_id), _O.status == "pending", _O.marketing.is_(True), _O.not_before < bindparam("until"))
@@ -463,10 +466,8 @@ class Worker:
             if (payload or {}).get("priority") and row_id not in batch:
                 contacts[cid].reserved += 1
         if suppressing:
-            # filtered by SOP here, not in SQL: a sop_id condition lets SQLite walk that SOP's every run
-            for cid, sop_id in run_in(conn, _LIVE_SOPS_IN, ids):
-                if sop_id in suppressing:
-                    contacts[cid].suppressed_by = self.deps.library.sops[sop_id].name
+            for cid, sop_id in run_in(conn, _LIVE_SOPS_IN, ids, sops=suppressing):
+                contacts[cid].suppressed_by = self.deps.library.sops[sop_id].name
         return contacts
 
     def _settle(self, rows: list[Any], contacts: dict[str, Contact], now: datetime) -> None:

@@ -187,3 +187,20 @@ def test_a_question_put_off_by_quiet_hours_gets_its_whole_time_to_be_answered(tm
                                                    _D.status == "pending")).scalars().all()
     assert "deferred" in kinds and "ask_timeout" not in kinds
     assert due and as_utc(min(due)) == datetime(2026, 11, 24, 3, 0, tzinfo=UTC)  # 08:00 + the 3 h timeout
+
+
+def test_a_live_complaint_run_holds_back_only_its_own_customers_marketing(runtime):
+    _add(runtime, "c1", "c2")
+    runtime.run_until(runtime.deps.clock.now() + timedelta(minutes=10))  # welcome and first question out
+    complaint = runtime.deps.library.sops["complaint_handling"]
+    with runtime.deps.engine.begin() as conn:
+        conn.execute(SopRun.__table__.insert().values(
+            id="complaint_handling/c1/t", sop_id=complaint.id, sop_version=1, family=complaint.id, customer_id="c1",
+            status="active", trigger="test", started_at=as_utc(runtime.deps.clock.now())))
+    runtime.run_until(runtime.deps.clock.now() + timedelta(hours=4))  # the question times out: invite, coupon due
+    o = Outbox.__table__.c
+    with runtime.deps.engine.connect() as conn:
+        held = dict(conn.execute(select(o.customer_id, o.last_deferral).where(o.step_id == "invite")).all())
+    sent = {r["customer_id"] for r in runtime.deps.channel.records() if "/invite/" in r["key"]}
+    assert sent == {"c2"}
+    assert f"open {complaint.name}: marketing paused" in held["c1"]
