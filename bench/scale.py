@@ -39,7 +39,7 @@ from agent.runtime import Runtime
 from agent.tables import InboundEvent
 from api.report import daily
 from api.simulation import conduct, stop_followers, wait_for_followers
-from knowledge.clock import ShopTime, SimClock
+from knowledge.clock import SimClock
 from knowledge.settings import Settings
 
 START = datetime(2026, 11, 23, 1, 0, tzinfo=UTC)  # Monday 09:00 Shanghai
@@ -105,7 +105,7 @@ def _time_report(runtime: Runtime, days: int) -> tuple[float, int]:
     question), as the pump makes it the morning after; and how many sends that day had."""
     settings = runtime.deps.settings
     ctx = daily.context(settings, runtime.deps.engine, runtime.deps.library)
-    day = ShopTime(settings.shop_timezone).local(START).date()
+    day = runtime.deps.shop.local_date(START)
     now = START + timedelta(days=min(days, 2))
     t = time.perf_counter()
     report = daily.generate(ctx, day, now)

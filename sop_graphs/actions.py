@@ -196,8 +196,9 @@ def _issue_coupon(conn: Connection, deps: Deps, effects: Effects, spec: SopSpec,
             effects.note(customer_id=customer_id, at=at, kind="coupon_skipped", run_id=run_id, key=f"dupcoupon/{key}",
                          summary=duplicate)
             return
-    code = held or "C" + hashlib.sha1(f"{step.campaign}/{customer_id}".encode()).hexdigest()[:10].upper()
-    if held is None:
+        code = held
+    else:
+        code = "C" + hashlib.sha1(f"{step.campaign}/{customer_id}".encode()).hexdigest()[:10].upper()
         effects.issue(customer_id=customer_id, campaign_id=step.campaign, code=code, run_id=run_id, at=at,
                       send_key=key, skipped_key=f"dupcoupon/{key}", skipped_summary=duplicate)
         _hold_in_cache(conn, customer_id, step.campaign, code)

@@ -120,7 +120,8 @@ class Effects:
         with suspended(conn):  # this buffer's own writes (it may be the block's buffer)
             lost = _write_ledger(conn, coupons)
             if lost:
-                outbox = [row for row in outbox if row["key"] not in {c.send_key for c in lost}]
+                withdrawn = {c.send_key for c in lost}
+                outbox = [row for row in outbox if row["key"] not in withdrawn]
                 timeline = timeline + [c.skipped for c in lost]
             insert_ignore(conn, Outbox.__table__, outbox)
             insert_ignore(conn, DueTouchpoint.__table__, due)
